@@ -1,0 +1,331 @@
+"""Command line: `apiproc run`, `apiproc simulate`, and the classic script's flags.
+
+    apiproc run requests.jsonl -o results.jsonl --max-requests-per-minute 1000
+    apiproc run requests.jsonl --simulate
+    apiproc simulate --port 8080 --requests-per-minute 3000 --latency 0.2
+
+Options only: each command builds a `Settings` and hands it to the engine.
+Exit status: 0 all requests succeeded; 1 some requests errored; 2 usage or input/output
+file error; 3 the run was stopped by an authentication, permission or spend-limit
+error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from apiproc.engine import RunStats, run_job
+from apiproc.jobs import InputError
+from apiproc.limiter import Limits
+from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
+from apiproc.report import Reporter
+from apiproc.results import OutputError
+from apiproc.settings import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_TIMEOUT,
+    Settings,
+    SettingsError,
+    default_output_path,
+    resolve_api_key,
+)
+
+EXIT_OK = 0
+EXIT_ERRORED = 1
+EXIT_USAGE = 2
+EXIT_FATAL = 3
+EXIT_INTERRUPTED = 130
+
+CLASSIC_REQUESTS_PER_MINUTE = 40.0
+CLASSIC_TOKENS_PER_MINUTE = 16_000.0
+LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
+
+
+class LogLevel(click.ParamType):
+    """A logging level as a number (10, 20, 30, 40) or a name (DEBUG, INFO, ...)."""
+
+    name = "level"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if text.isdigit():
+            return int(text)
+        if text.upper() in LOG_LEVELS:
+            return LOG_LEVELS[text.upper()]
+        self.fail(f"{value!r} is not a logging level (use 10/20/30/40 or DEBUG/INFO/...)")
+
+
+def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """An option spelled both with hyphens and with the classic underscores."""
+    spelled = list(names)
+    for name in names:
+        if name.startswith("--") and "-" in name[2:] and "/" not in name:
+            spelled.append("--" + name[2:].replace("-", "_"))
+    return click.option(*spelled, **kwargs)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="apiproc")
+def main() -> None:
+    """Send a JSONL file of Anthropic Messages requests as fast as the rate limits allow."""
+
+
+@main.command()
+@click.argument("requests", metavar="REQUESTS")
+@_option(
+    "-o",
+    "--output",
+    "--save-filepath",
+    "output",
+    metavar="OUTPUT",
+    help="Output JSONL ('-' for stdout). Default: <input stem>_results.jsonl beside the "
+    "input, or stdout when reading stdin.",
+)
+@_option("--request-url", default=DEFAULT_URL, show_default=True, help="Messages endpoint.")
+@_option("--api-key", help="API key. Default: ANTHROPIC_API_KEY from the environment or .env.")
+@_option(
+    "--max-requests-per-minute",
+    type=float,
+    help="Requests per minute. Default: the limit the API reports in its headers.",
+)
+@_option(
+    "--max-tokens-per-minute",
+    type=float,
+    help="Combined input+output tokens per minute (the classic limit).",
+)
+@_option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
+@_option("--max-output-tokens-per-minute", type=float, help="Output tokens per minute.")
+@_option(
+    "--max-attempts",
+    type=int,
+    default=DEFAULT_ATTEMPTS,
+    show_default=True,
+    help="Attempts per request before it is recorded as errored.",
+)
+@_option(
+    "--max-concurrency",
+    type=int,
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+@_option(
+    "--timeout",
+    type=float,
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds one attempt may take; long generations are legitimate.",
+)
+@_option(
+    "--logging-level",
+    type=LogLevel(),
+    default="WARNING",
+    show_default=True,
+    help="10/20/30/40 or DEBUG/INFO/WARNING/ERROR.",
+)
+@_option("--anthropic-version", default=DEFAULT_VERSION, show_default=True)
+@_option("--anthropic-beta", multiple=True, help="Beta feature name; repeat for several.")
+@_option(
+    "--output-format",
+    type=click.Choice(["batch", "cookbook"]),
+    default="batch",
+    show_default=True,
+    help="batch: Message Batches result lines; cookbook: classic arrays.",
+)
+@_option(
+    "--output-accounting",
+    type=click.Choice(["generated", "max_tokens"]),
+    default="generated",
+    show_default=True,
+    help="How the API counts output tokens against its limit: only generated tokens "
+    "(current docs) or max_tokens at the start (older docs).",
+)
+@_option(
+    "--use-caching",
+    type=click.BOOL,
+    default=False,
+    is_flag=False,
+    flag_value=True,
+    help="Add a prompt-cache breakpoint at the end of the system prompt.",
+)
+@_option(
+    "--ramp/--no-ramp",
+    default=True,
+    show_default=True,
+    help="Ramp bursts up gradually (recommended by the API docs).",
+)
+@_option(
+    "--progress-every",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds between progress lines on stderr.",
+)
+@click.option("--quiet", is_flag=True, help="Only warnings and the summary.")
+@click.option(
+    "--simulate",
+    is_flag=True,
+    help="Start the bundled API simulator on 127.0.0.1 and send everything there.",
+)
+def run(requests: str, output: str | None, **options: Any) -> None:
+    """Send every request in REQUESTS ('-' for stdin) and append one result line each."""
+    settings = _settings(requests, output, options)
+    sys.exit(
+        execute(settings, options["logging_level"], options["progress_every"], options["quiet"])
+    )
+
+
+def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Settings:
+    try:
+        api_key = resolve_api_key(options["api_key"], simulate=options["simulate"])
+    except SettingsError as error:
+        Reporter(sys.stderr).error(str(error))
+        sys.exit(EXIT_USAGE)
+    return Settings(
+        requests_path=requests,
+        output_path=output or default_output_path(requests),
+        api_key=api_key,
+        request_url=options["request_url"],
+        limits=Limits(
+            requests_per_minute=options["max_requests_per_minute"],
+            input_tokens_per_minute=options["max_input_tokens_per_minute"],
+            output_tokens_per_minute=options["max_output_tokens_per_minute"],
+            tokens_per_minute=options["max_tokens_per_minute"],
+        ),
+        max_attempts=options["max_attempts"],
+        max_concurrency=options["max_concurrency"],
+        timeout=options["timeout"],
+        anthropic_version=options["anthropic_version"],
+        anthropic_betas=tuple(options["anthropic_beta"]),
+        output_format=options["output_format"],
+        output_accounting=options["output_accounting"],
+        use_caching=bool(options["use_caching"]),
+        simulate=options["simulate"],
+        ramp=options["ramp"],
+    )
+
+
+def execute(settings: Settings, logging_level: int, progress_every: float, quiet: bool) -> int:
+    """Run a job; return the exit status. User errors get one sentence, no traceback."""
+    reporter = Reporter(sys.stderr, quiet=quiet)
+    try:
+        settings.validate()
+    except SettingsError as error:
+        reporter.error(str(error))
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=max(logging_level, logging.WARNING) if quiet else logging_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        stats = asyncio.run(_run_with_progress(settings, reporter, progress_every))
+    except (InputError, OutputError) as error:
+        reporter.error(str(error))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        reporter.error("interrupted.")
+        return EXIT_INTERRUPTED
+    reporter.summary(stats, settings.output_path)
+    if stats.fatal:
+        return EXIT_FATAL
+    return EXIT_OK if stats.errored_total == 0 else EXIT_ERRORED
+
+
+async def _run_with_progress(settings: Settings, reporter: Reporter, every: float) -> RunStats:
+    return await run_job(settings, progress=lambda stats: reporter.every(every, stats))
+
+
+@main.command()
+@click.option("--port", type=int, default=8080, show_default=True, help="0 picks a free port.")
+@click.option("--requests-per-minute", type=float, default=4_000, show_default=True)
+@click.option("--input-tokens-per-minute", type=float, default=2_000_000, show_default=True)
+@click.option("--output-tokens-per-minute", type=float, default=400_000, show_default=True)
+@click.option(
+    "--output-accounting",
+    type=click.Choice(["generated", "max_tokens"]),
+    default="generated",
+    show_default=True,
+)
+@click.option(
+    "--window-seconds",
+    type=float,
+    default=None,
+    help="Also enforce every limit over this shorter interval.",
+)
+@click.option(
+    "--latency",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds before a response begins.",
+)
+@click.option("--latency-jitter", type=float, default=0.0, show_default=True)
+@click.option("--rate-429", type=float, default=0.0, show_default=True)
+@click.option("--rate-529", type=float, default=0.0, show_default=True)
+@click.option("--rate-500", type=float, default=0.0, show_default=True)
+@click.option("--rate-502-html", type=float, default=0.0, show_default=True)
+@click.option("--rate-drop", type=float, default=0.0, show_default=True)
+@click.option("--rate-stall", type=float, default=0.0, show_default=True)
+@click.option("--stall-seconds", type=float, default=30.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def simulate(**options: Any) -> None:
+    """Run the bundled Messages API simulator on 127.0.0.1 until Ctrl-C."""
+    from apiproc.simulator import SimulatorConfig, serve_forever
+
+    config = SimulatorConfig(record=False, **options)
+
+    def ready(simulator: Any) -> None:
+        click.echo(f"Simulator listening on {simulator.messages_url}", err=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(config, ready=ready))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--requests_filepath", required=True, help="JSONL file of requests.")
+@click.option("--save_filepath", default=None, help="Output file (default: *_results.jsonl).")
+@click.option("--request_url", default=DEFAULT_URL, show_default=True)
+@click.option("--api_key", default=None, help="Default: ANTHROPIC_API_KEY or .env.")
+@click.option(
+    "--max_requests_per_minute", type=float, default=CLASSIC_REQUESTS_PER_MINUTE, show_default=True
+)
+@click.option(
+    "--max_tokens_per_minute", type=float, default=CLASSIC_TOKENS_PER_MINUTE, show_default=True
+)
+@click.option("--max_attempts", type=int, default=DEFAULT_ATTEMPTS, show_default=True)
+@click.option("--logging_level", type=LogLevel(), default="INFO", show_default=True)
+@click.option("--use_caching", type=click.BOOL, default=False, is_flag=False, flag_value=True)
+@click.option("--simulate", is_flag=True, help="Send everything to the bundled simulator.")
+def classic_main(**options: Any) -> None:
+    """The classic parallel-processor command line, run by apiproc."""
+    requests = options["requests_filepath"]
+    try:
+        api_key = resolve_api_key(options["api_key"], simulate=options["simulate"])
+    except SettingsError as error:
+        Reporter(sys.stderr).error(str(error))
+        sys.exit(EXIT_USAGE)
+    settings = Settings(
+        requests_path=requests,
+        output_path=options["save_filepath"] or default_output_path(requests),
+        api_key=api_key,
+        request_url=options["request_url"],
+        limits=Limits(
+            requests_per_minute=options["max_requests_per_minute"],
+            tokens_per_minute=options["max_tokens_per_minute"],
+        ),
+        max_attempts=options["max_attempts"],
+        output_format="cookbook",
+        use_caching=bool(options["use_caching"]),
+        simulate=options["simulate"],
+    )
+    sys.exit(execute(settings, options["logging_level"], 10.0, quiet=False))

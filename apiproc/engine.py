@@ -1,0 +1,391 @@
+"""The pipeline: read lines, admit under the rate limits, send, retry, append results.
+
+    stats = asyncio.run(run_job(settings))
+
+What it does and why. A job file can hold millions of requests and the account's limits
+are the only thing that should bound how fast it runs. So the engine keeps the API
+exactly as busy as its limits allow: never idle while there is room, never so eager
+that it earns 429s, and never holding more than a bounded window of the file in memory.
+
+Inputs: a `Settings` (paths, limits, retry and timeout policy, provider options).
+Outputs: one line per request in the output file, and `RunStats` for the summary.
+
+How the main loop is structured. Three kinds of coroutine cooperate:
+1. A producer reads the input in batches of lines and turns each line into a `Job` (or a
+   `BadLine`, recorded at once) on a bounded queue.
+2. One dispatcher takes the next job — a retry whose back-off has passed first, then new
+   input — and for it waits for a free in-flight slot, then for the `RateLimiter` to
+   admit the job's estimated cost. Being one coroutine it admits strictly in order, and
+   it sleeps whenever nothing can happen: it never polls.
+3. Each admitted attempt runs as its own task: it sends the request, classifies the
+   answer through the provider, settles the reservation to the usage reported, feeds
+   the server's rate-limit headers back to the limiter, and either writes the final
+   result or schedules a retry with back-off. A fatal answer (bad key, spend cap) stops
+   admission and ends the run quickly.
+The run ends when the input is exhausted and nothing is in flight or waiting to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from apiproc.clock import Clock, MonotonicClock
+from apiproc.jobs import BadLine, Job, JobReader, line_batches, open_input
+from apiproc.limiter import NOTHING, Cost, RateLimiter, RequestTooLarge, Reservation
+from apiproc.providers import AnthropicProvider, Outcome, Verdict
+from apiproc.providers.anthropic import counts_cache_reads
+from apiproc.results import Result, ResultWriter
+from apiproc.retry import backoff_delay
+from apiproc.settings import Settings
+from apiproc.tokens import TokenEstimator, Usage
+
+log = logging.getLogger("apiproc")
+
+INPUT_QUEUE_SIZE = 1024
+
+
+@dataclass(slots=True)
+class RunStats:
+    """What happened in one run, for the summary and the exit status."""
+
+    succeeded: int = 0
+    errored: dict[str, int] = field(default_factory=dict)
+    attempts: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    usage: Usage = field(default_factory=Usage)
+    started: float = 0.0
+    finished: float = 0.0
+    fatal: str | None = None
+    in_flight: int = 0
+
+    @property
+    def errored_total(self) -> int:
+        return sum(self.errored.values())
+
+    @property
+    def elapsed(self) -> float:
+        return max(0.0, (self.finished or time.monotonic()) - self.started)
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        provider: AnthropicProvider,
+        writer: ResultWriter,
+        limiter: RateLimiter | None = None,
+        estimator: TokenEstimator | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.provider = provider
+        self.writer = writer
+        self.clock = clock or MonotonicClock()
+        self.limiter = limiter or RateLimiter(
+            settings.limits, clock=self.clock, ramp=settings.ramp, discover=True
+        )
+        self.estimator = estimator or TokenEstimator(settings.output_accounting)
+        self.rng = rng or random.Random()
+        self.stats = RunStats()
+        self._queue: asyncio.Queue[Job | BadLine] = asyncio.Queue(INPUT_QUEUE_SIZE)
+        self._ready: deque[Job] = deque()
+        self._changed = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._input_done = False
+        self._stopping = False
+        self._session: aiohttp.ClientSession | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    # ---- the run -----------------------------------------------------------------------
+
+    async def run(self, produce: Callable[[Engine], Any]) -> RunStats:
+        """Run to the end; `produce(engine)` is the coroutine that feeds `engine.put()`."""
+        self.stats.started = time.monotonic()
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=30)
+        connector = aiohttp.TCPConnector(limit=self.settings.max_concurrency, limit_per_host=0)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=self.provider.headers
+        ) as session:
+            self._session = session
+            producer = asyncio.create_task(self._produce(produce))
+            self._dispatcher = asyncio.create_task(self._dispatch())
+            try:
+                await self._dispatcher
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
+            finally:
+                producer.cancel()
+                await asyncio.gather(producer, return_exceptions=True)
+                await self._finish_in_flight()
+        self.stats.finished = time.monotonic()
+        if not producer.cancelled() and producer.exception() is not None:
+            raise producer.exception()  # type: ignore[misc]
+        return self.stats
+
+    async def put(self, item: Job | BadLine) -> None:
+        await self._queue.put(item)
+        self._changed.set()
+
+    async def _produce(self, produce: Callable[[Engine], Any]) -> None:
+        try:
+            await produce(self)
+        finally:
+            self._input_done = True
+            self._changed.set()
+
+    async def _dispatch(self) -> None:
+        while not self._stopping:
+            item = await self._next()
+            if item is None:
+                return
+            if isinstance(item, BadLine):
+                self._record(
+                    Result(
+                        item.custom_id,
+                        item.line_no,
+                        error=_bad_line_error(item),
+                        metadata=item.metadata,
+                    )
+                )
+                continue
+            await self._admit(item)
+
+    async def _next(self) -> Job | BadLine | None:
+        """A ready retry, else the next input item; None when everything is done."""
+        while True:
+            if self._ready:
+                return self._ready.popleft()
+            if not self._queue.empty():
+                return self._queue.get_nowait()
+            if self._input_done and not self._tasks and not self._timers:
+                return None
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def _admit(self, job: Job) -> None:
+        cost = self._cost(job)
+        await self._slots.acquire()
+        try:
+            reservation = await self.limiter.acquire(cost)
+        except RequestTooLarge as error:
+            self._slots.release()
+            self._record(
+                _result(job, error={"type": "invalid_request_error", "message": f"request {error}"})
+            )
+            return
+        except BaseException:
+            self._slots.release()
+            raise
+        job.attempts += 1
+        self.stats.attempts += 1
+        task = asyncio.create_task(self._attempt(job, reservation))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        self._changed.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("internal error in a request task", exc_info=task.exception())
+
+    def _cost(self, job: Job) -> Cost:
+        if job.estimate is None:
+            job.estimate = self.estimator.estimate(job.params)
+        return Cost(
+            requests=1,
+            input_tokens=job.estimate.input_tokens,
+            output_tokens=job.estimate.output_tokens,
+        )
+
+    # ---- one attempt -------------------------------------------------------------------
+
+    async def _attempt(self, job: Job, reservation: Reservation) -> None:
+        outcome = await self._send(job)
+        self.limiter.observe(outcome.server)
+        if outcome.verdict is Verdict.SUCCESS:
+            self._succeeded(job, reservation, outcome)
+        elif outcome.verdict is Verdict.FATAL:
+            self.limiter.settle(reservation, NOTHING)
+            self._fatal(outcome)
+        elif outcome.verdict is Verdict.RETRY:
+            self._settle_failure(reservation, outcome)
+            self._retry_or_give_up(job, outcome)
+        else:
+            self.limiter.settle(reservation, Cost(requests=1))
+            self._record(_result(job, outcome))
+
+    async def _send(self, job: Job) -> Outcome:
+        assert self._session is not None
+        body = self.provider.body(job.params)
+        try:
+            async with self._session.post(self.provider.url, data=body) as response:
+                payload = await response.read()
+                return self.provider.classify(response.status, response.headers, payload)
+        except asyncio.TimeoutError:
+            message = f"no complete answer within {self.settings.timeout:g} s"
+            return Outcome(Verdict.RETRY, error={"type": "timeout_error", "message": message})
+        except aiohttp.ClientError as error:
+            message = f"{type(error).__name__}: {error}".rstrip(": ")
+            return Outcome(Verdict.RETRY, error={"type": "connection_error", "message": message})
+
+    def _succeeded(self, job: Job, reservation: Reservation, outcome: Outcome) -> None:
+        usage = outcome.usage or Usage()
+        assert job.estimate is not None
+        self.estimator.learn(job.estimate, usage)
+        counted_input = usage.input_tokens + usage.cache_creation_input_tokens
+        if counts_cache_reads(job.estimate.model):
+            counted_input += usage.cache_read_input_tokens
+        actual = Cost(requests=1, input_tokens=counted_input, output_tokens=usage.output_tokens)
+        self.limiter.settle(reservation, actual)
+        self.limiter.confirm(reservation)
+        self.stats.usage.add(usage)
+        self._record(_result(job, outcome))
+
+    def _settle_failure(self, reservation: Reservation, outcome: Outcome) -> None:
+        if outcome.rate_limited:
+            # A 429 consumed nothing, but it says the server's bucket is empty right now.
+            self.stats.rate_limited += 1
+            self.limiter.settle(reservation, NOTHING)
+            self.limiter.rate_limited(reservation, outcome.retry_after, outcome.server)
+        else:
+            # The server may have done the work before failing: keep it charged.
+            self.limiter.settle(reservation, reservation.cost)
+
+    def _retry_or_give_up(self, job: Job, outcome: Outcome) -> None:
+        if self._stopping:
+            return  # no final record: a rerun sends it again
+        if job.attempts >= self.settings.max_attempts:
+            log.warning(
+                "%s: giving up after %d attempts (%s)",
+                job.custom_id,
+                job.attempts,
+                outcome.error_type,
+            )
+            self._record(_result(job, outcome))
+            return
+        delay = backoff_delay(job.attempts, outcome.retry_after, self.rng)
+        log.debug(
+            "%s: attempt %d failed (%s), retrying in %.2f s",
+            job.custom_id,
+            job.attempts,
+            outcome.error_type,
+            delay,
+        )
+        self.stats.retries += 1
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def ready() -> None:
+            self._timers.discard(handle)  # type: ignore[arg-type]
+            self._ready.append(job)
+            self._changed.set()
+
+        handle = loop.call_later(delay, ready)
+        self._timers.add(handle)
+
+    def _fatal(self, outcome: Outcome) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        error = outcome.error or {}
+        self.stats.fatal = (
+            f"HTTP {outcome.status} {error.get('type', 'error')}: {error.get('message', '')}"
+        )
+        log.error("stopping: %s", self.stats.fatal)
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+
+    async def _finish_in_flight(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _record(self, result: Result) -> None:
+        self.writer.write(result)
+        if result.succeeded:
+            self.stats.succeeded += 1
+        else:
+            kind = result.error_type
+            self.stats.errored[kind] = self.stats.errored.get(kind, 0) + 1
+
+
+def _result(
+    job: Job, outcome: Outcome | None = None, error: dict[str, Any] | None = None
+) -> Result:
+    return Result(
+        custom_id=job.custom_id,
+        line_no=job.line_no,
+        message=outcome.message if outcome else None,
+        error=outcome.error if outcome and outcome.message is None else error,
+        metadata=job.metadata,
+        params=job.params,
+        request_id=outcome.request_id if outcome else None,
+        attempts=job.attempts,
+    )
+
+
+def _bad_line_error(item: BadLine) -> dict[str, Any]:
+    return {"type": "invalid_request_error", "message": item.message}
+
+
+async def feed_file(engine: Engine, path: str) -> None:
+    """Producer: read `path` (or stdin for `-`) into the engine, batch by batch."""
+    reader = JobReader()
+    with open_input(path) as handle:
+        async for lines in line_batches(handle):
+            for raw in lines:
+                item = reader.feed(raw)
+                if item is not None:
+                    await engine.put(item)
+
+
+Progress = Callable[[RunStats], Coroutine[Any, Any, None]]
+
+
+async def run_job(settings: Settings, progress: Progress | None = None) -> RunStats:
+    """Run one job as the settings say, against the simulator when asked.
+
+    `progress(stats)` is started beside the run (to report on the live stats) and
+    cancelled when it ends.
+    """
+    if settings.simulate:
+        from apiproc.simulator import Simulator
+
+        async with Simulator() as simulator:
+            settings.request_url = simulator.messages_url
+            return await _run(settings, progress)
+    return await _run(settings, progress)
+
+
+async def _run(settings: Settings, progress: Progress | None) -> RunStats:
+    provider = AnthropicProvider(
+        api_key=settings.api_key,
+        url=settings.request_url,
+        version=settings.anthropic_version,
+        betas=settings.anthropic_betas,
+    )
+    with ResultWriter(settings.output_path, settings.output_format) as writer:
+        engine = Engine(settings, provider, writer)
+        reporter = asyncio.create_task(progress(engine.stats)) if progress else None
+        try:
+            return await engine.run(lambda e: feed_file(e, settings.requests_path))
+        finally:
+            if reporter is not None:
+                reporter.cancel()

@@ -1,0 +1,229 @@
+"""Input lines to jobs: three line formats, stable ids, validation, bad-line records.
+
+    with open_input("requests.jsonl") as lines:
+        for item in read_jobs(lines):
+            ...  # a Job to send, or a BadLine to record as errored
+
+A line is one JSON object in one of these shapes:
+- a Messages API request body; its top-level `metadata` object is passed through to the
+  output and not sent, except `metadata.user_id`, which is the API's own field and is sent;
+  an optional top-level `custom_id` names the request and is not sent;
+- a Message Batches line `{"custom_id": ..., "params": {...}, "metadata": ...}`: `params`
+  is sent as is, `metadata` passed through;
+- an OpenAI batch line `{"custom_id": ..., "method": "POST", "url": ..., "body": {...}}`:
+  `body` is sent.
+A line without an id gets `line-<number>`. Blank lines are skipped. The file is read
+line by line, never whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import sys
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any
+
+from apiproc.jsonio import loads
+from apiproc.tokens import Estimate
+
+MAX_CUSTOM_ID = 64
+READ_HINT = 1 << 16
+ROLES = ("user", "assistant")
+
+
+@dataclass(slots=True)
+class Job:
+    """One request to send, and what the pipeline learns about it on the way."""
+
+    custom_id: str
+    params: dict[str, Any]
+    line_no: int
+    metadata: Any = None
+    attempts: int = 0
+    estimate: Estimate | None = None
+
+
+@dataclass(slots=True)
+class BadLine:
+    """A line that cannot become a request; it is recorded as errored, the run goes on."""
+
+    custom_id: str
+    line_no: int
+    reason: str
+    metadata: Any = None
+
+    @property
+    def message(self) -> str:
+        return f"line {self.line_no}: {self.reason}"
+
+
+class InputError(Exception):
+    """The input as a whole cannot be read (missing file, a directory, ...)."""
+
+
+@contextmanager
+def open_input(path: str) -> Iterator[IO[bytes]]:
+    """The requests file as binary lines; `-` is standard input."""
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise InputError(f"The requests file {path} does not exist.") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory; give the requests JSONL file.") from None
+    except PermissionError:
+        raise InputError(f"The requests file {path} cannot be read (permission denied).") from None
+    with handle:
+        yield handle
+
+
+class JobReader:
+    """Numbers lines and keeps ids unique across a whole input, fed one line at a time."""
+
+    def __init__(self) -> None:
+        self.line_no = 0
+        self._seen: set[str] = set()
+
+    def feed(self, raw: bytes) -> Job | BadLine | None:
+        """The next physical line; None for a blank one."""
+        self.line_no += 1
+        if not raw.strip():
+            return None
+        item = parse_line(raw, self.line_no)
+        if item.custom_id in self._seen:
+            item = BadLine(
+                custom_id=f"line-{self.line_no}",
+                line_no=self.line_no,
+                reason=f"duplicate custom_id {item.custom_id!r}: ids must be unique in a file",
+                metadata=item.metadata,
+            )
+            if item.custom_id in self._seen:
+                return None  # even the fallback id is taken: nothing can be recorded for it
+        self._seen.add(item.custom_id)
+        return item
+
+
+def read_jobs(lines: Iterable[bytes]) -> Iterator[Job | BadLine]:
+    """Turn raw lines into jobs and bad lines, in file order."""
+    reader = JobReader()
+    for raw in lines:
+        item = reader.feed(raw)
+        if item is not None:
+            yield item
+
+
+async def line_batches(handle: IO[bytes]) -> AsyncIterator[list[bytes]]:
+    """The input's lines in batches, without blocking the event loop on a slow pipe.
+
+    A regular file is read directly (a disk read does not stall for long); a pipe or
+    terminal is read in a worker thread, which returns whatever has arrived so far.
+    """
+    if stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        while lines := handle.readlines(READ_HINT):
+            yield lines
+            await asyncio.sleep(0)
+        return
+    loop = asyncio.get_running_loop()
+    tail = b""
+    while chunk := await loop.run_in_executor(None, os.read, handle.fileno(), READ_HINT):
+        lines = (tail + chunk).split(b"\n")
+        tail = lines.pop()
+        if lines:
+            yield lines
+    if tail:
+        yield [tail]
+
+
+def parse_line(raw: bytes, line_no: int) -> Job | BadLine:
+    """One input line to a Job, or a BadLine saying what is wrong with it."""
+    derived = f"line-{line_no}"
+    try:
+        data = loads(raw)
+    except ValueError as error:
+        return BadLine(derived, line_no, f"not valid JSON ({_short(error)})")
+    if not isinstance(data, dict):
+        return BadLine(derived, line_no, "not a JSON object")
+    custom_id, problem = _custom_id(data, derived)
+    if "params" in data:
+        params, metadata, sent_metadata = data["params"], data.get("metadata"), None
+    elif "body" in data and ("method" in data or "url" in data):
+        params, metadata, sent_metadata = data["body"], data.get("metadata"), None
+    else:
+        params = {key: value for key, value in data.items() if key not in ("metadata", "custom_id")}
+        metadata = data.get("metadata")
+        sent_metadata = _sent_metadata(metadata)
+    if problem:
+        return BadLine(derived, line_no, problem, metadata)
+    if not isinstance(params, dict):
+        return BadLine(custom_id, line_no, "params must be a JSON object", metadata)
+    problem = validate_params(params)
+    if problem:
+        return BadLine(custom_id, line_no, problem, metadata)
+    if sent_metadata is not None:
+        params["metadata"] = sent_metadata
+    return Job(custom_id=custom_id, params=params, line_no=line_no, metadata=metadata)
+
+
+def validate_params(params: dict[str, Any]) -> str | None:
+    """The reason `params` cannot be a Messages request, or None if it looks sound."""
+    model = params.get("model")
+    if model is None:
+        return "model: Field required"
+    if not isinstance(model, str) or not model:
+        return "model: must be a non-empty string"
+    max_tokens = params.get("max_tokens")
+    if max_tokens is None:
+        return "max_tokens: Field required"
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        return "max_tokens: must be a non-negative integer"
+    messages = params.get("messages")
+    if messages is None:
+        return "messages: Field required"
+    if not isinstance(messages, list) or not messages:
+        return "messages: must be a non-empty list"
+    for index, message in enumerate(messages):
+        problem = _message_problem(message)
+        if problem:
+            return f"messages.{index}: {problem}"
+    return None
+
+
+def _message_problem(message: Any) -> str | None:
+    if not isinstance(message, dict):
+        return "must be an object with role and content"
+    if message.get("role") not in ROLES:
+        return "role must be 'user' or 'assistant'"
+    content = message.get("content")
+    if not isinstance(content, (str, list)):
+        return "content must be a string or a list of content blocks"
+    return None
+
+
+def _custom_id(data: dict[str, Any], derived: str) -> tuple[str, str | None]:
+    value = data.get("custom_id")
+    if value is None:
+        return derived, None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return derived, "custom_id must be a string"
+    value = str(value)
+    if not value or len(value) > MAX_CUSTOM_ID:
+        return derived, f"custom_id must have 1 to {MAX_CUSTOM_ID} characters"
+    return value, None
+
+
+def _sent_metadata(metadata: Any) -> dict[str, Any] | None:
+    """The part of a bare line's metadata that is the API's own: `user_id`."""
+    if isinstance(metadata, dict) and "user_id" in metadata:
+        return {"user_id": metadata["user_id"]}
+    return None
+
+
+def _short(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:120]

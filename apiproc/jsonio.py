@@ -1,0 +1,38 @@
+"""JSON in and out, with orjson when it is installed and the standard library otherwise.
+
+    record = loads(b'{"a": 1}')
+    line = dumps_line(record)   # compact UTF-8 bytes ending in a newline
+
+Both paths produce the same compact text, so output files do not depend on which
+codec was present.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+try:
+    import orjson
+except ImportError:  # the optional accelerator is missing: stay pure Python
+    orjson = None
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse one document; raises ValueError (a JSONDecodeError) on bad input."""
+    if orjson is not None:
+        return orjson.loads(data)
+    return json.loads(data)
+
+
+def dumps_line(value: Any) -> bytes:
+    """One compact JSON document followed by a newline, as UTF-8 bytes."""
+    if orjson is not None:
+        return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
+    return (json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def dumps(value: Any) -> bytes:
+    if orjson is not None:
+        return orjson.dumps(value)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()

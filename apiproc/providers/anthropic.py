@@ -1,0 +1,208 @@
+"""The Anthropic Messages API: headers, answers, error classes, rate-limit headers.
+
+    provider = AnthropicProvider(api_key=key, url="https://api.anthropic.com/v1/messages")
+    body, headers = provider.body(params), provider.headers
+    outcome = provider.classify(200, response_headers, response_bytes)
+
+Retry decisions follow the HTTP status and the error's `type`, never its message text,
+and `x-should-retry` when the server sends it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from apiproc.jsonio import dumps, loads
+from apiproc.limiter import ServerLimit
+from apiproc.providers.base import Outcome, Verdict
+from apiproc.tokens import Usage
+
+DEFAULT_URL = "https://api.anthropic.com/v1/messages"
+DEFAULT_VERSION = "2023-06-01"
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+FATAL_STATUSES = frozenset({401, 402, 403})
+SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
+LONGEST_RETRY_AFTER = 600.0
+RATE_LIMIT_DIMENSIONS = {
+    "requests": "requests",
+    "input-tokens": "input_tokens",
+    "output-tokens": "output_tokens",
+    "tokens": "tokens",
+}
+
+
+class AnthropicProvider:
+    name = "anthropic"
+
+    def __init__(
+        self,
+        api_key: str,
+        url: str = DEFAULT_URL,
+        version: str = DEFAULT_VERSION,
+        betas: tuple[str, ...] = (),
+    ) -> None:
+        self.url = url
+        self.headers = {
+            "x-api-key": api_key,
+            "anthropic-version": version,
+            "content-type": "application/json",
+            "accept": "application/json",
+        }
+        if betas:
+            self.headers["anthropic-beta"] = ",".join(betas)
+
+    def body(self, params: dict[str, Any]) -> bytes:
+        return dumps(params)
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+        """Turn one HTTP answer into an Outcome."""
+        parsed = _json_or_none(body)
+        server = server_limits(headers)
+        request_id = headers.get("request-id")
+        if status == 200:
+            if not isinstance(parsed, dict) or parsed.get("type") != "message":
+                return Outcome(
+                    Verdict.RETRY,
+                    status,
+                    error=_not_json_error(status, headers),
+                    request_id=request_id,
+                    server=server,
+                )
+            return Outcome(
+                Verdict.SUCCESS,
+                status,
+                message=parsed,
+                usage=parse_usage(parsed.get("usage")),
+                request_id=request_id,
+                server=server,
+            )
+        error = _api_error(parsed) or _not_json_error(status, headers)
+        if isinstance(parsed, dict) and isinstance(parsed.get("request_id"), str):
+            request_id = parsed["request_id"]
+        outcome = Outcome(
+            _verdict(status, headers, error),
+            status,
+            error=error,
+            request_id=request_id,
+            retry_after=retry_after(headers),
+            server=server,
+        )
+        outcome.rate_limited = status == 429 and outcome.verdict is Verdict.RETRY
+        return outcome
+
+
+def _verdict(status: int, headers: Mapping[str, str], error: dict[str, Any]) -> Verdict:
+    if status in FATAL_STATUSES:
+        return Verdict.FATAL
+    if status == 429 and _details_code(error) == SPEND_LIMIT_CODE:
+        return Verdict.FATAL
+    should_retry = headers.get("x-should-retry")
+    if should_retry == "true":
+        return Verdict.RETRY
+    if should_retry == "false":
+        return Verdict.PERMANENT
+    if status in RETRYABLE_STATUSES or status >= 500:
+        return Verdict.RETRY
+    return Verdict.PERMANENT
+
+
+def parse_usage(usage: Any) -> Usage:
+    if not isinstance(usage, dict):
+        return Usage()
+    return Usage(
+        input_tokens=_int(usage.get("input_tokens")),
+        output_tokens=_int(usage.get("output_tokens")),
+        cache_creation_input_tokens=_int(usage.get("cache_creation_input_tokens")),
+        cache_read_input_tokens=_int(usage.get("cache_read_input_tokens")),
+    )
+
+
+def server_limits(headers: Mapping[str, str]) -> dict[str, ServerLimit]:
+    """The `anthropic-ratelimit-*-limit/-remaining` headers, by limiter dimension."""
+    found: dict[str, ServerLimit] = {}
+    for name, dimension in RATE_LIMIT_DIMENSIONS.items():
+        limit = _float(headers.get(f"anthropic-ratelimit-{name}-limit"))
+        remaining = _float(headers.get(f"anthropic-ratelimit-{name}-remaining"))
+        if limit is not None or remaining is not None:
+            found[dimension] = ServerLimit(limit=limit, remaining=remaining)
+    return found
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asks us to wait: `retry-after-ms`, else `retry-after`."""
+    milliseconds = _float(headers.get("retry-after-ms"))
+    if milliseconds is not None:
+        seconds: float | None = milliseconds / 1000.0
+    else:
+        seconds = _retry_after_seconds(headers.get("retry-after"))
+    if seconds is None or seconds <= 0:
+        return None
+    return min(seconds, LONGEST_RETRY_AFTER)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    number = _float(value)
+    if number is not None:
+        return number
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - time.time()
+
+
+def _api_error(parsed: Any) -> dict[str, Any] | None:
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        error = parsed["error"]
+        if "type" in error:
+            return error
+    return None
+
+
+def _not_json_error(status: int, headers: Mapping[str, str]) -> dict[str, Any]:
+    kind = headers.get("content-type", "unknown content type").split(";")[0]
+    return {
+        "type": "api_error",
+        "message": f"HTTP {status} with a body that is not an API answer ({kind})",
+    }
+
+
+def _details_code(error: dict[str, Any]) -> str | None:
+    details = error.get("details")
+    return details.get("error_code") if isinstance(details, dict) else None
+
+
+def _json_or_none(body: bytes) -> Any:
+    if not body:
+        return None
+    try:
+        return loads(body)
+    except ValueError:
+        return None
+
+
+def _float(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+# Models whose cache reads still count toward the input-tokens-per-minute limit
+# (marked † in the rate-limit docs: Haiku 3.5 in 2026; Haiku 3 and Opus 3 in 2025).
+CACHE_READS_COUNTED = ("claude-3-5-haiku", "claude-3-haiku", "claude-3-opus")
+
+
+def counts_cache_reads(model: str) -> bool:
+    return model.startswith(CACHE_READS_COUNTED)

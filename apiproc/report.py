@@ -1,0 +1,81 @@
+"""What a person sees on stderr: periodic progress lines and the final summary.
+
+    reporter = Reporter(stream=sys.stderr)
+    task = asyncio.create_task(reporter.every(10.0, engine.stats))
+    reporter.summary(stats, output_path="out.jsonl")
+
+Results never go here; they go to the output file (or stdout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TextIO
+
+from apiproc.engine import RunStats
+
+
+def _per_minute(count: float, seconds: float) -> float:
+    return count * 60.0 / seconds if seconds > 0 else 0.0
+
+
+def progress_line(stats: RunStats) -> str:
+    elapsed = stats.elapsed
+    done = stats.succeeded + stats.errored_total
+    usage = stats.usage
+    return (
+        f"{done:,} done ({stats.succeeded:,} ok, {stats.errored_total:,} errored), "
+        f"{stats.retries:,} retries, {stats.rate_limited:,} rate-limited, "
+        f"{_per_minute(stats.succeeded, elapsed):,.0f} req/min, "
+        f"{_per_minute(usage.input_tokens + usage.cache_creation_input_tokens, elapsed):,.0f} "
+        f"in-tok/min, {_per_minute(usage.output_tokens, elapsed):,.0f} out-tok/min, "
+        f"{elapsed:,.0f} s"
+    )
+
+
+def summary_lines(stats: RunStats, output_path: str) -> list[str]:
+    elapsed = stats.elapsed
+    usage = stats.usage
+    total_tokens = usage.total_input + usage.output_tokens
+    lines = [
+        f"Succeeded: {stats.succeeded:,}",
+        f"Errored:   {stats.errored_total:,}"
+        + (
+            " ("
+            + ", ".join(f"{kind} {count:,}" for kind, count in sorted(stats.errored.items()))
+            + ")"
+            if stats.errored
+            else ""
+        ),
+        f"Attempts:  {stats.attempts:,} ({stats.retries:,} retries, "
+        f"{stats.rate_limited:,} answered 429)",
+        f"Tokens:    input {usage.input_tokens:,}, output {usage.output_tokens:,}, "
+        f"cache write {usage.cache_creation_input_tokens:,}, "
+        f"cache read {usage.cache_read_input_tokens:,}",
+        f"Elapsed:   {elapsed:,.1f} s",
+        f"Rate:      {_per_minute(stats.succeeded, elapsed):,.0f} requests/min, "
+        f"{_per_minute(total_tokens, elapsed):,.0f} tokens/min",
+        f"Output:    {'stdout' if output_path == '-' else output_path}",
+    ]
+    if stats.fatal:
+        lines.append(f"Stopped:   {stats.fatal}")
+    return lines
+
+
+class Reporter:
+    def __init__(self, stream: TextIO, quiet: bool = False) -> None:
+        self.stream = stream
+        self.quiet = quiet
+
+    async def every(self, interval: float, stats: RunStats) -> None:
+        """Write a progress line every `interval` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            if not self.quiet:
+                print(progress_line(stats), file=self.stream, flush=True)
+
+    def summary(self, stats: RunStats, output_path: str) -> None:
+        print("\n".join(summary_lines(stats, output_path)), file=self.stream, flush=True)
+
+    def error(self, message: str) -> None:
+        print(f"Error: {message}", file=self.stream, flush=True)

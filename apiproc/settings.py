@@ -1,0 +1,127 @@
+"""One typed settings object for a run, and the checks that make a bad one fail early.
+
+    settings = Settings(requests_path="in.jsonl", output_path=default_output_path("in.jsonl"),
+                        api_key=resolve_api_key(None))
+    settings.validate()
+
+Errors a user can cause raise `SettingsError` with one sentence saying what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from apiproc.limiter import Limits
+from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
+from apiproc.results import OUTPUT_FORMATS
+from apiproc.tokens import OUTPUT_ACCOUNTINGS
+
+SIMULATED_API_KEY = "sk-ant-simulated-key"
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_CONCURRENCY = 512
+DEFAULT_ATTEMPTS = 5
+
+
+class SettingsError(Exception):
+    """A setting a user gave (or left out) cannot work; the message says what to do."""
+
+
+@dataclass(slots=True)
+class Settings:
+    requests_path: str
+    output_path: str
+    api_key: str
+    request_url: str = DEFAULT_URL
+    limits: Limits = field(default_factory=Limits)
+    max_attempts: int = DEFAULT_ATTEMPTS
+    max_concurrency: int = DEFAULT_CONCURRENCY
+    timeout: float = DEFAULT_TIMEOUT
+    anthropic_version: str = DEFAULT_VERSION
+    anthropic_betas: tuple[str, ...] = ()
+    output_format: str = "batch"
+    output_accounting: str = "generated"
+    use_caching: bool = False
+    simulate: bool = False
+    ramp: bool = True
+
+    def validate(self) -> None:
+        for name, value in vars_of(self.limits).items():
+            if value is not None and value <= 0:
+                raise SettingsError(f"--{name.replace('_', '-')} must be a positive number.")
+        if self.max_attempts < 1:
+            raise SettingsError("--max-attempts must be at least 1.")
+        if self.max_concurrency < 1:
+            raise SettingsError("--max-concurrency must be at least 1.")
+        if self.timeout <= 0:
+            raise SettingsError("--timeout must be a positive number of seconds.")
+        if self.output_format not in OUTPUT_FORMATS:
+            raise SettingsError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}.")
+        if self.output_accounting not in OUTPUT_ACCOUNTINGS:
+            raise SettingsError(
+                f"--output-accounting must be one of {', '.join(OUTPUT_ACCOUNTINGS)}."
+            )
+        self._validate_paths()
+
+    def _validate_paths(self) -> None:
+        if self.requests_path != "-":
+            source = Path(self.requests_path)
+            if not source.exists():
+                raise SettingsError(f"The requests file {self.requests_path} does not exist.")
+            if source.is_dir():
+                raise SettingsError(f"{self.requests_path} is a directory, not a requests file.")
+            if not os.access(source, os.R_OK):
+                raise SettingsError(f"The requests file {self.requests_path} cannot be read.")
+        if self.output_path == "-":
+            return
+        target = Path(self.output_path)
+        if self.requests_path != "-" and target.exists() and target.samefile(self.requests_path):
+            raise SettingsError("The output file must not be the requests file.")
+        if target.is_dir():
+            raise SettingsError(f"The output path {self.output_path} is a directory.")
+        parent = _existing_parent(target)
+        if not os.access(parent, os.W_OK):
+            raise SettingsError(f"Cannot write to {parent}: choose another output path.")
+
+
+def vars_of(limits: Limits) -> dict[str, float | None]:
+    return {
+        "max_requests_per_minute": limits.requests_per_minute,
+        "max_input_tokens_per_minute": limits.input_tokens_per_minute,
+        "max_output_tokens_per_minute": limits.output_tokens_per_minute,
+        "max_tokens_per_minute": limits.tokens_per_minute,
+    }
+
+
+def default_output_path(requests_path: str) -> str:
+    """`<stem>_results.jsonl` beside the input; stdout when the input is stdin."""
+    if requests_path == "-":
+        return "-"
+    source = Path(requests_path)
+    return str(source.with_name(f"{source.stem}_results.jsonl"))
+
+
+def resolve_api_key(given: str | None, simulate: bool = False) -> str:
+    """The key from the option, else ANTHROPIC_API_KEY from the environment or `.env`."""
+    if given:
+        return given
+    if simulate:
+        return SIMULATED_API_KEY
+    from dotenv import find_dotenv, load_dotenv
+
+    load_dotenv(find_dotenv(usecwd=True), override=False)
+    key = os.environ.get("ANTHROPIC_API_KEY")
+    if not key:
+        raise SettingsError(
+            "No API key: pass --api-key, set ANTHROPIC_API_KEY in the environment or a .env "
+            "file, or add --simulate to run against the bundled simulator."
+        )
+    return key
+
+
+def _existing_parent(path: Path) -> Path:
+    parent = path.resolve().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent

