@@ -30,6 +30,7 @@ from apiproc.results import OutputError
 from apiproc.settings import (
     DEFAULT_ATTEMPTS,
     DEFAULT_CONCURRENCY,
+    DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_TIMEOUT,
     Settings,
     SettingsError,
@@ -110,6 +111,13 @@ def main() -> None:
     default=DEFAULT_ATTEMPTS,
     show_default=True,
     help="Attempts per request before it is recorded as errored.",
+)
+@_option(
+    "--retry-base-delay",
+    type=float,
+    default=DEFAULT_RETRY_BASE_DELAY,
+    show_default=True,
+    help="Back-off before the 2nd attempt; doubles each attempt (full jitter, 60 s cap).",
 )
 @_option(
     "--max-concurrency",
@@ -202,6 +210,7 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
             tokens_per_minute=options["max_tokens_per_minute"],
         ),
         max_attempts=options["max_attempts"],
+        retry_base_delay=options["retry_base_delay"],
         max_concurrency=options["max_concurrency"],
         timeout=options["timeout"],
         anthropic_version=options["anthropic_version"],

@@ -278,7 +278,9 @@ class Engine:
             )
             self._record(_result(job, outcome))
             return
-        delay = backoff_delay(job.attempts, outcome.retry_after, self.rng)
+        delay = backoff_delay(
+            job.attempts, outcome.retry_after, self.rng, base=self.settings.retry_base_delay
+        )
         log.debug(
             "%s: attempt %d failed (%s), retrying in %.2f s",
             job.custom_id,

@@ -17,8 +17,9 @@ The server stays the ground truth:
 - `rate_limited()` takes a 429: it pauses every admission until `retry-after`.
 - The burst is ramped. The API's bucket starts full, but it may also enforce over
   shorter intervals and punish sharp ramps, so each bucket may only be drawn down to
-  a fraction of its capacity (`burst`). The fraction starts at one second of the rate,
-  grows by a few per cent each round trip while responses confirm room, and is cut
+  a fraction of its capacity (`burst`). The fraction starts at one second of the rate
+  (but at least a few requests), grows by a few per cent (at least one request) each
+  round trip while responses confirm room, and is cut
   when a 429 arrives although the headers showed room; after such a cut it grows only
   slowly, up to a ceiling that recovers over minutes.
 """
@@ -36,6 +37,9 @@ DIMENSIONS = ("requests", "input_tokens", "output_tokens", "tokens")
 # Burst ramp, as fractions of a bucket's capacity (one minute of its rate).
 INITIAL_BURST = 1 / 60
 MIN_BURST = 1 / 120
+# For small request limits the burst is counted in whole requests: a handful at once is
+# no sharp ramp, and each confirmed round trip may add at least one more.
+INITIAL_BURST_REQUESTS = 8
 SLOW_START_GROWTH = 1.05
 CAUTIOUS_GROWTH = 1.01
 NARROWING = 0.85
@@ -311,7 +315,7 @@ class RateLimiter:
         if reservation.seq <= ramp.widen_seq or not ramp.binding or ramp.burst >= ramp.ceiling:
             return
         growth = CAUTIOUS_GROWTH if ramp.cautious else SLOW_START_GROWTH
-        wider = min(ramp.ceiling, ramp.burst * growth)
+        wider = min(ramp.ceiling, max(ramp.burst * growth, ramp.burst + self._one_request()))
         if not self._server_has_room(wider - ramp.burst):
             return
         for bucket in self._buckets.values():
@@ -361,9 +365,15 @@ class RateLimiter:
 
     # ---- internals ---------------------------------------------------------------------
 
+    def _one_request(self) -> float:
+        requests = self._buckets.get("requests")
+        return 1.0 / requests.limit if requests else 0.0
+
     def _add_bucket(
         self, dimension: str, limit: float, now: float, remaining: float | None = None
     ) -> None:
+        if dimension == "requests" and self.ramp and self._seq <= 1:
+            self._ramp.burst = max(self._ramp.burst, min(1.0, INITIAL_BURST_REQUESTS / limit))
         level = self._ramp.burst * limit
         if remaining is not None:
             level = min(level, remaining)

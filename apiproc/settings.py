@@ -22,6 +22,7 @@ SIMULATED_API_KEY = "sk-ant-simulated-key"
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_CONCURRENCY = 512
 DEFAULT_ATTEMPTS = 5
+DEFAULT_RETRY_BASE_DELAY = 1.0
 
 
 class SettingsError(Exception):
@@ -36,6 +37,7 @@ class Settings:
     request_url: str = DEFAULT_URL
     limits: Limits = field(default_factory=Limits)
     max_attempts: int = DEFAULT_ATTEMPTS
+    retry_base_delay: float = DEFAULT_RETRY_BASE_DELAY
     max_concurrency: int = DEFAULT_CONCURRENCY
     timeout: float = DEFAULT_TIMEOUT
     anthropic_version: str = DEFAULT_VERSION
@@ -52,6 +54,8 @@ class Settings:
                 raise SettingsError(f"--{name.replace('_', '-')} must be a positive number.")
         if self.max_attempts < 1:
             raise SettingsError("--max-attempts must be at least 1.")
+        if self.retry_base_delay < 0:
+            raise SettingsError("--retry-base-delay must not be negative.")
         if self.max_concurrency < 1:
             raise SettingsError("--max-concurrency must be at least 1.")
         if self.timeout <= 0:

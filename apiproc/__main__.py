@@ -1,0 +1,5 @@
+"""`python -m apiproc` is the `apiproc` command."""
+
+from apiproc.cli import main
+
+main()

@@ -1,0 +1,97 @@
+"""Input lines: the three formats, ids, pass-through metadata and bad lines."""
+
+from __future__ import annotations
+
+import json
+
+from apiproc.jobs import BadLine, Job, read_jobs
+
+
+def lines(*objects: object) -> list[bytes]:
+    return [(o if isinstance(o, str) else json.dumps(o)).encode() + b"\n" for o in objects]
+
+
+BODY = {
+    "model": "claude-haiku-4-5",
+    "max_tokens": 10,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+
+
+def test_bare_line_gets_an_id_from_its_line_number() -> None:
+    (job,) = read_jobs(lines("", BODY))
+    assert isinstance(job, Job)
+    assert job.custom_id == "line-2"
+    assert job.params == BODY
+
+
+def test_bare_metadata_is_passed_through_and_only_user_id_is_sent() -> None:
+    (job,) = read_jobs(lines({**BODY, "metadata": {"row_id": 7, "user_id": "u-1"}}))
+    assert job.metadata == {"row_id": 7, "user_id": "u-1"}
+    assert job.params["metadata"] == {"user_id": "u-1"}
+
+
+def test_bare_metadata_without_user_id_is_not_sent() -> None:
+    (job,) = read_jobs(lines({**BODY, "metadata": {"row_id": 7}}))
+    assert "metadata" not in job.params
+
+
+def test_batch_line_sends_params_as_is_and_passes_metadata() -> None:
+    params = {**BODY, "metadata": {"user_id": "u"}}
+    (job,) = read_jobs(lines({"custom_id": "a-1", "params": params, "metadata": {"k": 1}}))
+    assert job.custom_id == "a-1"
+    assert job.params == params
+    assert job.metadata == {"k": 1}
+
+
+def test_openai_batch_line_sends_its_body() -> None:
+    line = {"custom_id": "r1", "method": "POST", "url": "/v1/messages", "body": BODY}
+    (job,) = read_jobs(lines(line))
+    assert (job.custom_id, job.params) == ("r1", BODY)
+
+
+def test_bad_lines_name_their_line_and_reason() -> None:
+    items = list(
+        read_jobs(
+            lines(
+                "{not json",
+                [1, 2],
+                {"messages": BODY["messages"], "max_tokens": 5},
+                {"model": "m", "messages": BODY["messages"]},
+                {"model": "m", "max_tokens": "5", "messages": BODY["messages"]},
+                {"model": "m", "max_tokens": 5, "messages": []},
+                {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+                {"custom_id": "c", "params": "nope"},
+            )
+        )
+    )
+    assert all(isinstance(item, BadLine) for item in items)
+    reasons = [item.message for item in items]
+    assert reasons[0].startswith("line 1: not valid JSON")
+    assert reasons[1] == "line 2: not a JSON object"
+    assert reasons[2] == "line 3: model: Field required"
+    assert reasons[3] == "line 4: max_tokens: Field required"
+    assert "max_tokens" in reasons[4]
+    assert "messages" in reasons[5]
+    assert "messages.0" in reasons[6]
+    assert reasons[7] == "line 8: params must be a JSON object"
+
+
+def test_a_duplicate_id_is_a_bad_line_and_keeps_the_first() -> None:
+    first, second = read_jobs(
+        lines({"custom_id": "x", "params": BODY}, {"custom_id": "x", "params": BODY})
+    )
+    assert isinstance(first, Job) and first.custom_id == "x"
+    assert isinstance(second, BadLine) and "duplicate custom_id 'x'" in second.reason
+    assert second.custom_id == "line-2"
+
+
+def test_reading_is_lazy() -> None:
+    def endless():
+        n = 0
+        while True:
+            n += 1
+            yield json.dumps({**BODY, "custom_id": f"id-{n}"}).encode()
+
+    reader = read_jobs(endless())
+    assert [next(reader).custom_id for _ in range(3)] == ["id-1", "id-2", "id-3"]
