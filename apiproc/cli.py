@@ -287,11 +287,24 @@ async def _run_with_progress(settings: Settings, reporter: Reporter, every: floa
 @click.option("--rate-stall", type=float, default=0.0, show_default=True)
 @click.option("--stall-seconds", type=float, default=30.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def simulate(**options: Any) -> None:
+@click.option(
+    "--output-tokens",
+    default="16,128",
+    show_default=True,
+    metavar="MIN,MAX",
+    help="Range of generated lengths, clipped to max_tokens.",
+)
+def simulate(output_tokens: str, **options: Any) -> None:
     """Run the bundled Messages API simulator on 127.0.0.1 until Ctrl-C."""
     from apiproc.simulator import SimulatorConfig, serve_forever
 
-    config = SimulatorConfig(record=False, **options)
+    try:
+        low, high = (int(part) for part in output_tokens.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            "give two integers, MIN,MAX", param_hint="--output-tokens"
+        ) from None
+    config = SimulatorConfig(record=False, output_tokens=(low, high), **options)
 
     def ready(simulator: Any) -> None:
         click.echo(f"Simulator listening on {simulator.messages_url}", err=True)

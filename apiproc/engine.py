@@ -66,7 +66,8 @@ class RunStats:
     started: float = 0.0
     finished: float = 0.0
     fatal: str | None = None
-    in_flight: int = 0
+    # model -> (learned input ratio to cl100k, responses learned from)
+    estimates: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     @property
     def errored_total(self) -> int:
@@ -132,6 +133,7 @@ class Engine:
                 await asyncio.gather(producer, return_exceptions=True)
                 await self._finish_in_flight()
         self.stats.finished = time.monotonic()
+        self.stats.estimates = self.estimator.learned()
         if not producer.cancelled() and producer.exception() is not None:
             raise producer.exception()  # type: ignore[misc]
         return self.stats

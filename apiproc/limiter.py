@@ -315,9 +315,12 @@ class RateLimiter:
         if reservation.seq <= ramp.widen_seq or not ramp.binding or ramp.burst >= ramp.ceiling:
             return
         growth = CAUTIOUS_GROWTH if ramp.cautious else SLOW_START_GROWTH
-        wider = min(ramp.ceiling, max(ramp.burst * growth, ramp.burst + self._one_request()))
-        if not self._server_has_room(wider - ramp.burst):
+        step = max(ramp.burst * (growth - 1.0), self._one_request())
+        # Widen only by what the server confirms it still has beyond our own view.
+        step = min(step, ramp.ceiling - ramp.burst, self._server_room(now))
+        if step <= 0:
             return
+        wider = ramp.burst + step
         for bucket in self._buckets.values():
             bucket.refill(now, ramp.burst * bucket.limit)
             bucket.level += (wider - ramp.burst) * bucket.limit
@@ -379,14 +382,17 @@ class RateLimiter:
             level = min(level, remaining)
         self._buckets[dimension] = Bucket(dimension, float(limit), level, now)
 
-    def _server_has_room(self, extra_fraction: float) -> bool:
+    def _server_room(self, now: float) -> float:
+        """Room the latest headers show beyond what our buckets hold, as a fraction of
+        capacity (the smallest over the dimensions the server reports)."""
+        room = 1.0
         for dimension, bucket in self._buckets.items():
             figures = self._server.get(dimension)
             if figures is None or figures.remaining is None:
                 continue
-            if figures.remaining < extra_fraction * bucket.limit:
-                return False
-        return True
+            bucket.refill(now, self._ramp.burst * bucket.limit)
+            room = min(room, (figures.remaining - max(bucket.level, 0.0)) / bucket.limit)
+        return room
 
     def _showed_room(self, cost: Cost, server: Mapping[str, ServerLimit]) -> bool:
         """True if the 429's own headers say every bucket had room for this request."""

@@ -57,6 +57,14 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
         f"{_per_minute(total_tokens, elapsed):,.0f} tokens/min",
         f"Output:    {'stdout' if output_path == '-' else output_path}",
     ]
+    if stats.estimates:
+        lines.append(
+            "Estimates: "
+            + "; ".join(
+                f"{model} input = cl100k x {ratio:.3f} (from {count:,} answers)"
+                for model, (ratio, count) in sorted(stats.estimates.items())
+            )
+        )
     if stats.fatal:
         lines.append(f"Stopped:   {stats.fatal}")
     return lines

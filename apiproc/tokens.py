@@ -127,6 +127,10 @@ class TokenEstimator:
         learned.output_weight = learned.output_weight * DECAY + 1.0
         learned.observations += 1
 
+    def learned(self) -> dict[str, tuple[float, int]]:
+        """Per model: the input correction factor and how many answers taught it."""
+        return {model: (state.ratio, state.observations) for model, state in self._models.items()}
+
     def ratio(self, model: str) -> float:
         learned = self._models.get(model)
         return learned.ratio if learned else PRIOR_RATIO

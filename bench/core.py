@@ -1,0 +1,176 @@
+"""The core processor's figures: utilisation of request- and token-bound limits, faults.
+
+    python bench/core.py                # every scenario, once
+    python bench/core.py --repeat 3     # medians of three runs
+    python bench/core.py request window # some scenarios only
+
+Each scenario starts the simulator in its own process, runs `apiproc run` against it and
+prints wall time against the theoretical time computed from the simulator's own counts:
+max over the limits of (total consumption - initial bucket) / rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (
+    SimulatorProcess,
+    median,
+    run_client,
+    small_requests,
+    table,
+    theoretical_seconds,
+    write_workload,
+)
+
+from apiproc.tokens import TokenEstimator
+
+WORDS = [
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+    "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo",
+    "sierra", "tango", "uniform", "victor", "whiskey", "xray", "consideration",
+    "extraordinarily", "of", "a", "the", "notwithstanding",
+]  # fmt: skip
+
+
+def long_prompts(count: int, words: int, seed: int = 1) -> list[dict]:
+    rng = random.Random(seed)
+    return [
+        {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 600,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": " ".join(rng.choice(WORDS) for _ in range(words))
+                    + f" Summarise item {n}.",
+                }
+            ],
+        }
+        for n in range(count)
+    ]
+
+
+def request_bound(workdir: Path, window: float | None) -> dict:
+    rpm = 3_000
+    workload = write_workload(workdir / "small.jsonl", small_requests(5_000))
+    config = {"requests_per_minute": rpm, "latency": 0.2}
+    if window:
+        config["window_seconds"] = window
+    with SimulatorProcess(**config) as sim:
+        run = run_client(workload, sim.url, "--max-requests-per-minute", str(rpm))
+        stats = sim.stats()
+    capacity = rpm if window is None else rpm / 60 * window
+    theory = max(0.0, stats["succeeded"] - capacity) / (rpm / 60)
+    return summarise(run, stats, theory)
+
+
+def token_bound(workdir: Path) -> dict:
+    limits = {"input_tokens": 600_000, "output_tokens": 120_000}
+    rows = long_prompts(600, words=620)
+    workload = write_workload(workdir / "long.jsonl", rows)
+    with SimulatorProcess(
+        requests_per_minute=4_000,
+        input_tokens_per_minute=limits["input_tokens"],
+        output_tokens_per_minute=limits["output_tokens"],
+        latency=0.2,
+        output_tokens=(150, 450),
+    ) as sim:
+        run = run_client(
+            workload,
+            sim.url,
+            "--max-input-tokens-per-minute",
+            str(limits["input_tokens"]),
+            "--max-output-tokens-per-minute",
+            str(limits["output_tokens"]),
+        )
+        stats = sim.stats()
+    result = summarise(run, stats, theoretical_seconds(stats, limits))
+    span = max(run.wall_seconds, 1e-9)
+    used_in = stats["input_tokens"] + stats["cache_creation_input_tokens"] - limits["input_tokens"]
+    used_out = stats["output_tokens"] - limits["output_tokens"]
+    result["input limit used"] = f"{used_in / (limits['input_tokens'] / 60 * span):.1%}"
+    result["output limit used"] = f"{used_out / (limits['output_tokens'] / 60 * span):.1%}"
+    learned = next((line for line in run.stderr.splitlines() if line.startswith("Estimates:")), "")
+    result["learned ratio"] = learned.split(" x ")[1].split()[0] if " x " in learned else "?"
+    raw = sum(TokenEstimator().count(row) for row in rows)
+    result["true ratio"] = f"{stats['input_tokens'] / raw:.3f}"
+    return result
+
+
+def faults(workdir: Path) -> dict:
+    workload = write_workload(workdir / "faults.jsonl", small_requests(5_000))
+    with SimulatorProcess(rate_529=0.03, rate_500=0.02, rate_drop=0.01, seed=11) as sim:
+        run = run_client(workload, sim.url, "--max-attempts", "5")
+        stats = sim.stats()
+    records = run.records()
+    ids = [r["custom_id"] for r in records]
+    return {
+        "exit": run.returncode,
+        "succeeded": f"{sum(r['result']['type'] == 'succeeded' for r in records)}/5000",
+        "duplicate lines": len(ids) - len(set(ids)),
+        "max attempts": max(r["attempts"] for r in records),
+        "faults injected": stats["faults_injected"],
+        "wall s": f"{run.wall_seconds:.1f}",
+    }
+
+
+def summarise(run, stats: dict, theory: float) -> dict:
+    requests = max(1, stats["requests"])
+    return {
+        "exit": run.returncode,
+        "wall s": f"{run.wall_seconds:.1f}",
+        "theory s": f"{theory:.1f}",
+        "ratio": f"{run.wall_seconds / theory:.3f}" if theory else "-",
+        "429s": stats["rate_limited"],
+        "429 %": f"{stats['rate_limited'] / requests:.2%}",
+        "client cpu s": f"{run.cpu_seconds:.1f}",
+    }
+
+
+SCENARIOS = {
+    "request": ("request-bound 5,000 x 3,000 RPM, 200 ms", lambda d: request_bound(d, None)),
+    "window": ("same, limits enforced over 5 s windows", lambda d: request_bound(d, 5.0)),
+    "token": ("token-bound 600 x ~1,500-token prompts", token_bound),
+    "faults": ("faults 3% 529, 2% 500, 1% drops", faults),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    for name in args.scenarios:
+        title, scenario = SCENARIOS[name]
+        runs = []
+        for _ in range(args.repeat):
+            with tempfile.TemporaryDirectory() as workdir:
+                runs.append(scenario(Path(workdir)))
+        keys = list(runs[0])
+        rows = [["run", *keys]] + [
+            [str(i + 1), *(str(r[k]) for k in keys)] for i, r in enumerate(runs)
+        ]
+        if "ratio" in keys and len(runs) > 1:
+            rows.append(
+                [
+                    "median",
+                    *(
+                        f"{median([float(r[k]) for r in runs]):.3f}" if k == "ratio" else ""
+                        for k in keys
+                    ),
+                ]
+            )
+        print(f"\n{title}\n{table(rows)}", flush=True)
+        print(json.dumps({"scenario": name, "runs": runs}), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Shared benchmark plumbing: a simulator in its own process, apiproc as a subprocess.
+
+    with SimulatorProcess(requests_per_minute=3000, latency=0.2) as sim:
+        run = run_client(workload_path, sim.url, "--max-requests-per-minute", "3000")
+        print(run.wall_seconds, sim.stats()["rate_limited"])
+
+The simulator runs in a separate process so the client's own CPU time is measurable,
+and every figure of consumption comes from the simulator's counters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT = 20.0
+RUN_TIMEOUT = 900.0
+
+SIMULATOR_OPTIONS = {
+    "requests_per_minute": "--requests-per-minute",
+    "input_tokens_per_minute": "--input-tokens-per-minute",
+    "output_tokens_per_minute": "--output-tokens-per-minute",
+    "output_accounting": "--output-accounting",
+    "window_seconds": "--window-seconds",
+    "latency": "--latency",
+    "latency_jitter": "--latency-jitter",
+    "rate_429": "--rate-429",
+    "rate_529": "--rate-529",
+    "rate_500": "--rate-500",
+    "rate_502_html": "--rate-502-html",
+    "rate_drop": "--rate-drop",
+    "rate_stall": "--rate-stall",
+    "stall_seconds": "--stall-seconds",
+    "seed": "--seed",
+    "output_tokens": "--output-tokens",
+}
+
+
+class SimulatorProcess:
+    """`apiproc simulate` on a free loopback port, stopped on exit."""
+
+    def __init__(self, **config: Any) -> None:
+        self.config = config
+        self.process: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def __enter__(self) -> SimulatorProcess:
+        args = [sys.executable, "-m", "apiproc", "simulate", "--port", "0"]
+        for key, value in self.config.items():
+            if isinstance(value, tuple):
+                value = ",".join(str(v) for v in value)
+            args += [SIMULATOR_OPTIONS[key], str(value)]
+        self.process = subprocess.Popen(
+            args, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        assert self.process.stderr is not None
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            found = re.search(r"(http://127\.0\.0\.1:\d+)/v1/messages", line)
+            if found:
+                self.base = found.group(1)
+                self.url = self.base + "/v1/messages"
+                return self
+            if not line and self.process.poll() is not None:
+                break
+        self.__exit__()
+        raise RuntimeError("the simulator did not start")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.base + "/_sim/stats", timeout=10) as response:
+            return json.load(response)
+
+    def reset(self) -> None:
+        request = urllib.request.Request(self.base + "/_sim/reset", method="POST")
+        urllib.request.urlopen(request, timeout=10).close()
+
+
+@dataclass(slots=True)
+class ClientRun:
+    returncode: int
+    wall_seconds: float
+    cpu_seconds: float
+    max_rss_mb: float
+    stderr: str
+    output_path: Path
+
+    def records(self) -> list[dict[str, Any]]:
+        with open(self.output_path) as handle:
+            return [json.loads(line) for line in handle]
+
+
+def run_client(workload: Path, url: str, *options: str, output: Path | None = None) -> ClientRun:
+    """Run `apiproc run` to completion; measure its wall time, CPU time and peak RSS."""
+    if output is None:
+        output = Path(tempfile.mkdtemp(prefix="apiproc-bench-")) / "out.jsonl"
+    args = [
+        sys.executable,
+        "-m",
+        "apiproc",
+        "run",
+        str(workload),
+        "-o",
+        str(output),
+        "--request-url",
+        url,
+        "--api-key",
+        "sk-bench",
+        "--progress-every",
+        "3600",
+        *options,
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    done = subprocess.run(
+        args,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        check=False,
+    )
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return ClientRun(done.returncode, wall, cpu, after.ru_maxrss / 1024, done.stderr, output)
+
+
+def theoretical_seconds(stats: dict[str, Any], limits: dict[str, float]) -> float:
+    """max over the limits of (total consumption - initial bucket) / rate, from the
+    simulator's own counts; `limits` maps requests/input_tokens/output_tokens to per-minute."""
+    consumed = {
+        "requests": stats["succeeded"],
+        "input_tokens": stats["input_tokens"] + stats["cache_creation_input_tokens"],
+        "output_tokens": stats["output_tokens"],
+    }
+    return max(
+        max(0.0, consumed[name] - per_minute) / (per_minute / 60.0)
+        for name, per_minute in limits.items()
+    )
+
+
+def write_workload(path: Path, rows: list[dict[str, Any]]) -> Path:
+    with open(path, "w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    return path
+
+
+def small_requests(count: int, model: str = "claude-haiku-4-5") -> list[dict[str, Any]]:
+    return [
+        {
+            "model": model,
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": f"Say something about the number {n}."}],
+        }
+        for n in range(count)
+    ]
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    lines.insert(1, "-+-".join("-" * width for width in widths))
+    return "\n".join(lines)
