@@ -63,6 +63,7 @@ class RunStats:
     retries: int = 0
     rate_limited: int = 0
     usage: Usage = field(default_factory=Usage)
+    usage_by_model: dict[str, Usage] = field(default_factory=dict)
     started: float = 0.0
     finished: float = 0.0
     fatal: str | None = None
@@ -256,6 +257,7 @@ class Engine:
         self.limiter.settle(reservation, actual)
         self.limiter.confirm(reservation)
         self.stats.usage.add(usage)
+        self.stats.usage_by_model.setdefault(job.estimate.model, Usage()).add(usage)
         self._record(_result(job, outcome))
 
     def _settle_failure(self, reservation: Reservation, outcome: Outcome) -> None:

@@ -13,6 +13,7 @@ import asyncio
 from typing import TextIO
 
 from apiproc.engine import RunStats
+from apiproc.pricing import PRICES_AS_OF, total_cost
 
 
 def _per_minute(count: float, seconds: float) -> float:
@@ -55,6 +56,7 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
         f"Elapsed:   {elapsed:,.1f} s",
         f"Rate:      {_per_minute(stats.succeeded, elapsed):,.0f} requests/min, "
         f"{_per_minute(total_tokens, elapsed):,.0f} tokens/min",
+        f"Cost:      {cost_text(stats)}",
         f"Output:    {'stdout' if output_path == '-' else output_path}",
     ]
     if stats.estimates:
@@ -68,6 +70,15 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
     if stats.fatal:
         lines.append(f"Stopped:   {stats.fatal}")
     return lines
+
+
+def cost_text(stats: RunStats) -> str:
+    dollars, unknown = total_cost(stats.usage_by_model)
+    known = len(stats.usage_by_model) - len(unknown)
+    parts = [f"${dollars:,.4f} (prices of {PRICES_AS_OF})"] if known or not unknown else []
+    if unknown:
+        parts.append("cost unknown for " + ", ".join(unknown))
+    return "; ".join(parts)
 
 
 class Reporter:

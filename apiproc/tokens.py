@@ -54,6 +54,7 @@ class Usage:
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # the part of cache_creation_input_tokens kept for 1 h
 
     @property
     def total_input(self) -> int:
@@ -64,6 +65,7 @@ class Usage:
         self.output_tokens += other.output_tokens
         self.cache_creation_input_tokens += other.cache_creation_input_tokens
         self.cache_read_input_tokens += other.cache_read_input_tokens
+        self.cache_write_1h_tokens += other.cache_write_1h_tokens
 
 
 @dataclass(slots=True)

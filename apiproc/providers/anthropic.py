@@ -112,11 +112,14 @@ def _verdict(status: int, headers: Mapping[str, str], error: dict[str, Any]) -> 
 def parse_usage(usage: Any) -> Usage:
     if not isinstance(usage, dict):
         return Usage()
+    creation = usage.get("cache_creation")
+    write_1h = creation.get("ephemeral_1h_input_tokens") if isinstance(creation, dict) else 0
     return Usage(
         input_tokens=_int(usage.get("input_tokens")),
         output_tokens=_int(usage.get("output_tokens")),
         cache_creation_input_tokens=_int(usage.get("cache_creation_input_tokens")),
         cache_read_input_tokens=_int(usage.get("cache_read_input_tokens")),
+        cache_write_1h_tokens=_int(write_1h),
     )
 
 
