@@ -6,8 +6,8 @@
 
 Options only: each command builds a `Settings` and hands it to the engine.
 Exit status: 0 all requests succeeded; 1 some requests errored; 2 usage or input/output
-file error; 3 the run was stopped by an authentication, permission or spend-limit
-error; 130 interrupted.
+file error; 3 the run was stopped by an authentication, permission, billing or
+spend-limit error; 130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -15,21 +15,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shlex
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 
-from apiproc.engine import RunStats, run_job
+from apiproc.engine import EXIT_ON_SIGNAL, RunStats, run_job
 from apiproc.jobs import InputError
 from apiproc.limiter import Limits
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
-from apiproc.report import Reporter
-from apiproc.results import OutputError
+from apiproc.redact import install_redaction, redact
+from apiproc.report import Reporter, print_estimate
+from apiproc.results import OutputError, ResumeMismatch
 from apiproc.settings import (
     DEFAULT_ATTEMPTS,
     DEFAULT_CONCURRENCY,
+    DEFAULT_GRACE_PERIOD,
     DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_TIMEOUT,
     Settings,
@@ -178,6 +183,29 @@ def main() -> None:
     show_default=True,
     help="Seconds between progress lines on stderr.",
 )
+@click.option("--overwrite", is_flag=True, help="Start afresh instead of resuming the output.")
+@_option(
+    "--retry-errored",
+    is_flag=True,
+    help="On resume, send again the requests whose result was an error.",
+)
+@click.option(
+    "--force", is_flag=True, help="Resume into an output that was made from a different input."
+)
+@click.option("--fsync", is_flag=True, help="Force every result line to disk before the next.")
+@_option(
+    "--grace-period",
+    type=float,
+    default=DEFAULT_GRACE_PERIOD,
+    show_default=True,
+    help="On Ctrl-C/SIGTERM, seconds to let in-flight requests finish.",
+)
+@_option("--summary-json", metavar="PATH", help="Also write the final summary as JSON here.")
+@_option(
+    "--allow-insecure-http",
+    is_flag=True,
+    help="Allow sending the key over plain http to a host other than this machine.",
+)
 @click.option("--quiet", is_flag=True, help="Only warnings and the summary.")
 @click.option(
     "--simulate",
@@ -187,9 +215,13 @@ def main() -> None:
 def run(requests: str, output: str | None, **options: Any) -> None:
     """Send every request in REQUESTS ('-' for stdin) and append one result line each."""
     settings = _settings(requests, output, options)
-    sys.exit(
-        execute(settings, options["logging_level"], options["progress_every"], options["quiet"])
+    display = Display(
+        logging_level=options["logging_level"],
+        progress_every=options["progress_every"],
+        quiet=options["quiet"],
+        summary_json=options["summary_json"],
     )
+    sys.exit(execute(settings, display))
 
 
 def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Settings:
@@ -220,38 +252,118 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         use_caching=bool(options["use_caching"]),
         simulate=options["simulate"],
         ramp=options["ramp"],
+        overwrite=options["overwrite"],
+        retry_errored=options["retry_errored"],
+        force=options["force"],
+        fsync=options["fsync"],
+        grace_period=options["grace_period"],
+        allow_insecure_http=options["allow_insecure_http"],
     )
 
 
-def execute(settings: Settings, logging_level: int, progress_every: float, quiet: bool) -> int:
+@dataclass(slots=True, frozen=True)
+class Display:
+    """How the run talks to the person: log level, progress cadence, quietness."""
+
+    logging_level: int = logging.WARNING
+    progress_every: float = 10.0
+    quiet: bool = False
+    summary_json: str | None = None
+
+
+def execute(settings: Settings, display: Display) -> int:
     """Run a job; return the exit status. User errors get one sentence, no traceback."""
-    reporter = Reporter(sys.stderr, quiet=quiet)
+    reporter = Reporter(sys.stderr, quiet=display.quiet, interval=display.progress_every)
     try:
         settings.validate()
     except SettingsError as error:
-        reporter.error(str(error))
+        reporter.error(redact(str(error), settings.api_key))
         return EXIT_USAGE
     logging.basicConfig(
-        level=max(logging_level, logging.WARNING) if quiet else logging_level,
+        level=max(display.logging_level, logging.WARNING)
+        if display.quiet
+        else display.logging_level,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_redaction(settings.api_key)
+    resume = redact(resume_command(), settings.api_key)
+
+    def stopping(name: str) -> None:
+        reporter.line(
+            f"{name}: finishing the requests in flight (up to {settings.grace_period:g} s); "
+            "send it again to quit at once."
+        )
+
     try:
-        stats = asyncio.run(_run_with_progress(settings, reporter, progress_every))
-    except (InputError, OutputError) as error:
-        reporter.error(str(error))
+        stats = asyncio.run(
+            run_job(
+                settings,
+                progress=reporter.follow_with_total(settings.requests_path),
+                on_stopping=stopping,
+            )
+        )
+    except (InputError, OutputError, ResumeMismatch) as error:
+        reporter.error(redact(str(error), settings.api_key))
         return EXIT_USAGE
     except KeyboardInterrupt:
         reporter.error("interrupted.")
         return EXIT_INTERRUPTED
-    reporter.summary(stats, settings.output_path)
+    reporter.summary(stats, settings.output_path, resume)
+    if display.summary_json:
+        reporter.write_summary_json(stats, settings.output_path, display.summary_json)
+    return exit_status(stats)
+
+
+def exit_status(stats: RunStats) -> int:
+    if stats.interrupted:
+        return EXIT_ON_SIGNAL.get(stats.interrupted, EXIT_INTERRUPTED)
     if stats.fatal:
         return EXIT_FATAL
     return EXIT_OK if stats.errored_total == 0 else EXIT_ERRORED
 
 
-async def _run_with_progress(settings: Settings, reporter: Reporter, every: float) -> RunStats:
-    return await run_job(settings, progress=lambda stats: reporter.every(every, stats))
+def resume_command() -> str:
+    """The command line that started this run, to print for resuming it."""
+    program = Path(sys.argv[0]).name
+    head = ["apiproc"] if program in ("__main__.py", "apiproc") else ["python", sys.argv[0]]
+    return shlex.join(head + sys.argv[1:])
+
+
+@main.command()
+@click.argument("requests", metavar="REQUESTS", type=click.Path(dir_okay=False))
+@_option("--max-requests-per-minute", type=float, help="Requests per minute.")
+@_option("--max-tokens-per-minute", type=float, help="Combined tokens per minute.")
+@_option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
+@_option("--max-output-tokens-per-minute", type=float, help="Output tokens per minute.")
+@_option(
+    "--show-bad-lines", type=int, default=20, show_default=True, help="How many bad lines to list."
+)
+def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None:
+    """Validate REQUESTS and estimate tokens, cost and time, without calling any API.
+
+    Exit status 0 when every line is a valid request, 1 when some are not, 2 when the
+    file cannot be read.
+    """
+    from apiproc.preflight import preflight
+
+    try:
+        report = preflight(requests)
+    except OSError as error:
+        Reporter(sys.stderr).error(f"Cannot read {requests}: {error.strerror}.")
+        sys.exit(EXIT_USAGE)
+    given = Limits(
+        requests_per_minute=limits["max_requests_per_minute"],
+        input_tokens_per_minute=limits["max_input_tokens_per_minute"],
+        output_tokens_per_minute=limits["max_output_tokens_per_minute"],
+        tokens_per_minute=limits["max_tokens_per_minute"],
+    )
+    for value in given.by_dimension().values():
+        if value <= 0:
+            Reporter(sys.stderr).error("Limits must be positive numbers.")
+            sys.exit(EXIT_USAGE)
+    print_estimate(report, given, show_bad_lines)
+    sys.exit(EXIT_OK if report.bad_lines == 0 else EXIT_ERRORED)
 
 
 @main.command()
@@ -350,4 +462,4 @@ def classic_main(**options: Any) -> None:
         use_caching=bool(options["use_caching"]),
         simulate=options["simulate"],
     )
-    sys.exit(execute(settings, options["logging_level"], 10.0, quiet=False))
+    sys.exit(execute(settings, Display(logging_level=options["logging_level"])))

@@ -29,11 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import signal
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -43,7 +47,14 @@ from apiproc.jobs import BadLine, Job, JobReader, line_batches, open_input
 from apiproc.limiter import NOTHING, Cost, RateLimiter, RequestTooLarge, Reservation
 from apiproc.providers import AnthropicProvider, Outcome, Verdict
 from apiproc.providers.anthropic import counts_cache_reads
-from apiproc.results import Result, ResultWriter
+from apiproc.results import (
+    Finished,
+    Result,
+    ResultWriter,
+    check_input_identity,
+    scan_finished,
+    start_afresh,
+)
 from apiproc.retry import backoff_delay
 from apiproc.settings import Settings
 from apiproc.tokens import TokenEstimator, Usage
@@ -67,8 +78,15 @@ class RunStats:
     started: float = 0.0
     finished: float = 0.0
     fatal: str | None = None
+    interrupted: str | None = None  # the signal that stopped the run
+    skipped: int = 0  # already final in the output from earlier runs
+    abandoned: int = 0  # in flight when the grace period ran out
     # model -> (learned input ratio to cl100k, responses learned from)
     estimates: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.errored_total
 
     @property
     def errored_total(self) -> int:
@@ -89,6 +107,7 @@ class Engine:
         estimator: TokenEstimator | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        finished: Finished | None = None,
     ) -> None:
         self.settings = settings
         self.provider = provider
@@ -100,6 +119,7 @@ class Engine:
         self.estimator = estimator or TokenEstimator(settings.output_accounting)
         self.rng = rng or random.Random()
         self.stats = RunStats()
+        self.finished = finished
         self._queue: asyncio.Queue[Job | BadLine] = asyncio.Queue(INPUT_QUEUE_SIZE)
         self._ready: deque[Job] = deque()
         self._changed = asyncio.Event()
@@ -132,7 +152,9 @@ class Engine:
             finally:
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
-                await self._finish_in_flight()
+                await self._finish_in_flight(
+                    self.settings.grace_period if self.stats.interrupted else None
+                )
         self.stats.finished = time.monotonic()
         self.stats.estimates = self.estimator.learned()
         if not producer.cancelled() and producer.exception() is not None:
@@ -307,21 +329,42 @@ class Engine:
     def _fatal(self, outcome: Outcome) -> None:
         if self._stopping:
             return
-        self._stopping = True
         error = outcome.error or {}
         self.stats.fatal = (
             f"HTTP {outcome.status} {error.get('type', 'error')}: {error.get('message', '')}"
         )
         log.error("stopping: %s", self.stats.fatal)
+        self._stop()
+
+    def request_stop(self, reason: str) -> None:
+        """Graceful stop: admit nothing more, let in-flight requests finish and be written."""
+        if self._stopping:
+            return
+        self.stats.interrupted = reason
+        self._stop()
+
+    def _stop(self) -> None:
+        self._stopping = True
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
         if self._dispatcher is not None:
             self._dispatcher.cancel()
 
-    async def _finish_in_flight(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def _finish_in_flight(self, grace: float | None) -> None:
+        """Let in-flight attempts finish (within `grace` seconds when stopping)."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        self.stats.abandoned = len(pending)
+        if pending:
+            await asyncio.wait(pending)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
 
     def _record(self, result: Result) -> None:
         self.writer.write(result)
@@ -352,46 +395,118 @@ def _bad_line_error(item: BadLine) -> dict[str, Any]:
 
 
 async def feed_file(engine: Engine, path: str) -> None:
-    """Producer: read `path` (or stdin for `-`) into the engine, batch by batch."""
+    """Producer: read `path` (or stdin for `-`) into the engine, batch by batch,
+    leaving out what earlier runs already finished."""
     reader = JobReader()
+    finished = engine.finished
     with open_input(path) as handle:
         async for lines in line_batches(handle):
             for raw in lines:
                 item = reader.feed(raw)
-                if item is not None:
-                    await engine.put(item)
+                if item is None:
+                    continue
+                if finished is not None and _already_final(item, finished):
+                    engine.stats.skipped += 1
+                    continue
+                await engine.put(item)
 
 
-Progress = Callable[[RunStats], Coroutine[Any, Any, None]]
+def _already_final(item: Job | BadLine, finished: Finished) -> bool:
+    params = item.params if isinstance(item, Job) else None
+    return (item.custom_id, params) in finished
 
 
-async def run_job(settings: Settings, progress: Progress | None = None) -> RunStats:
+Progress = Callable[[Engine], Coroutine[Any, Any, None]]
+
+
+async def run_job(
+    settings: Settings,
+    progress: Progress | None = None,
+    on_stopping: Callable[[str], None] | None = None,
+) -> RunStats:
     """Run one job as the settings say, against the simulator when asked.
 
-    `progress(stats)` is started beside the run (to report on the live stats) and
-    cancelled when it ends.
+    `progress(engine)` runs beside the job (to report on the live figures) and is
+    cancelled when it ends. The first SIGINT/SIGTERM stops gracefully (`on_stopping` is
+    told); a second one exits at once — the output stays whole and resumable.
     """
     if settings.simulate:
         from apiproc.simulator import Simulator
 
         async with Simulator() as simulator:
             settings.request_url = simulator.messages_url
-            return await _run(settings, progress)
-    return await _run(settings, progress)
+            return await _run(settings, progress, on_stopping)
+    return await _run(settings, progress, on_stopping)
 
 
-async def _run(settings: Settings, progress: Progress | None) -> RunStats:
+def prepare_output(settings: Settings) -> Finished | None:
+    """Start afresh, or repair and scan the existing output to resume from it."""
+    if settings.output_path == "-":
+        return None
+    if settings.overwrite:
+        start_afresh(settings.output_path)
+    output = Path(settings.output_path)
+    if not output.exists() or output.stat().st_size == 0:
+        check_input_identity(settings.requests_path, settings.output_path, force=True)
+        return None
+    check_input_identity(settings.requests_path, settings.output_path, settings.force)
+    finished = scan_finished(settings.output_path, settings.output_format, settings.retry_errored)
+    if finished.repaired_bytes:
+        log.warning(
+            "repaired %s: removed a torn last line (%d bytes); its request is sent again",
+            settings.output_path,
+            finished.repaired_bytes,
+        )
+    if finished.dropped_errors:
+        log.warning("removed %d errored results to send them again", finished.dropped_errors)
+    return finished
+
+
+async def _run(
+    settings: Settings, progress: Progress | None, on_stopping: Callable[[str], None] | None
+) -> RunStats:
+    finished = prepare_output(settings)
     provider = AnthropicProvider(
         api_key=settings.api_key,
         url=settings.request_url,
         version=settings.anthropic_version,
         betas=settings.anthropic_betas,
     )
-    with ResultWriter(settings.output_path, settings.output_format) as writer:
-        engine = Engine(settings, provider, writer)
-        reporter = asyncio.create_task(progress(engine.stats)) if progress else None
+    with ResultWriter(settings.output_path, settings.output_format, settings.fsync) as writer:
+        engine = Engine(settings, provider, writer, finished=finished)
+        reporter = asyncio.create_task(progress(engine)) if progress else None
+        with _signals(engine, on_stopping):
+            try:
+                return await engine.run(lambda e: feed_file(e, settings.requests_path))
+            finally:
+                if reporter is not None:
+                    reporter.cancel()
+                    await asyncio.gather(reporter, return_exceptions=True)
+
+
+EXIT_ON_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+
+
+@contextmanager
+def _signals(engine: Engine, on_stopping: Callable[[str], None] | None) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+
+    def handle(name: str) -> None:
+        if engine.stats.interrupted:
+            os._exit(EXIT_ON_SIGNAL[name])  # second signal: every written line is whole
+        engine.request_stop(name)
+        if on_stopping is not None:
+            on_stopping(name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            return await engine.run(lambda e: feed_file(e, settings.requests_path))
-        finally:
-            if reporter is not None:
-                reporter.cancel()
+            loop.add_signal_handler(sig, handle, sig.name)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):
+            pass  # not the main thread, or a platform without it: default handling
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -1,62 +1,196 @@
-"""What a person sees on stderr: periodic progress lines and the final summary.
+"""What a person sees on stderr: live progress and the final summary.
 
-    reporter = Reporter(stream=sys.stderr)
-    task = asyncio.create_task(reporter.every(10.0, engine.stats))
-    reporter.summary(stats, output_path="out.jsonl")
+    reporter = Reporter(sys.stderr, total=5_000)
+    task = asyncio.create_task(reporter.follow(engine))   # until cancelled
+    reporter.summary(engine.stats, output_path="out.jsonl")
 
-Results never go here; they go to the output file (or stdout).
+On a terminal, progress is a rich live display; otherwise (cron, pipes) a plain line
+every `interval` seconds with the same figures. Results never go here: they go to the
+output file or stdout.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TextIO
+import json
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
 
-from apiproc.engine import RunStats
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from apiproc.engine import Engine, RunStats
+from apiproc.jobs import count_lines
+from apiproc.limiter import Limits
+from apiproc.preflight import Preflight
 from apiproc.pricing import PRICES_AS_OF, total_cost
+from apiproc.tokens import PRIOR_RATIO
+
+RATE_WINDOW_SECONDS = 60.0
+LIVE_REFRESH_SECONDS = 0.5
 
 
-def _per_minute(count: float, seconds: float) -> float:
-    return count * 60.0 / seconds if seconds > 0 else 0.0
+@dataclass(slots=True)
+class Snapshot:
+    """The live figures at one moment."""
+
+    done: int
+    total: int | None
+    succeeded: int
+    errored: int
+    skipped: int
+    in_flight: int
+    retries: int
+    rate_limited: int
+    requests_per_minute: float
+    input_per_minute: float
+    output_per_minute: float
+    limits: dict[str, float | None]
+    eta_seconds: float | None
+    cost: str
+    elapsed: float
 
 
-def progress_line(stats: RunStats) -> str:
-    elapsed = stats.elapsed
-    done = stats.succeeded + stats.errored_total
+class RateMeter:
+    """Per-minute rates over the last minute (not since the start), for honest ETAs."""
+
+    def __init__(self, window: float = RATE_WINDOW_SECONDS) -> None:
+        self.window = window
+        self._points: deque[tuple[float, int, int, int]] = deque()
+
+    def add(self, now: float, requests: int, input_tokens: int, output_tokens: int) -> None:
+        self._points.append((now, requests, input_tokens, output_tokens))
+        while len(self._points) > 2 and now - self._points[1][0] >= self.window:
+            self._points.popleft()
+
+    def per_minute(self) -> tuple[float, float, float]:
+        if len(self._points) < 2:
+            return 0.0, 0.0, 0.0
+        (t0, r0, i0, o0), (t1, r1, i1, o1) = self._points[0], self._points[-1]
+        span = t1 - t0
+        if span <= 0:
+            return 0.0, 0.0, 0.0
+        scale = 60.0 / span
+        return (r1 - r0) * scale, (i1 - i0) * scale, (o1 - o0) * scale
+
+
+def snapshot(engine: Engine, meter: RateMeter, total: int | None) -> Snapshot:
+    stats = engine.stats
     usage = stats.usage
-    return (
-        f"{done:,} done ({stats.succeeded:,} ok, {stats.errored_total:,} errored), "
-        f"{stats.retries:,} retries, {stats.rate_limited:,} rate-limited, "
-        f"{_per_minute(stats.succeeded, elapsed):,.0f} req/min, "
-        f"{_per_minute(usage.input_tokens + usage.cache_creation_input_tokens, elapsed):,.0f} "
-        f"in-tok/min, {_per_minute(usage.output_tokens, elapsed):,.0f} out-tok/min, "
-        f"{elapsed:,.0f} s"
+    counted_input = usage.input_tokens + usage.cache_creation_input_tokens
+    meter.add(time.monotonic(), stats.done, counted_input, usage.output_tokens)
+    rpm, ipm, opm = meter.per_minute()
+    remaining = None if total is None else max(0, total - stats.skipped - stats.done)
+    eta = remaining * 60.0 / rpm if remaining is not None and rpm > 0 else None
+    return Snapshot(
+        done=stats.done,
+        total=None if total is None else total - stats.skipped,
+        succeeded=stats.succeeded,
+        errored=stats.errored_total,
+        skipped=stats.skipped,
+        in_flight=engine.in_flight,
+        retries=stats.retries,
+        rate_limited=stats.rate_limited,
+        requests_per_minute=rpm,
+        input_per_minute=ipm,
+        output_per_minute=opm,
+        limits={
+            dimension: engine.limiter.limit(dimension)
+            for dimension in ("requests", "input_tokens", "output_tokens")
+        },
+        eta_seconds=eta,
+        cost=cost_text(stats),
+        elapsed=stats.elapsed,
     )
+
+
+def _of(value: float, limit: float | None) -> str:
+    return f"{value:,.0f}" + (f"/{limit:,.0f}" if limit else "")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def progress_line(shot: Snapshot) -> str:
+    total = f"/{shot.total:,}" if shot.total is not None else ""
+    return (
+        f"{shot.done:,}{total} done ({shot.succeeded:,} ok, {shot.errored:,} errored, "
+        f"{shot.skipped:,} skipped), {shot.in_flight:,} in flight, "
+        f"{shot.retries:,} retries, {shot.rate_limited:,} 429s | per min: "
+        f"{_of(shot.requests_per_minute, shot.limits['requests'])} requests, "
+        f"{_of(shot.input_per_minute, shot.limits['input_tokens'])} input tokens, "
+        f"{_of(shot.output_per_minute, shot.limits['output_tokens'])} output tokens | "
+        f"ETA {_duration(shot.eta_seconds)} | {shot.cost} | {_duration(shot.elapsed)} elapsed"
+    )
+
+
+def live_view(shot: Snapshot) -> Group:
+    total = shot.total or 0
+    bar = ProgressBar(total=max(total, 1), completed=min(shot.done, total), width=40)
+    head = Text(
+        f" {shot.done:,}/{total:,} " if shot.total is not None else f" {shot.done:,} done ",
+        style="bold",
+    )
+    return Group(
+        Group(Text.assemble(head, f" ETA {_duration(shot.eta_seconds)}"), bar)
+        if shot.total is not None
+        else head,
+        Text(
+            f" ok {shot.succeeded:,}  errored {shot.errored:,}  skipped {shot.skipped:,}  "
+            f"in flight {shot.in_flight:,}  retries {shot.retries:,}  429s {shot.rate_limited:,}"
+        ),
+        Text(
+            f" per minute: requests {_of(shot.requests_per_minute, shot.limits['requests'])}  "
+            f"input tokens {_of(shot.input_per_minute, shot.limits['input_tokens'])}  "
+            f"output tokens {_of(shot.output_per_minute, shot.limits['output_tokens'])}"
+        ),
+        Text(f" cost so far {shot.cost}  elapsed {_duration(shot.elapsed)}"),
+    )
+
+
+def cost_text(stats: RunStats) -> str:
+    dollars, unknown = total_cost(stats.usage_by_model)
+    known = len(stats.usage_by_model) - len(unknown)
+    parts = [f"${dollars:,.4f}"] if known or not unknown else []
+    if unknown:
+        parts.append("cost unknown for " + ", ".join(unknown))
+    return "; ".join(parts)
 
 
 def summary_lines(stats: RunStats, output_path: str) -> list[str]:
     elapsed = stats.elapsed
     usage = stats.usage
     total_tokens = usage.total_input + usage.output_tokens
+    errors = ", ".join(f"{kind} {count:,}" for kind, count in sorted(stats.errored.items()))
     lines = [
         f"Succeeded: {stats.succeeded:,}",
-        f"Errored:   {stats.errored_total:,}"
-        + (
-            " ("
-            + ", ".join(f"{kind} {count:,}" for kind, count in sorted(stats.errored.items()))
-            + ")"
-            if stats.errored
-            else ""
-        ),
+        f"Errored:   {stats.errored_total:,}" + (f" ({errors})" if errors else ""),
+    ]
+    if stats.skipped:
+        lines.append(f"Skipped:   {stats.skipped:,} already in the output from earlier runs")
+    lines += [
         f"Attempts:  {stats.attempts:,} ({stats.retries:,} retries, "
         f"{stats.rate_limited:,} answered 429)",
         f"Tokens:    input {usage.input_tokens:,}, output {usage.output_tokens:,}, "
         f"cache write {usage.cache_creation_input_tokens:,}, "
         f"cache read {usage.cache_read_input_tokens:,}",
         f"Elapsed:   {elapsed:,.1f} s",
-        f"Rate:      {_per_minute(stats.succeeded, elapsed):,.0f} requests/min, "
+        f"Rate:      {_per_minute(stats.done, elapsed):,.0f} requests/min, "
         f"{_per_minute(total_tokens, elapsed):,.0f} tokens/min",
-        f"Cost:      {cost_text(stats)}",
+        f"Cost:      {cost_text(stats)} (prices of {PRICES_AS_OF})",
         f"Output:    {'stdout' if output_path == '-' else output_path}",
     ]
     if stats.estimates:
@@ -69,32 +203,158 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
         )
     if stats.fatal:
         lines.append(f"Stopped:   {stats.fatal}")
+    if stats.interrupted:
+        lines.append(
+            f"Stopped:   by {stats.interrupted}"
+            + (
+                f"; {stats.abandoned:,} requests in flight were abandoned"
+                if stats.abandoned
+                else ""
+            )
+        )
     return lines
 
 
-def cost_text(stats: RunStats) -> str:
+def summary_record(stats: RunStats, output_path: str) -> dict[str, Any]:
+    """The summary as JSON, for monitoring (--summary-json)."""
+    usage = stats.usage
     dollars, unknown = total_cost(stats.usage_by_model)
-    known = len(stats.usage_by_model) - len(unknown)
-    parts = [f"${dollars:,.4f} (prices of {PRICES_AS_OF})"] if known or not unknown else []
-    if unknown:
-        parts.append("cost unknown for " + ", ".join(unknown))
-    return "; ".join(parts)
+    return {
+        "succeeded": stats.succeeded,
+        "errored": stats.errored_total,
+        "errored_by_type": dict(sorted(stats.errored.items())),
+        "skipped": stats.skipped,
+        "attempts": stats.attempts,
+        "retries": stats.retries,
+        "rate_limited": stats.rate_limited,
+        "tokens": {
+            "input": usage.input_tokens,
+            "output": usage.output_tokens,
+            "cache_write": usage.cache_creation_input_tokens,
+            "cache_read": usage.cache_read_input_tokens,
+        },
+        "elapsed_seconds": round(stats.elapsed, 3),
+        "requests_per_minute": round(_per_minute(stats.done, stats.elapsed), 1),
+        "cost_usd": round(dollars, 6),
+        "cost_unknown_models": unknown,
+        "prices_as_of": PRICES_AS_OF,
+        "estimates": {
+            model: {"input_ratio": ratio, "answers": count}
+            for model, (ratio, count) in stats.estimates.items()
+        },
+        "stopped": stats.fatal or stats.interrupted,
+        "output": output_path,
+    }
+
+
+def _per_minute(count: float, seconds: float) -> float:
+    return count * 60.0 / seconds if seconds > 0 else 0.0
 
 
 class Reporter:
-    def __init__(self, stream: TextIO, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        quiet: bool = False,
+        interval: float = 10.0,
+        total: int | None = None,
+    ) -> None:
         self.stream = stream
         self.quiet = quiet
+        self.interval = interval
+        self.total = total
 
-    async def every(self, interval: float, stats: RunStats) -> None:
-        """Write a progress line every `interval` seconds until cancelled."""
-        while True:
-            await asyncio.sleep(interval)
-            if not self.quiet:
-                print(progress_line(stats), file=self.stream, flush=True)
+    def follow_with_total(self, requests_path: str) -> Callable[[Engine], Awaitable[None]]:
+        """`follow`, with the total counted meanwhile by a fast scan of the input file."""
 
-    def summary(self, stats: RunStats, output_path: str) -> None:
-        print("\n".join(summary_lines(stats, output_path)), file=self.stream, flush=True)
+        async def follow(engine: Engine) -> None:
+            if self.quiet:
+                return
+            if requests_path != "-":
+                counting = asyncio.create_task(asyncio.to_thread(count_lines, requests_path))
+                counting.add_done_callback(self._set_total)
+            await self.follow(engine)
+
+        return follow
+
+    def _set_total(self, counting: asyncio.Task[int]) -> None:
+        if not counting.cancelled() and counting.exception() is None:
+            self.total = counting.result()
+
+    async def follow(self, engine: Engine) -> None:
+        """Show progress until cancelled: live on a terminal, plain lines otherwise."""
+        if self.quiet:
+            return
+        meter = RateMeter()
+        if self.stream.isatty():
+            await self._live(engine, meter)
+        else:
+            while True:
+                await asyncio.sleep(self.interval)
+                self.line(progress_line(snapshot(engine, meter, self.total)))
+
+    async def _live(self, engine: Engine, meter: RateMeter) -> None:
+        console = Console(file=self.stream)
+        with Live(console=console, auto_refresh=False, transient=True) as live:
+            while True:
+                live.update(live_view(snapshot(engine, meter, self.total)), refresh=True)
+                await asyncio.sleep(LIVE_REFRESH_SECONDS)
+
+    def summary(self, stats: RunStats, output_path: str, resume_command: str | None) -> None:
+        lines = summary_lines(stats, output_path)
+        if resume_command and (stats.interrupted or stats.fatal):
+            lines.append(f"Resume:    {resume_command}")
+        self.line("\n".join(lines))
+
+    def write_summary_json(self, stats: RunStats, output_path: str, path: str) -> None:
+        Path(path).write_text(json.dumps(summary_record(stats, output_path), indent=2) + "\n")
+
+    def line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
 
     def error(self, message: str) -> None:
-        print(f"Error: {message}", file=self.stream, flush=True)
+        self.line(f"Error: {message}")
+
+
+def print_estimate(report: Preflight, limits: Limits, show_bad_lines: int) -> None:
+    """The `estimate` command's table, on stdout."""
+    console = Console(highlight=False)
+    table = Table(title="apiproc estimate (no API called)", show_footer=True)
+    table.add_column("model", footer="total")
+    for name, footer in (
+        ("requests", f"{report.requests:,}"),
+        ("input tokens (est.)", f"{report.input_tokens:,}"),
+        ("output ceiling", f"{report.output_ceiling:,}"),
+    ):
+        table.add_column(name, footer=footer, justify="right")
+    for model, totals in sorted(report.by_model.items()):
+        table.add_row(
+            model, f"{totals.requests:,}", f"{totals.input_tokens:,}", f"{totals.output_ceiling:,}"
+        )
+    console.print(table)
+    low, high, unknown = report.cost_range()
+    batch_low, batch_high, _ = report.cost_range(batch=True)
+    console.print(
+        f"Lines: {report.lines:,}; valid requests {report.requests:,}; "
+        f"bad lines {report.bad_lines:,}"
+    )
+    console.print(
+        f"Input estimate: cl100k count x {PRIOR_RATIO} (Claude's tokenizer counts more; "
+        "a run learns the real ratio)"
+    )
+    console.print(
+        f"Cost online: ${low:,.2f} to ${high:,.2f}; with the Batches API: "
+        f"${batch_low:,.2f} to ${batch_high:,.2f} (prices of {PRICES_AS_OF}; "
+        "from no output to every max_tokens used)"
+    )
+    if unknown:
+        console.print("Cost unknown for: " + ", ".join(unknown))
+    implied = report.implied_seconds(limits)
+    if implied is None:
+        console.print("Time: give --max-requests-per-minute / token limits to see it")
+    else:
+        console.print(f"Time at these limits: {_duration(implied[0])} to {_duration(implied[1])}")
+    for bad in report.bad[:show_bad_lines]:
+        console.print(f"bad line {bad.line_no}: {bad.reason}", markup=False)
+    if report.bad_lines > show_bad_lines:
+        console.print(f"... and {report.bad_lines - show_bad_lines:,} more bad lines")

@@ -20,13 +20,17 @@ never interleaved or half-written by this process.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from apiproc.jsonio import dumps_line
+from apiproc.jsonio import dumps_line, loads
 
 OUTPUT_FORMATS = ("batch", "cookbook")
 
@@ -134,3 +138,189 @@ class ResultWriter:
         if self._fd is not None and self._owns_fd:
             os.close(self._fd)
         self._fd = None
+
+
+# ---- resume: what an existing output already holds ------------------------------------
+
+
+@dataclass(slots=True)
+class Finished:
+    """What earlier runs already finished, read once from the existing output."""
+
+    ids: set[str]
+    # The cookbook format has no ids: its lines are matched by the request they carry.
+    requests: dict[str, int]
+    lines: int = 0
+    repaired_bytes: int = 0
+    dropped_errors: int = 0
+
+    def __contains__(self, job: tuple[str, Any]) -> bool:
+        custom_id, params = job
+        if custom_id in self.ids:
+            return True
+        key = request_key(params) if self.requests and params is not None else None
+        if key is not None and self.requests.get(key, 0) > 0:
+            self.requests[key] -= 1
+            return True
+        return False
+
+
+def request_key(params: Any) -> str:
+    """A stable fingerprint of a request body, to match cookbook lines on resume."""
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+
+
+def repair_torn_tail(path: str) -> int:
+    """Cut an incomplete last line (a crash mid-write) off the file; bytes removed.
+
+    Only the torn tail is touched: every complete line stays byte for byte.
+    """
+    with open(path, "rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return 0
+        keep = _end_of_last_complete_line(handle, size)
+        handle.truncate(keep)
+        return size - keep
+
+
+def _end_of_last_complete_line(handle: Any, size: int) -> int:
+    position = size
+    chunk = 1 << 16
+    while position > 0:
+        start = max(0, position - chunk)
+        handle.seek(start)
+        block = handle.read(position - start)
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        position = start
+    return 0
+
+
+def scan_finished(path: str, output_format: str, retry_errored: bool) -> Finished:
+    """Repair a torn tail, then collect what is final in the output, in one pass.
+
+    With `retry_errored`, errored records are not final: they are removed from the file
+    (copied without them to a temporary file, renamed over the output) so that a
+    retried request still ends with exactly one line.
+    """
+    finished = Finished(ids=set(), requests={})
+    if path == "-" or not os.path.exists(path):
+        return finished
+    finished.repaired_bytes = repair_torn_tail(path)
+    temporary = f"{path}.rewrite"
+    with open(path, "rb") as handle, _maybe_open(temporary, retry_errored) as kept:
+        for raw in handle:
+            try:
+                record = loads(raw)
+            except ValueError:
+                record = None  # not ours to judge: kept as it is, counts for nothing
+            if retry_errored and record is not None and _is_errored(record, output_format):
+                finished.dropped_errors += 1
+                continue
+            if kept is not None:
+                kept.write(raw)
+            if record is not None:
+                finished.lines += 1
+                _remember(finished, record, output_format)
+    if retry_errored:
+        _replace_or_discard(temporary, path, finished.dropped_errors > 0)
+    return finished
+
+
+@contextmanager
+def _maybe_open(path: str, wanted: bool) -> Iterator[IO[bytes] | None]:
+    if not wanted:
+        yield None
+        return
+    with open(path, "wb") as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _replace_or_discard(temporary: str, path: str, replace: bool) -> None:
+    if replace:
+        os.replace(temporary, path)
+    else:
+        os.remove(temporary)
+
+
+def _is_errored(record: Any, output_format: str) -> bool:
+    if output_format == "cookbook":
+        return isinstance(record, list) and len(record) >= 2 and isinstance(record[1], list)
+    return isinstance(record, dict) and (record.get("result") or {}).get("type") != "succeeded"
+
+
+def _remember(finished: Finished, record: Any, output_format: str) -> None:
+    if output_format == "cookbook":
+        if isinstance(record, list) and record:
+            key = request_key(record[0])
+            finished.requests[key] = finished.requests.get(key, 0) + 1
+    elif isinstance(record, dict) and isinstance(record.get("custom_id"), str):
+        finished.ids.add(record["custom_id"])
+
+
+# ---- which input an output belongs to ----------------------------------------------------
+
+IDENTITY_HEAD_BYTES = 1 << 16
+
+
+class ResumeMismatch(Exception):
+    """The existing output was made from a different input."""
+
+
+def sidecar_path(output_path: str) -> str:
+    return f"{output_path}.apiproc.json"
+
+
+def input_identity(requests_path: str, head_bytes: int = IDENTITY_HEAD_BYTES) -> dict[str, Any]:
+    """The input's first bytes, hashed: lines appended later do not change it."""
+    with open(requests_path, "rb") as handle:
+        head = handle.read(head_bytes)
+    return {
+        "input": os.path.abspath(requests_path),
+        "head_bytes": len(head),
+        "head_sha256": hashlib.sha256(head).hexdigest(),
+    }
+
+
+def check_input_identity(requests_path: str, output_path: str, force: bool) -> None:
+    """Refuse to resume into an output made from another input, unless `force`;
+    record the identity when the output has none yet."""
+    if requests_path == "-" or output_path == "-":
+        return
+    sidecar = Path(sidecar_path(output_path))
+    if sidecar.exists() and not force:
+        try:
+            recorded = json.loads(sidecar.read_text())
+            head_bytes = int(recorded["head_bytes"])
+            expected = str(recorded["head_sha256"])
+        except (ValueError, KeyError, TypeError):
+            recorded, head_bytes, expected = {}, 0, ""
+        if expected and input_identity(requests_path, head_bytes)["head_sha256"] != expected:
+            raise ResumeMismatch(
+                f"{output_path} holds results of another input ({recorded.get('input')}). "
+                "Use another output, --overwrite to start it afresh, or --force to add to it."
+            )
+        if expected:
+            return
+    try:
+        sidecar.parent.mkdir(parents=True, exist_ok=True)
+        sidecar.write_text(json.dumps(input_identity(requests_path), indent=2) + "\n")
+    except OSError as error:
+        raise OutputError(f"Cannot write {sidecar}: {error.strerror}.") from None
+
+
+def start_afresh(output_path: str) -> None:
+    """--overwrite: empty the output and forget its input identity."""
+    if output_path == "-":
+        return
+    for path in (output_path, sidecar_path(output_path)):
+        if os.path.exists(path):
+            os.remove(path)

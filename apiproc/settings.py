@@ -9,9 +9,11 @@ Errors a user can cause raise `SettingsError` with one sentence saying what to d
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from apiproc.limiter import Limits
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
@@ -23,6 +25,8 @@ DEFAULT_TIMEOUT = 600.0
 DEFAULT_CONCURRENCY = 512
 DEFAULT_ATTEMPTS = 5
 DEFAULT_RETRY_BASE_DELAY = 1.0
+DEFAULT_GRACE_PERIOD = 30.0
+LOOPBACK_HOSTS = ("localhost", "::1")
 
 
 class SettingsError(Exception):
@@ -47,6 +51,12 @@ class Settings:
     use_caching: bool = False
     simulate: bool = False
     ramp: bool = True
+    overwrite: bool = False
+    retry_errored: bool = False
+    force: bool = False
+    fsync: bool = False
+    grace_period: float = DEFAULT_GRACE_PERIOD
+    allow_insecure_http: bool = False
 
     def validate(self) -> None:
         for name, value in vars_of(self.limits).items():
@@ -66,7 +76,22 @@ class Settings:
             raise SettingsError(
                 f"--output-accounting must be one of {', '.join(OUTPUT_ACCOUNTINGS)}."
             )
+        if self.grace_period < 0:
+            raise SettingsError("--grace-period must not be negative.")
+        if self.overwrite and self.retry_errored:
+            raise SettingsError("--overwrite starts afresh, so --retry-errored has nothing to do.")
+        self._validate_url()
         self._validate_paths()
+
+    def _validate_url(self) -> None:
+        url = urlsplit(self.request_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise SettingsError(f"--request-url must be an http(s) URL, not {self.request_url!r}.")
+        if url.scheme == "http" and not _is_loopback(url.hostname) and not self.allow_insecure_http:
+            raise SettingsError(
+                f"Refusing to send the API key in clear text to {url.hostname}: use https, "
+                "or --allow-insecure-http if that server is trusted."
+            )
 
     def _validate_paths(self) -> None:
         if self.requests_path != "-":
@@ -122,6 +147,15 @@ def resolve_api_key(given: str | None, simulate: bool = False) -> str:
             "file, or add --simulate to run against the bundled simulator."
         )
     return key
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _existing_parent(path: Path) -> Path:
