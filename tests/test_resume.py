@@ -183,7 +183,9 @@ def start(simulator: Simulator, source: Path, output: Path, *extra: str) -> subp
 def test_sigkill_at_random_moments_then_rerun_until_done(
     simulator: Simulator, tmp_path: Path
 ) -> None:
-    total, concurrency, kills_wanted = 400, 20, 12
+    # At most 10 in flight for >= 0.1 s each: at most 120 requests finish in a kill window
+    # (<= 1.2 s), so twelve windows cannot complete 1,500 whatever the machine's speed.
+    total, concurrency, kills_wanted = 1_500, 10, 12
     source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(total)])
     output = tmp_path / "out.jsonl"
     rng = random.Random(2024)
@@ -191,7 +193,7 @@ def test_sigkill_at_random_moments_then_rerun_until_done(
     for _ in range(40):  # bounded: each round either kills or finishes
         process = start(simulator, source, output, "--max-concurrency", str(concurrency))
         if kills < kills_wanted:
-            time.sleep(rng.uniform(0.4, 1.6))
+            time.sleep(rng.uniform(0.4, 1.2))
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 kills += 1
