@@ -28,7 +28,7 @@ from apiproc.engine import EXIT_ON_SIGNAL, RunStats, run_job
 from apiproc.jobs import InputError
 from apiproc.limiter import Limits
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
-from apiproc.redact import install_redaction, redact
+from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter, print_estimate
 from apiproc.results import OutputError, ResumeMismatch
 from apiproc.settings import (
@@ -287,7 +287,7 @@ def execute(settings: Settings, display: Display) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     install_redaction(settings.api_key)
-    resume = redact(resume_command(), settings.api_key)
+    resume = resume_command()
 
     def stopping(name: str) -> None:
         reporter.line(
@@ -327,7 +327,7 @@ def resume_command() -> str:
     """The command line that started this run, to print for resuming it."""
     program = Path(sys.argv[0]).name
     head = ["apiproc"] if program in ("__main__.py", "apiproc") else ["python", sys.argv[0]]
-    return shlex.join(head + sys.argv[1:])
+    return shlex.join(head + redact_arguments(sys.argv[1:]))
 
 
 @main.command()

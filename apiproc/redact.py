@@ -12,10 +12,31 @@ from __future__ import annotations
 import logging
 
 MASK = "[redacted]"
+# Shorter strings are no real key, and masking them would garble ordinary text.
+MIN_SECRET_LENGTH = 8
+KEY_OPTIONS = ("--api-key", "--api_key")
 
 
 def redact(text: str, secret: str) -> str:
-    return text.replace(secret, MASK) if secret else text
+    return text.replace(secret, MASK) if len(secret) >= MIN_SECRET_LENGTH else text
+
+
+def redact_arguments(arguments: list[str]) -> list[str]:
+    """A command line with the value of its API-key option masked, whatever the key."""
+    masked: list[str] = []
+    hide_next = False
+    for argument in arguments:
+        if hide_next:
+            masked.append(MASK)
+            hide_next = False
+        elif argument in KEY_OPTIONS:
+            masked.append(argument)
+            hide_next = True
+        elif argument.startswith(tuple(option + "=" for option in KEY_OPTIONS)):
+            masked.append(argument.split("=", 1)[0] + "=" + MASK)
+        else:
+            masked.append(argument)
+    return masked
 
 
 class KeyRedactor(logging.Filter):
@@ -26,7 +47,7 @@ class KeyRedactor(logging.Filter):
         self.secret = secret
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secret:
+        if len(self.secret) < MIN_SECRET_LENGTH:
             return True
         message = record.getMessage()
         if record.exc_info and not record.exc_text:

@@ -138,26 +138,28 @@ def progress_line(shot: Snapshot) -> str:
 
 
 def live_view(shot: Snapshot) -> Group:
-    total = shot.total or 0
-    bar = ProgressBar(total=max(total, 1), completed=min(shot.done, total), width=40)
-    head = Text(
-        f" {shot.done:,}/{total:,} " if shot.total is not None else f" {shot.done:,} done ",
-        style="bold",
-    )
+    head = Table.grid(padding=(0, 1))
+    if shot.total is not None:
+        bar = ProgressBar(total=max(shot.total, 1), completed=min(shot.done, shot.total), width=40)
+        head.add_row(
+            Text(f"{shot.done:,}/{shot.total:,}", style="bold"),
+            bar,
+            Text(f"ETA {_duration(shot.eta_seconds)}"),
+        )
+    else:
+        head.add_row(Text(f"{shot.done:,} done", style="bold"))
     return Group(
-        Group(Text.assemble(head, f" ETA {_duration(shot.eta_seconds)}"), bar)
-        if shot.total is not None
-        else head,
+        head,
         Text(
-            f" ok {shot.succeeded:,}  errored {shot.errored:,}  skipped {shot.skipped:,}  "
+            f"ok {shot.succeeded:,}  errored {shot.errored:,}  skipped {shot.skipped:,}  "
             f"in flight {shot.in_flight:,}  retries {shot.retries:,}  429s {shot.rate_limited:,}"
         ),
         Text(
-            f" per minute: requests {_of(shot.requests_per_minute, shot.limits['requests'])}  "
+            f"per minute: requests {_of(shot.requests_per_minute, shot.limits['requests'])}  "
             f"input tokens {_of(shot.input_per_minute, shot.limits['input_tokens'])}  "
             f"output tokens {_of(shot.output_per_minute, shot.limits['output_tokens'])}"
         ),
-        Text(f" cost so far {shot.cost}  elapsed {_duration(shot.elapsed)}"),
+        Text(f"cost so far {shot.cost}  elapsed {_duration(shot.elapsed)}"),
     )
 
 

@@ -202,3 +202,19 @@ def test_an_output_path_that_cannot_be_created_is_one_sentence(tmp_path: Path) -
     assert done.returncode == 2
     assert "Error:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_resume_command_masks_the_key_option_whatever_the_key() -> None:
+    from apiproc.redact import redact, redact_arguments
+
+    assert redact_arguments(["run", "in.jsonl", "--api-key", "k", "--api_key=kk", "-o", "k"]) == [
+        "run",
+        "in.jsonl",
+        "--api-key",
+        "[redacted]",
+        "--api_key=[redacted]",
+        "-o",
+        "k",
+    ]
+    assert redact("ask for k", "k") == "ask for k"
+    assert redact("key sk-ant-123456789 used", "sk-ant-123456789") == "key [redacted] used"
