@@ -12,7 +12,6 @@ spend-limit error; 130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import shlex
@@ -27,6 +26,7 @@ import click
 from apiproc.engine import EXIT_ON_SIGNAL, RunStats, run_job
 from apiproc.jobs import InputError
 from apiproc.limiter import Limits
+from apiproc.loop import run as run_loop
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
 from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter, print_estimate
@@ -296,7 +296,7 @@ def execute(settings: Settings, display: Display) -> int:
         )
 
     try:
-        stats = asyncio.run(
+        stats = run_loop(
             run_job(
                 settings,
                 progress=reporter.follow_with_total(settings.requests_path),
@@ -422,7 +422,7 @@ def simulate(output_tokens: str, **options: Any) -> None:
         click.echo(f"Simulator listening on {simulator.messages_url}", err=True)
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(config, ready=ready))
+        run_loop(serve_forever(config, ready=ready))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

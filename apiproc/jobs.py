@@ -84,11 +84,16 @@ def open_input(path: str) -> Iterator[IO[bytes]]:
 
 
 class JobReader:
-    """Numbers lines and keeps ids unique across a whole input, fed one line at a time."""
+    """Numbers lines and keeps ids unique across a whole input, fed one line at a time.
+
+    Ids a line gives itself are kept in a set; ids derived from line numbers
+    (`line-<n>`) cost one bit each, so memory stays flat for files without ids.
+    """
 
     def __init__(self) -> None:
         self.line_no = 0
-        self._seen: set[str] = set()
+        self._given: set[str] = set()
+        self._derived = bytearray()
 
     def feed(self, raw: bytes) -> Job | BadLine | None:
         """The next physical line; None for a blank one."""
@@ -96,17 +101,53 @@ class JobReader:
         if not raw.strip():
             return None
         item = parse_line(raw, self.line_no)
-        if item.custom_id in self._seen:
+        if self._taken(item.custom_id):
             item = BadLine(
-                custom_id=f"line-{self.line_no}",
+                custom_id=self._free_id(),
                 line_no=self.line_no,
                 reason=f"duplicate custom_id {item.custom_id!r}: ids must be unique in a file",
                 metadata=item.metadata,
             )
-            if item.custom_id in self._seen:
-                return None  # even the fallback id is taken: nothing can be recorded for it
-        self._seen.add(item.custom_id)
+        self._remember(item.custom_id)
         return item
+
+    def _free_id(self) -> str:
+        """An id for a duplicate's error record that no other line has."""
+        candidate = f"line-{self.line_no}"
+        suffix = 0
+        while self._taken(candidate):
+            suffix += 1
+            candidate = f"line-{self.line_no}-duplicate-{suffix}"
+        return candidate
+
+    def _taken(self, custom_id: str) -> bool:
+        if custom_id in self._given:
+            return True
+        line_no = _derived_line(custom_id)
+        return line_no is not None and self._has_bit(line_no)
+
+    def _remember(self, custom_id: str) -> None:
+        if custom_id == f"line-{self.line_no}":
+            self._set_bit(self.line_no)
+        else:
+            self._given.add(custom_id)
+
+    def _has_bit(self, line_no: int) -> bool:
+        index = line_no >> 3
+        return index < len(self._derived) and bool(self._derived[index] & (1 << (line_no & 7)))
+
+    def _set_bit(self, line_no: int) -> None:
+        index = line_no >> 3
+        if index >= len(self._derived):
+            self._derived.extend(bytes(index + 1 - len(self._derived) + 4096))
+        self._derived[index] |= 1 << (line_no & 7)
+
+
+def _derived_line(custom_id: str) -> int | None:
+    """N for an id of the form `line-N`, else None."""
+    if custom_id.startswith("line-") and custom_id[5:].isdigit():
+        return int(custom_id[5:])
+    return None
 
 
 def read_jobs(lines: Iterable[bytes]) -> Iterator[Job | BadLine]:

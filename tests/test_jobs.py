@@ -95,3 +95,20 @@ def test_reading_is_lazy() -> None:
 
     reader = read_jobs(endless())
     assert [next(reader).custom_id for _ in range(3)] == ["id-1", "id-2", "id-3"]
+
+
+def test_a_given_id_that_names_an_earlier_unnamed_line_is_a_duplicate() -> None:
+    first, second, third = read_jobs(
+        lines(
+            BODY, {"custom_id": "line-1", "params": BODY}, {"custom_id": "line-9", "params": BODY}
+        )
+    )
+    assert isinstance(first, Job) and first.custom_id == "line-1"
+    assert isinstance(second, BadLine) and "duplicate custom_id 'line-1'" in second.reason
+    assert isinstance(third, Job) and third.custom_id == "line-9"
+
+
+def test_an_unnamed_line_whose_id_was_given_earlier_is_a_duplicate() -> None:
+    first, second = read_jobs(lines({"custom_id": "line-2", "params": BODY}, BODY))
+    assert isinstance(first, Job)
+    assert isinstance(second, BadLine) and "duplicate custom_id 'line-2'" in second.reason

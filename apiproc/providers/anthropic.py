@@ -26,12 +26,16 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 FATAL_STATUSES = frozenset({401, 402, 403})
 SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
 LONGEST_RETRY_AFTER = 600.0
-RATE_LIMIT_DIMENSIONS = {
-    "requests": "requests",
-    "input-tokens": "input_tokens",
-    "output-tokens": "output_tokens",
-    "tokens": "tokens",
-}
+# (limiter dimension, limit header, remaining header)
+RATE_LIMIT_HEADERS = tuple(
+    (dimension, f"anthropic-ratelimit-{name}-limit", f"anthropic-ratelimit-{name}-remaining")
+    for name, dimension in (
+        ("requests", "requests"),
+        ("input-tokens", "input_tokens"),
+        ("output-tokens", "output_tokens"),
+        ("tokens", "tokens"),
+    )
+)
 
 
 class AnthropicProvider:
@@ -126,9 +130,9 @@ def parse_usage(usage: Any) -> Usage:
 def server_limits(headers: Mapping[str, str]) -> dict[str, ServerLimit]:
     """The `anthropic-ratelimit-*-limit/-remaining` headers, by limiter dimension."""
     found: dict[str, ServerLimit] = {}
-    for name, dimension in RATE_LIMIT_DIMENSIONS.items():
-        limit = _float(headers.get(f"anthropic-ratelimit-{name}-limit"))
-        remaining = _float(headers.get(f"anthropic-ratelimit-{name}-remaining"))
+    for dimension, limit_header, remaining_header in RATE_LIMIT_HEADERS:
+        limit = _float(headers.get(limit_header))
+        remaining = _float(headers.get(remaining_header))
         if limit is not None or remaining is not None:
             found[dimension] = ServerLimit(limit=limit, remaining=remaining)
     return found
