@@ -152,9 +152,7 @@ class Engine:
             finally:
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
-                await self._finish_in_flight(
-                    self.settings.grace_period if self.stats.interrupted else None
-                )
+                await self._finish_in_flight(self.settings.grace_period if self._stopping else None)
         self.stats.finished = time.monotonic()
         self.stats.estimates = self.estimator.learned()
         if not producer.cancelled() and producer.exception() is not None:

@@ -73,7 +73,7 @@ def request_bound(workdir: Path, window: float | None) -> dict:
 
 
 def token_bound(workdir: Path) -> dict:
-    limits = {"input_tokens": 600_000, "output_tokens": 120_000}
+    limits = {"input_tokens": 450_000, "output_tokens": 90_000}
     rows = long_prompts(600, words=620)
     workload = write_workload(workdir / "long.jsonl", rows)
     with SimulatorProcess(
@@ -105,21 +105,32 @@ def token_bound(workdir: Path) -> dict:
     return result
 
 
-def faults(workdir: Path) -> dict:
-    workload = write_workload(workdir / "faults.jsonl", small_requests(5_000))
-    with SimulatorProcess(rate_529=0.03, rate_500=0.02, rate_drop=0.01, seed=11) as sim:
+def faults(workdir: Path, stall_rate: float = 0.0, stall_seconds: float = 30.0) -> dict:
+    count = 5_000
+    workload = write_workload(workdir / "faults.jsonl", small_requests(count))
+    with SimulatorProcess(
+        rate_529=0.03,
+        rate_500=0.02,
+        rate_drop=0.01,
+        rate_stall=stall_rate,
+        stall_seconds=stall_seconds,
+        seed=11,
+    ) as sim:
         run = run_client(workload, sim.url, "--max-attempts", "5")
         stats = sim.stats()
     records = run.records()
     ids = [r["custom_id"] for r in records]
-    return {
+    result = {
         "exit": run.returncode,
-        "succeeded": f"{sum(r['result']['type'] == 'succeeded' for r in records)}/5000",
+        "succeeded": f"{sum(r['result']['type'] == 'succeeded' for r in records)}/{count}",
         "duplicate lines": len(ids) - len(set(ids)),
         "max attempts": max(r["attempts"] for r in records),
         "faults injected": stats["faults_injected"],
         "wall s": f"{run.wall_seconds:.1f}",
     }
+    if stall_rate:
+        result["beyond the longest stall s"] = f"{run.wall_seconds - stall_seconds:.1f}"
+    return result
 
 
 def summarise(run, stats: dict, theory: float) -> dict:
@@ -140,6 +151,10 @@ SCENARIOS = {
     "window": ("same, limits enforced over 5 s windows", lambda d: request_bound(d, 5.0)),
     "token": ("token-bound 600 x ~1,500-token prompts", token_bound),
     "faults": ("faults 3% 529, 2% 500, 1% drops", faults),
+    "stalls": (
+        "faults 3% 529, 2% 500, 1% drops, 1% stalls (30 s, then reset)",
+        lambda d: faults(d, stall_rate=0.01),
+    ),
 }
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -110,7 +109,8 @@ class ClientRun:
 
 
 def run_client(workload: Path, url: str, *options: str, output: Path | None = None) -> ClientRun:
-    """Run `apiproc run` to completion; measure its wall time, CPU time and peak RSS."""
+    """Run `apiproc run` to completion; measure its wall time, CPU time and peak RSS
+    (of that one process, read with wait4)."""
     if output is None:
         output = Path(tempfile.mkdtemp(prefix="apiproc-bench-")) / "out.jsonl"
     args = [
@@ -129,21 +129,36 @@ def run_client(workload: Path, url: str, *options: str, output: Path | None = No
         "3600",
         *options,
     ]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
-    done = subprocess.run(
-        args,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        check=False,
+    with tempfile.TemporaryFile("w+") as errors:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            text=True,
+        )
+        _, status, usage = _wait4(process, RUN_TIMEOUT)
+        wall = time.monotonic() - started
+        errors.seek(0)
+        stderr = errors.read()
+    cpu = usage.ru_utime + usage.ru_stime
+    return ClientRun(
+        os.waitstatus_to_exitcode(status), wall, cpu, usage.ru_maxrss / 1024, stderr, output
     )
-    wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return ClientRun(done.returncode, wall, cpu, after.ru_maxrss / 1024, done.stderr, output)
+
+
+def _wait4(process: subprocess.Popen[str], timeout: float) -> tuple[int, int, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return pid, status, usage
+        time.sleep(0.02)
+    process.kill()
+    raise TimeoutError(f"apiproc did not finish within {timeout:.0f} s")
 
 
 def theoretical_seconds(stats: dict[str, Any], limits: dict[str, float]) -> float:
