@@ -39,3 +39,8 @@ def test_total_cost_names_the_models_it_cannot_price() -> None:
     )
     assert dollars == pytest.approx(1.0)
     assert unknown == ["mystery-model"]
+
+
+def test_a_dash_zero_alias_costs_what_its_model_costs() -> None:
+    assert price_for("claude-sonnet-4-0") == price_for("claude-sonnet-4")
+    assert price_for("claude-opus-4-0") == price_for("claude-opus-4")
