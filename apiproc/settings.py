@@ -47,6 +47,8 @@ class Settings:
     use_caching: bool = False
     simulate: bool = False
     ramp: bool = True
+    cache_warmup: bool = True
+    cache_aware_limits: bool = True
 
     def validate(self) -> None:
         for name, value in vars_of(self.limits).items():
