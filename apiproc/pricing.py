@@ -109,3 +109,13 @@ def total_cost(usage_by_model: dict[str, Usage], batch: bool = False) -> tuple[f
         else:
             dollars += price.cost(usage, batch)
     return dollars, sorted(unknown)
+
+
+def cache_savings(usage_by_model: dict[str, Usage], batch: bool = False) -> float:
+    """Dollars prompt caching saved against the uncached price (models with a known price)."""
+    saved = 0.0
+    for model, usage in usage_by_model.items():
+        price = price_for(model)
+        if price is not None:
+            saved += price.uncached_cost(usage, batch) - price.cost(usage, batch)
+    return saved

@@ -13,7 +13,8 @@ import asyncio
 from typing import TextIO
 
 from apiproc.engine import RunStats
-from apiproc.pricing import PRICES_AS_OF, total_cost
+from apiproc.pricing import PRICES_AS_OF, cache_savings, total_cost
+from apiproc.tokens import Usage
 
 
 def _per_minute(count: float, seconds: float) -> float:
@@ -31,7 +32,7 @@ def progress_line(stats: RunStats) -> str:
         f"{_per_minute(usage.input_tokens + usage.cache_creation_input_tokens, elapsed):,.0f} "
         f"in-tok/min, {_per_minute(usage.output_tokens, elapsed):,.0f} out-tok/min, "
         f"{elapsed:,.0f} s"
-    )
+    ) + cache_progress(stats)
 
 
 def summary_lines(stats: RunStats, output_path: str) -> list[str]:
@@ -53,6 +54,7 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
         f"Tokens:    input {usage.input_tokens:,}, output {usage.output_tokens:,}, "
         f"cache write {usage.cache_creation_input_tokens:,}, "
         f"cache read {usage.cache_read_input_tokens:,}",
+        *cache_summary(stats),
         f"Elapsed:   {elapsed:,.1f} s",
         f"Rate:      {_per_minute(stats.succeeded, elapsed):,.0f} requests/min, "
         f"{_per_minute(total_tokens, elapsed):,.0f} tokens/min",
@@ -70,6 +72,37 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
     if stats.fatal:
         lines.append(f"Stopped:   {stats.fatal}")
     return lines
+
+
+def cache_hit_rate(usage: Usage) -> float | None:
+    """Cache read tokens over cacheable tokens (read or written); None if nothing was."""
+    cacheable = usage.cache_read_input_tokens + usage.cache_creation_input_tokens
+    return usage.cache_read_input_tokens / cacheable if cacheable else None
+
+
+def cache_text(stats: RunStats) -> str | None:
+    """Cache writes and reads, hit rate and the money saved; None if nothing was cached."""
+    usage = stats.usage
+    rate = cache_hit_rate(usage)
+    if rate is None:
+        return None
+    saved = cache_savings(stats.usage_by_model)
+    effect = f"saved ${saved:,.4f} against" if saved >= 0 else f"cost ${-saved:,.4f} above"
+    return (
+        f"{usage.cache_creation_input_tokens:,} tokens written, "
+        f"{usage.cache_read_input_tokens:,} read, hit rate {rate:.1%}, "
+        f"{effect} the uncached price"
+    )
+
+
+def cache_progress(stats: RunStats) -> str:
+    text = cache_text(stats)
+    return f", cache: {text}" if text else ""
+
+
+def cache_summary(stats: RunStats) -> list[str]:
+    text = cache_text(stats)
+    return [f"Caching:   {text}"] if text else []
 
 
 def cost_text(stats: RunStats) -> str:

@@ -44,6 +44,7 @@ def test_warm_up_writes_each_shared_prefix_once_and_the_rest_read_it(
     done = run_against(simulator, source, tmp_path / "out.jsonl", *FAST)
     assert done.returncode == 0, done.stderr
     assert writes_and_reads(messages_seen(simulator)) == (2, 38)
+    assert "hit rate 95.0%, saved $" in done.stderr
 
 
 @pytest.mark.simulator(latency=LATENCY)
