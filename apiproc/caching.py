@@ -80,6 +80,7 @@ class CachedPrefix:
     model: str
     ttl_seconds: float
     request: dict[str, Any]  # the prefix alone, shaped as a request, to count its tokens
+    whole: bool  # the breakpoint is on the last block: the prefix is the whole prompt
 
 
 class _Block(NamedTuple):
@@ -97,7 +98,8 @@ def cached_prefix(params: dict[str, Any]) -> CachedPrefix | None:
     last, ttl = found
     request = _prefix_request(params, blocks[: last + 1])
     key = hashlib.sha256(_canonical(request)).digest()
-    return CachedPrefix(key, str(params.get("model", "")), TTL_SECONDS[ttl], request)
+    model = str(params.get("model", ""))
+    return CachedPrefix(key, model, TTL_SECONDS[ttl], request, last == len(blocks) - 1)
 
 
 def add_system_breakpoint(params: dict[str, Any]) -> bool:
@@ -259,7 +261,7 @@ class PrefixGroups:
         if prefix is None:
             return False
         now = self.clock.now()
-        group = self._group(prefix, job.custom_id)
+        group = self._group(prefix, job)
         if group.warmer is not None and now >= group.warming_since + self.patience:
             self._stop_waiting(group)
         reads = group.cacheable and group.warm(now)
@@ -317,15 +319,23 @@ class PrefixGroups:
     def _warms(self, group: _Group) -> bool:
         return self.warmup and group.cacheable and group.failures < MAX_FAILED_WARMUPS
 
-    def _group(self, prefix: CachedPrefix, custom_id: str) -> _Group:
+    def _group(self, prefix: CachedPrefix, job: Job) -> _Group:
         group = self._groups.pop(prefix.key, None)
         if group is None:
-            raw = self.estimator.count(prefix.request)
-            group = _Group(prefix.key, prefix.model, prefix.ttl_seconds, raw, custom_id)
+            raw = self._raw_tokens(prefix, job)
+            group = _Group(prefix.key, prefix.model, prefix.ttl_seconds, raw, job.custom_id)
             self._check_length(group)
             self._forget_idle()
         self._groups[prefix.key] = group
         return group
+
+    def _raw_tokens(self, prefix: CachedPrefix, job: Job) -> int:
+        if not prefix.whole:
+            return self.estimator.count(prefix.request)
+        # Such a prefix is often the job's alone: count the prompt once, for its estimate too.
+        if job.estimate is None:
+            job.estimate = self.estimator.estimate(job.params)
+        return job.estimate.raw_input
 
     def _wait(self, group: _Group, job: Job, now: float) -> None:
         if not group.parked and self.wake is not None:

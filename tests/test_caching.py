@@ -327,3 +327,17 @@ def test_a_prefix_below_the_models_minimum_is_warned_about_once(
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1
     assert "short-0" in warnings[0] and "1,024" in warnings[0]
+
+
+def test_a_prefix_that_is_the_whole_prompt_is_counted_once_with_the_estimate() -> None:
+    counted: list[int] = []
+
+    class CountingEstimator(TokenEstimator):
+        def count(self, params: dict[str, Any]) -> int:
+            counted.append(1)
+            return super().count(params)
+
+    groups = PrefixGroups(ManualClock(), CountingEstimator(), release=lambda jobs: None)
+    job = Job("auto", request("unique question", cache_control=dict(MARK)), 1)
+    groups.park(job)
+    assert job.estimate is not None and len(counted) == 1
