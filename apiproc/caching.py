@@ -15,7 +15,9 @@ has answered, and then go in parallel and read the cache.
 A job's group is its cached prefix: everything up to its last breakpoint (a block with
 `cache_control` in tools, system or messages, or the last block when the request has the
 top-level `cache_control`), serialised canonically without the markers, with the model,
-and hashed. Jobs without a breakpoint have no group and never wait.
+and hashed. When that breakpoint marks the prompt's final block and there is an earlier
+one, the earlier one decides: the final block is the job's own, the earlier prefix is
+what jobs share. Jobs without a breakpoint have no group and never wait.
 
 A group is warm from its warmer's answer until the cache's lifetime (5 minutes, or 1 hour
 with `ttl: "1h"`) after the last request that wrote or read it was let go, less a margin;
@@ -92,7 +94,7 @@ class _Block(NamedTuple):
 def cached_prefix(params: dict[str, Any]) -> CachedPrefix | None:
     """The prefix `params` asks the API to cache, or None when it marks no breakpoint."""
     blocks = list(_prompt_blocks(params))
-    found = _last_breakpoint(blocks, params.get("cache_control"))
+    found = _shared_breakpoint(blocks, params.get("cache_control"))
     if found is None:
         return None
     last, ttl = found
@@ -139,15 +141,17 @@ def _marker(block: Any) -> dict[str, Any] | None:
     return control if isinstance(control, dict) else None
 
 
-def _last_breakpoint(blocks: list[_Block], top: Any) -> tuple[int, str] | None:
-    """Position and ttl of the last breakpoint; the top-level marker means the last block."""
-    if isinstance(top, dict) and blocks:
-        return len(blocks) - 1, _ttl(_marker(blocks[-1].block) or top)
-    for position in range(len(blocks) - 1, -1, -1):
-        marker = _marker(blocks[position].block)
-        if marker is not None:
-            return position, _ttl(marker)
-    return None
+def _shared_breakpoint(blocks: list[_Block], top: Any) -> tuple[int, str] | None:
+    """Position and ttl of the breakpoint that jobs share: the last one, unless it marks
+    the prompt's final block (usually the job's own question, kept for a later turn) and
+    an earlier one exists. The top-level marker marks the final block."""
+    marks = [(i, _ttl(m)) for i, b in enumerate(blocks) if (m := _marker(b.block)) is not None]
+    final = len(blocks) - 1
+    if isinstance(top, dict) and blocks and (not marks or marks[-1][0] != final):
+        marks.append((final, _ttl(top)))
+    if len(marks) > 1 and marks[-1][0] == final:
+        return marks[-2]
+    return marks[-1] if marks else None
 
 
 def _ttl(marker: dict[str, Any]) -> str:

@@ -74,13 +74,25 @@ def test_a_string_and_a_single_text_block_are_the_same_prefix() -> None:
     assert key(as_blocks) == key(as_string)
 
 
-def test_top_level_cache_control_makes_the_whole_prompt_the_prefix() -> None:
-    automatic = request(cache_control={"type": "ephemeral", "ttl": "1h"})
+def unmarked(question: str, **fields: Any) -> dict[str, Any]:
+    params = request(question, **fields)
+    params["system"] = LONG
+    return params
+
+
+def test_top_level_cache_control_alone_makes_the_whole_prompt_the_prefix() -> None:
+    automatic = unmarked("q?", cache_control={"type": "ephemeral", "ttl": "1h"})
     prefix = cached_prefix(automatic)
     assert prefix is not None and prefix.ttl_seconds == 3600.0
-    assert key(automatic) != key(
-        request(cache_control=MARK, messages=[{"role": "user", "content": "x"}])
-    )
+    assert key(automatic) != key(unmarked("x", cache_control=MARK))
+
+
+def test_a_marked_final_block_groups_by_the_breakpoint_before_it() -> None:
+    own_question = request(messages=[{"role": "user", "content": marked("first?")}])
+    other_question = request(messages=[{"role": "user", "content": marked("second?")}])
+    assert key(own_question) == key(other_question) == key(request())
+    automatic = request("third?", cache_control=dict(MARK))
+    assert key(automatic) == key(request())
 
 
 def test_the_lifetime_is_the_last_breakpoints_ttl() -> None:
@@ -91,11 +103,12 @@ def test_the_lifetime_is_the_last_breakpoints_ttl() -> None:
 
 def test_tool_choice_changes_a_messages_prefix_only() -> None:
     in_system = request()
-    in_messages = request(
-        messages=[
-            {"role": "user", "content": [{"type": "text", "text": LONG, "cache_control": MARK}]}
-        ]
-    )
+    conversation = [
+        {"role": "user", "content": marked(LONG)},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": "q?"},
+    ]
+    in_messages = unmarked("q?", messages=conversation)
     choice = {"tool_choice": {"type": "any"}}
     assert key(in_system) == key({**in_system, **choice})
     assert key(in_messages) != key({**in_messages, **choice})
@@ -338,6 +351,6 @@ def test_a_prefix_that_is_the_whole_prompt_is_counted_once_with_the_estimate() -
             return super().count(params)
 
     groups = PrefixGroups(ManualClock(), CountingEstimator(), release=lambda jobs: None)
-    job = Job("auto", request("unique question", cache_control=dict(MARK)), 1)
+    job = Job("auto", unmarked("unique question", cache_control=dict(MARK)), 1)
     groups.park(job)
     assert job.estimate is not None and len(counted) == 1
