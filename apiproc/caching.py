@@ -76,7 +76,7 @@ Wake = Callable[[float, Callable[[], None]], object]
 
 @dataclass(slots=True, frozen=True)
 class CachedPrefix:
-    """The part of a request the API is asked to cache: the prompt up to its last breakpoint."""
+    """The part of a request that jobs share in the cache: the prompt up to a breakpoint."""
 
     key: bytes  # hash of the model and the canonical prefix, markers left out
     model: str
@@ -97,11 +97,11 @@ def cached_prefix(params: dict[str, Any]) -> CachedPrefix | None:
     found = _shared_breakpoint(blocks, params.get("cache_control"))
     if found is None:
         return None
-    last, ttl = found
-    request = _prefix_request(params, blocks[: last + 1])
+    position, ttl = found
+    request = _prefix_request(params, blocks[: position + 1])
     key = hashlib.sha256(_canonical(request)).digest()
     model = str(params.get("model", ""))
-    return CachedPrefix(key, model, TTL_SECONDS[ttl], request, last == len(blocks) - 1)
+    return CachedPrefix(key, model, TTL_SECONDS[ttl], request, position == len(blocks) - 1)
 
 
 def add_system_breakpoint(params: dict[str, Any]) -> bool:
@@ -311,7 +311,9 @@ class PrefixGroups:
             self._release(group)
 
     def release_all(self) -> bool:
-        """Let every parked job go; True if there were any. For a run about to end."""
+        """Let every parked job go; True if there were any. For when nothing is in flight."""
+        if not self._parked:
+            return False
         waiting = [group for group in self._groups.values() if group.parked]
         for group in waiting:
             group.warmer = None

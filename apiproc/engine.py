@@ -189,10 +189,11 @@ class Engine:
                 return self._ready.popleft()
             if not self._queue.empty() and not self.cache.full:
                 return self._queue.get_nowait()
-            if self._input_done and not self._tasks and not self._timers:
-                if not self.cache.release_all():
-                    return None
-                continue
+            idle = not self._tasks and not self._timers
+            if idle and self.cache.release_all():
+                continue  # parked, but nothing in flight is warming their prefix
+            if self._input_done and idle:
+                return None
             self._changed.clear()
             await self._changed.wait()
 
