@@ -27,8 +27,9 @@ Bounds, so that warm-up can delay a group a little but never strand or starve an
 - parked jobs wait for one in-flight warmer at a time; when it fails, its group is let go
   at once (one of them warms next), and after MAX_FAILED_WARMUPS failures in a row the
   group goes without warm-up;
-- they wait at most `patience` seconds for a slow warmer: by then its response has begun,
-  so the cache is written (a non-streaming client cannot see that moment itself);
+- they wait at most `patience` seconds for a slow warmer: by then its response has most
+  likely begun (a long generation), so the cache is written; a non-streaming client
+  cannot see that moment itself;
 - at most `max_parked` jobs wait in memory; past that, `full` tells the engine to read no
   further input until a warm-up ends;
 - an answer showing that nothing was cached (the prefix is shorter than the model's
