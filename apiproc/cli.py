@@ -168,7 +168,22 @@ def main() -> None:
     default=False,
     is_flag=False,
     flag_value=True,
-    help="Add a prompt-cache breakpoint at the end of the system prompt.",
+    help="Add a prompt-cache breakpoint at the end of the system prompt of requests "
+    "that mark none.",
+)
+@_option(
+    "--cache-warmup/--no-cache-warmup",
+    default=True,
+    show_default=True,
+    help="Send the first request of each cached prefix alone and the rest of its group "
+    "once it has answered, so that they read the cache instead of all writing it.",
+)
+@_option(
+    "--cache-aware-limits/--no-cache-aware-limits",
+    default=True,
+    show_default=True,
+    help="Leave a warm cached prefix out of the input-token estimate, for the models "
+    "whose cache reads do not count toward the input-token limit.",
 )
 @_option(
     "--ramp/--no-ramp",
@@ -258,6 +273,8 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         fsync=options["fsync"],
         grace_period=options["grace_period"],
         allow_insecure_http=options["allow_insecure_http"],
+        cache_warmup=options["cache_warmup"],
+        cache_aware_limits=options["cache_aware_limits"],
     )
 
 

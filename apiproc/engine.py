@@ -16,7 +16,9 @@ How the main loop is structured. Three kinds of coroutine cooperate:
 2. One dispatcher takes the next job — a retry whose back-off has passed first, then new
    input — and for it waits for a free in-flight slot, then for the `RateLimiter` to
    admit the job's estimated cost. Being one coroutine it admits strictly in order, and
-   it sleeps whenever nothing can happen: it never polls.
+   it sleeps whenever nothing can happen: it never polls. A job whose cached prompt
+   prefix another request is warming is parked instead (`caching.PrefixGroups`) and
+   comes back once the prefix is warm.
 3. Each admitted attempt runs as its own task: it sends the request, classifies the
    answer through the provider, settles the reservation to the usage reported, feeds
    the server's rate-limit headers back to the limiter, and either writes the final
@@ -42,6 +44,7 @@ from typing import Any
 
 import aiohttp
 
+from apiproc.caching import PrefixGroups
 from apiproc.clock import Clock, MonotonicClock
 from apiproc.jobs import BadLine, Job, JobReader, line_batches, open_input
 from apiproc.limiter import NOTHING, Cost, RateLimiter, RequestTooLarge, Reservation
@@ -130,6 +133,16 @@ class Engine:
         self._stopping = False
         self._session: aiohttp.ClientSession | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        # Prompt caching: jobs wait here while their shared prefix is being warmed.
+        self.cache = PrefixGroups(
+            self.clock,
+            self.estimator,
+            release=self._release,
+            warmup=settings.cache_warmup,
+            add_breakpoints=settings.use_caching,
+            cache_aware=settings.cache_aware_limits,
+            wake=lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback),
+        )
 
     # ---- the run -----------------------------------------------------------------------
 
@@ -185,6 +198,8 @@ class Engine:
                     )
                 )
                 continue
+            if self.cache.park(item):
+                continue  # given back through _release once its prefix is warm
             await self._admit(item)
 
     async def _next(self) -> Job | BadLine | None:
@@ -192,9 +207,12 @@ class Engine:
         while True:
             if self._ready:
                 return self._ready.popleft()
-            if not self._queue.empty():
+            if not self._queue.empty() and not self.cache.full:
                 return self._queue.get_nowait()
-            if self._input_done and not self._tasks and not self._timers:
+            idle = not self._tasks and not self._timers
+            if idle and self.cache.release_all():
+                continue  # parked, but nothing in flight is warming their prefix
+            if self._input_done and idle:
                 return None
             self._changed.clear()
             await self._changed.wait()
@@ -206,6 +224,7 @@ class Engine:
             reservation = await self.limiter.acquire(cost)
         except RequestTooLarge as error:
             self._slots.release()
+            self.cache.answered(job)
             self._record(
                 _result(job, error={"type": "invalid_request_error", "message": f"request {error}"})
             )
@@ -219,6 +238,10 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
+    def _release(self, jobs: list[Job]) -> None:
+        self._ready.extend(jobs)
+        self._changed.set()
+
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slots.release()
@@ -229,16 +252,18 @@ class Engine:
     def _cost(self, job: Job) -> Cost:
         if job.estimate is None:
             job.estimate = self.estimator.estimate(job.params)
-        return Cost(
+        cost = Cost(
             requests=1,
             input_tokens=job.estimate.input_tokens,
             output_tokens=job.estimate.output_tokens,
         )
+        return self.cache.cost(job, cost)
 
     # ---- one attempt -------------------------------------------------------------------
 
     async def _attempt(self, job: Job, reservation: Reservation) -> None:
         outcome = await self._send(job)
+        self.cache.answered(job, outcome)
         self.limiter.observe(outcome.server)
         if outcome.verdict is Verdict.SUCCESS:
             self._succeeded(job, reservation, outcome)

@@ -5,16 +5,16 @@
 
 USD per million tokens, from Anthropic's pricing pages (docs snapshot 2025-12-05 and
 platform pages of 2026-07 to 2026-10). A model is priced only when its id is a known one
-(optionally with a `-YYYYMMDD` snapshot date or `-latest`); anything else is unknown
-rather than guessed from a similar name. The Message Batches API costs half of every
-token category.
+(optionally with a `-YYYYMMDD` snapshot date, `-latest`, or the `-0` of aliases such as
+`claude-opus-4-0`); anything else is unknown rather than guessed from a similar name. The
+Message Batches API costs half of every token category.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from apiproc.providers.anthropic import model_family
 from apiproc.tokens import Usage
 
 PRICES_AS_OF = "2026-10"
@@ -92,15 +92,10 @@ PRICES: dict[str, Price] = {
     "claude-mythos-5": FABLE_5,
 }
 
-_SNAPSHOT = re.compile(r"^(?P<base>.+?)(-\d{8}|-latest)?$")
-
 
 def price_for(model: str) -> Price | None:
     """The price of `model`, or None when it is not a model the table knows."""
-    if model in PRICES:
-        return PRICES[model]
-    match = _SNAPSHOT.match(model)
-    return PRICES.get(match.group("base")) if match else None
+    return PRICES.get(model) or PRICES.get(model_family(model))
 
 
 def total_cost(usage_by_model: dict[str, Usage], batch: bool = False) -> tuple[float, list[str]]:
@@ -114,3 +109,13 @@ def total_cost(usage_by_model: dict[str, Usage], batch: bool = False) -> tuple[f
         else:
             dollars += price.cost(usage, batch)
     return dollars, sorted(unknown)
+
+
+def cache_savings(usage_by_model: dict[str, Usage], batch: bool = False) -> float:
+    """Dollars prompt caching saved against the uncached price (models with a known price)."""
+    saved = 0.0
+    for model, usage in usage_by_model.items():
+        price = price_for(model)
+        if price is not None:
+            saved += price.uncached_cost(usage, batch) - price.cost(usage, batch)
+    return saved

@@ -30,8 +30,8 @@ from apiproc.engine import Engine, RunStats
 from apiproc.jobs import count_lines
 from apiproc.limiter import Limits
 from apiproc.preflight import Preflight
-from apiproc.pricing import PRICES_AS_OF, total_cost
-from apiproc.tokens import PRIOR_RATIO
+from apiproc.pricing import PRICES_AS_OF, cache_savings, total_cost
+from apiproc.tokens import PRIOR_RATIO, Usage
 
 RATE_WINDOW_SECONDS = 60.0
 LIVE_REFRESH_SECONDS = 0.5
@@ -55,6 +55,7 @@ class Snapshot:
     limits: dict[str, float | None]
     eta_seconds: float | None
     cost: str
+    cache: str | None
     elapsed: float
 
 
@@ -107,6 +108,7 @@ def snapshot(engine: Engine, meter: RateMeter, total: int | None) -> Snapshot:
         },
         eta_seconds=eta,
         cost=cost_text(stats),
+        cache=cache_text(stats),
         elapsed=stats.elapsed,
     )
 
@@ -134,6 +136,7 @@ def progress_line(shot: Snapshot) -> str:
         f"{_of(shot.input_per_minute, shot.limits['input_tokens'])} input tokens, "
         f"{_of(shot.output_per_minute, shot.limits['output_tokens'])} output tokens | "
         f"ETA {_duration(shot.eta_seconds)} | {shot.cost} | {_duration(shot.elapsed)} elapsed"
+        + (f" | cache: {shot.cache}" if shot.cache else "")
     )
 
 
@@ -160,6 +163,28 @@ def live_view(shot: Snapshot) -> Group:
             f"output tokens {_of(shot.output_per_minute, shot.limits['output_tokens'])}"
         ),
         Text(f"cost so far {shot.cost}  elapsed {_duration(shot.elapsed)}"),
+        *([Text(f"cache: {shot.cache}")] if shot.cache else []),
+    )
+
+
+def cache_hit_rate(usage: Usage) -> float | None:
+    """Cache read tokens over cacheable tokens (read or written); None if nothing was."""
+    cacheable = usage.cache_read_input_tokens + usage.cache_creation_input_tokens
+    return usage.cache_read_input_tokens / cacheable if cacheable else None
+
+
+def cache_text(stats: RunStats) -> str | None:
+    """Cache writes and reads, hit rate and the money saved; None if nothing was cached."""
+    usage = stats.usage
+    rate = cache_hit_rate(usage)
+    if rate is None:
+        return None
+    saved = cache_savings(stats.usage_by_model)
+    effect = f"saved ${saved:,.4f} against" if saved >= 0 else f"cost ${-saved:,.4f} above"
+    return (
+        f"{usage.cache_creation_input_tokens:,} tokens written, "
+        f"{usage.cache_read_input_tokens:,} read, hit rate {rate:.1%}, "
+        f"{effect} the uncached price"
     )
 
 
@@ -189,6 +214,7 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
         f"Tokens:    input {usage.input_tokens:,}, output {usage.output_tokens:,}, "
         f"cache write {usage.cache_creation_input_tokens:,}, "
         f"cache read {usage.cache_read_input_tokens:,}",
+        *([f"Caching:   {cache}"] if (cache := cache_text(stats)) else []),
         f"Elapsed:   {elapsed:,.1f} s",
         f"Rate:      {_per_minute(stats.done, elapsed):,.0f} requests/min, "
         f"{_per_minute(total_tokens, elapsed):,.0f} tokens/min",

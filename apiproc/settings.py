@@ -57,6 +57,8 @@ class Settings:
     fsync: bool = False
     grace_period: float = DEFAULT_GRACE_PERIOD
     allow_insecure_http: bool = False
+    cache_warmup: bool = True
+    cache_aware_limits: bool = True
 
     def validate(self) -> None:
         for name, value in vars_of(self.limits).items():

@@ -13,7 +13,8 @@ convenient for a client:
 * Rate limits are continuously refilled token buckets (requests, input tokens, output
   tokens), one set per model class, as the docs say limits apply per model. Input tokens
   are ``input_tokens + cache_creation_input_tokens``; cache reads count only for the
-  models the 2026 docs mark with a dagger (Claude Haiku 3.5). Output tokens are either
+  models the docs mark with a dagger (Claude Haiku 3.5 in 2026; Claude Haiku 3 in 2025,
+  which the 2026 tables no longer list). Output tokens are either
   charged as generated (2026 docs) or reserved from ``max_tokens`` (2025 docs).
 * Prompt caching writes a prefix once the writing response begins, so concurrent identical
   prefixes all pay the write, as the docs warn.
@@ -172,7 +173,7 @@ class ModelSpec:
     rate_pool: str  # models sharing one set of rate limits (§B.1 "combined pools")
     max_output: int
     min_cacheable: int  # shortest cacheable prefix in tokens (§C)
-    cache_reads_count_toward_itpm: bool = False  # the dagger models of §B.2 (2026 docs)
+    cache_reads_count_toward_itpm: bool = False  # the dagger models of §B.2
     allows_prefill: bool = True  # Claude 4.6+ reject a final assistant message (§A.2)
     long_context: bool = False  # context-1m-2025-08-07 lifts the window to 1M (§B.5)
     output_128k: bool = False  # output-128k-2025-02-19 lifts max output to 128K
@@ -210,7 +211,10 @@ def _model_table() -> Mapping[str, ModelSpec]:
             2_048,
             cache_reads_count_toward_itpm=True,
         ),
-        "claude-3-haiku-20240307": ModelSpec("claude-3-haiku-20240307", "haiku-3", 4_096, 2_048),
+        # Marked with the dagger in the 2025 tables; the 2026 tables no longer list it.
+        "claude-3-haiku-20240307": ModelSpec(
+            "claude-3-haiku-20240307", "haiku-3", 4_096, 2_048, cache_reads_count_toward_itpm=True
+        ),
     }
     by_dated_id = {spec.id: spec for spec in specs.values()}
     return MappingProxyType({**specs, **by_dated_id})
@@ -905,6 +909,8 @@ class SimulatorStats:
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    cache_writes: int = 0  # successful responses that wrote to the prompt cache
+    cache_reads: int = 0  # successful responses that read from it
     max_in_flight: int = 0
     first_request_at: float | None = None
     last_response_at: float | None = None
@@ -1279,6 +1285,8 @@ class Simulator:
         stats.output_tokens += generation.output_tokens
         stats.cache_creation_input_tokens += plan.creation_tokens
         stats.cache_read_input_tokens += plan.read_tokens
+        stats.cache_writes += plan.creation_tokens > 0
+        stats.cache_reads += plan.read_tokens > 0
         return self._reply(exchange, 200, message, usage=usage)
 
     def _rate_limited(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from apiproc.pricing import price_for, total_cost
+from apiproc.pricing import cache_savings, price_for, total_cost
 from apiproc.tokens import Usage
 
 
@@ -39,3 +39,15 @@ def test_total_cost_names_the_models_it_cannot_price() -> None:
     )
     assert dollars == pytest.approx(1.0)
     assert unknown == ["mystery-model"]
+
+
+def test_a_dash_zero_alias_costs_what_its_model_costs() -> None:
+    assert price_for("claude-sonnet-4-0") == price_for("claude-sonnet-4")
+    assert price_for("claude-opus-4-0") == price_for("claude-opus-4")
+
+
+def test_cache_savings_compare_with_the_uncached_price() -> None:
+    usage = Usage(cache_creation_input_tokens=1_000_000, cache_read_input_tokens=9_000_000)
+    # uncached: 10 M x $3; cached: 1 M x $3.75 + 9 M x $0.30
+    assert cache_savings({"claude-sonnet-4-5": usage}) == pytest.approx(30 - 3.75 - 2.7)
+    assert cache_savings({"mystery-model": usage}) == 0.0

@@ -515,6 +515,27 @@ def test_prefix_below_the_model_minimum_is_not_cached_and_not_an_error() -> None
     simulate(scenario)
 
 
+@pytest.mark.parametrize(
+    ("model", "remaining"),
+    [
+        (MODEL, 7_000),  # reads are free: only the write and the two questions count
+        ("claude-3-haiku-20240307", 4_000),  # a dagger model: the read counts too
+    ],
+)
+def test_cache_reads_count_toward_input_tokens_only_for_the_dagger_models(
+    model: str, remaining: int
+) -> None:
+    async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
+        request = body(model=model, system=cached_system(3_000))
+        await post(session, sim.messages_url, request)
+        _, headers, data = await post(session, sim.messages_url, request)
+        assert data["usage"]["cache_read_input_tokens"] == 3_000
+        assert int(headers["anthropic-ratelimit-input-tokens-remaining"]) == remaining
+        assert (sim.stats.cache_writes, sim.stats.cache_reads) == (1, 1)
+
+    simulate(scenario, input_tokens_per_minute=10_000)
+
+
 # --------------------------------------------------------------------------- other endpoints
 
 

@@ -11,6 +11,7 @@ and `x-should-retry` when the server sends it.
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -210,6 +211,49 @@ def _int(value: Any) -> int:
 # (marked † in the rate-limit docs: Haiku 3.5 in 2026; Haiku 3 and Opus 3 in 2025).
 CACHE_READS_COUNTED = ("claude-3-5-haiku", "claude-3-haiku", "claude-3-opus")
 
+# Shortest prefix the API caches, by model family (prompt-caching docs of 2025-12; the
+# 2026 figures from quotes of the 2026 page). A shorter prefix is sent uncached, silently.
+MIN_CACHEABLE_TOKENS = {
+    "claude-opus-5-5": 512,
+    "claude-opus-5": 512,
+    "claude-sonnet-5-5": 512,
+    "claude-haiku-5-5": 512,
+    "claude-fable-5-1": 512,
+    "claude-fable-5": 512,
+    "claude-mythos-5-1": 512,
+    "claude-mythos-5": 512,
+    "claude-mythos-preview": 2_048,
+    "claude-opus-4-8": 1_024,
+    "claude-opus-4-7": 2_048,
+    "claude-opus-4-6": 4_096,
+    "claude-opus-4-5": 4_096,
+    "claude-opus-4-1": 1_024,
+    "claude-opus-4": 1_024,
+    "claude-sonnet-5": 1_024,
+    "claude-sonnet-4-6": 1_024,
+    "claude-sonnet-4-5": 1_024,
+    "claude-sonnet-4": 1_024,
+    "claude-haiku-4-5": 4_096,
+    "claude-3-7-sonnet": 1_024,
+    "claude-3-opus": 1_024,
+    "claude-3-5-haiku": 2_048,
+    "claude-3-haiku": 2_048,
+}
+
+# A dated snapshot, `-latest`, and the `-0` of aliases such as `claude-opus-4-0`.
+_FAMILY = re.compile(r"^(?P<family>.+?)(?:-0)?(?:-\d{8}|-latest)?$")
+
+
+def model_family(model: str) -> str:
+    """The model id without its snapshot date or alias suffix: `claude-sonnet-4-5`."""
+    match = _FAMILY.match(model)
+    return match.group("family") if match else model
+
 
 def counts_cache_reads(model: str) -> bool:
     return model.startswith(CACHE_READS_COUNTED)
+
+
+def min_cacheable_tokens(model: str) -> int | None:
+    """The shortest prefix `model` caches; None for a model this table does not know."""
+    return MIN_CACHEABLE_TOKENS.get(model) or MIN_CACHEABLE_TOKENS.get(model_family(model))
