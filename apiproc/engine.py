@@ -262,7 +262,14 @@ class Engine:
     # ---- one attempt -------------------------------------------------------------------
 
     async def _attempt(self, job: Job, reservation: Reservation) -> None:
-        outcome = await self._send(job)
+        try:
+            outcome = await self._send(job)
+        except Exception as error:  # a bug of ours: keep its traceback, never lose the job
+            log.exception("internal error while sending %s", job.custom_id)
+            message = f"internal error: {type(error).__name__}: {error}"
+            outcome = Outcome(
+                Verdict.PERMANENT, error={"type": "internal_error", "message": message}
+            )
         self.cache.answered(job, outcome)
         self.limiter.observe(outcome.server)
         if outcome.verdict is Verdict.SUCCESS:
