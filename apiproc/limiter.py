@@ -18,8 +18,8 @@ The server stays the ground truth:
 - The burst is ramped. The API's bucket starts full, but it may also enforce over
   shorter intervals and punish sharp ramps, so each bucket may only be drawn down to
   a fraction of its capacity (`burst`). The fraction starts at one second of the rate
-  (but at least a few requests), grows by a few per cent (at least one request) each
-  round trip while responses confirm room, and is cut
+  (but at least a few requests), grows by a few per cent (at least the confirmed
+  request's own share) each round trip while responses confirm room, and is cut
   when a 429 arrives although the headers showed room; after such a cut it grows only
   slowly, up to a ceiling that recovers over minutes.
 """
@@ -315,7 +315,9 @@ class RateLimiter:
         if reservation.seq <= ramp.widen_seq or not ramp.binding or ramp.burst >= ramp.ceiling:
             return
         growth = CAUTIOUS_GROWTH if ramp.cautious else SLOW_START_GROWTH
-        step = max(ramp.burst * (growth - 1.0), self._one_request())
+        # At least the confirmed request's own share of every bucket: large requests would
+        # otherwise need many round trips to fit even a few of them in the burst.
+        step = max(ramp.burst * (growth - 1.0), self._share(reservation.cost))
         # Widen only by what the server confirms it still has beyond our own view.
         step = min(step, ramp.ceiling - ramp.burst, self._server_room(now))
         if step <= 0:
@@ -368,9 +370,12 @@ class RateLimiter:
 
     # ---- internals ---------------------------------------------------------------------
 
-    def _one_request(self) -> float:
-        requests = self._buckets.get("requests")
-        return 1.0 / requests.limit if requests else 0.0
+    def _share(self, cost: Cost) -> float:
+        """The largest fraction of a bucket's capacity that `cost` takes."""
+        return max(
+            (cost.of(bucket.dimension) / bucket.limit for bucket in self._buckets.values()),
+            default=0.0,
+        )
 
     def _add_bucket(
         self, dimension: str, limit: float, now: float, remaining: float | None = None

@@ -200,7 +200,7 @@ def cost_text(stats: RunStats) -> str:
 def summary_lines(stats: RunStats, output_path: str) -> list[str]:
     elapsed = stats.elapsed
     usage = stats.usage
-    total_tokens = usage.total_input + usage.output_tokens
+    counted_input = usage.input_tokens + usage.cache_creation_input_tokens
     errors = ", ".join(f"{kind} {count:,}" for kind, count in sorted(stats.errored.items()))
     lines = [
         f"Succeeded: {stats.succeeded:,}",
@@ -217,7 +217,8 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
         *([f"Caching:   {cache}"] if (cache := cache_text(stats)) else []),
         f"Elapsed:   {elapsed:,.1f} s",
         f"Rate:      {_per_minute(stats.done, elapsed):,.0f} requests/min, "
-        f"{_per_minute(total_tokens, elapsed):,.0f} tokens/min",
+        f"{_per_minute(counted_input, elapsed):,.0f} input tokens/min (cache reads aside), "
+        f"{_per_minute(usage.output_tokens, elapsed):,.0f} output tokens/min",
         f"Cost:      {cost_text(stats)} (prices of {PRICES_AS_OF})",
         f"Output:    {'stdout' if output_path == '-' else output_path}",
     ]

@@ -1417,7 +1417,8 @@ class SimulatorThread:
     """A Simulator on its own event loop in a background thread, for subprocess tests.
 
     with SimulatorThread(SimulatorConfig(latency=0.01)) as sim:
-        subprocess.run(["apiproc", "run", "--base-url", sim.base_url, ...], timeout=30)
+        subprocess.run(["apiproc", "run", "in.jsonl", "--request-url", sim.messages_url,
+                        "--api-key", "test"], timeout=30)
         assert sim.stats.succeeded == 10
     """
 
