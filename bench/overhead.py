@@ -93,7 +93,7 @@ def memory(workdir: Path, lines: int) -> dict:
             *CLIENT_UNLIMITED,
             "--max-concurrency",
             "64",
-            output=workdir / "m.out.jsonl",
+            output=workdir / f"m{lines}.out.jsonl",
         )
         stats = sim.stats()
     os.remove(path)

@@ -55,6 +55,16 @@ def run_cli(
     )
 
 
+def run_against(
+    simulator: Simulator, source: Path, output: Path | str, *extra: str, key: str
+) -> subprocess.CompletedProcess[str]:
+    """`apiproc run SOURCE -o OUTPUT` pointed at `simulator` with `key`."""
+    url = simulator.messages_url
+    return run_cli(
+        "run", str(source), "-o", str(output), "--request-url", url, "--api-key", key, *extra
+    )
+
+
 @pytest.fixture
 def simulator(request: pytest.FixtureRequest) -> Iterator[Simulator]:
     """A simulator in a background thread; configure with @pytest.mark.simulator(...)."""

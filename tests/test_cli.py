@@ -8,24 +8,15 @@ from pathlib import Path
 
 import pytest
 from conftest import read_jsonl, request_line, run_cli, write_jsonl
+from conftest import run_against as run_with_key
 
 from apiproc.simulator import Simulator
 
 KEY = "sk-ant-test-key-do-not-log"
 
 
-def run_against(simulator: Simulator, source: Path, output: Path, *extra: str):
-    return run_cli(
-        "run",
-        str(source),
-        "-o",
-        str(output),
-        "--request-url",
-        simulator.messages_url,
-        "--api-key",
-        KEY,
-        *extra,
-    )
+def run_against(simulator: Simulator, source: Path, output: Path | str, *extra: str):
+    return run_with_key(simulator, source, output, *extra, key=KEY)
 
 
 def messages_seen(simulator: Simulator) -> list:

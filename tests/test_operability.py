@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, request_line, run_cli, write_jsonl
+from conftest import ROOT, request_line, run_against, run_cli, write_jsonl
 
 from apiproc.simulator import Simulator
 
@@ -17,17 +17,7 @@ KEY = "sk-ant-api03-SECRET-never-to-be-seen"
 
 
 def run(simulator: Simulator, source: Path, output: Path | str, *extra: str):
-    return run_cli(
-        "run",
-        str(source),
-        "-o",
-        str(output),
-        "--request-url",
-        simulator.messages_url,
-        "--api-key",
-        KEY,
-        *extra,
-    )
+    return run_against(simulator, source, output, *extra, key=KEY)
 
 
 @pytest.mark.skipif(shutil.which("jq") is None, reason="jq is part of the machine image")

@@ -13,25 +13,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, read_jsonl, request_line, run_cli, write_jsonl
+from conftest import ROOT, read_jsonl, request_line, run_against, write_jsonl
 
 from apiproc.simulator import Simulator
 
 KEY = "sk-ant-resume-test-key"
 
 
-def run(simulator: Simulator, source: Path, output: Path, *extra: str):
-    return run_cli(
-        "run",
-        str(source),
-        "-o",
-        str(output),
-        "--request-url",
-        simulator.messages_url,
-        "--api-key",
-        KEY,
-        *extra,
-    )
+def run(simulator: Simulator, source: Path, output: Path | str, *extra: str):
+    return run_against(simulator, source, output, *extra, key=KEY)
 
 
 def succeeded_at_server(simulator: Simulator) -> int:
