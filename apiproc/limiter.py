@@ -168,17 +168,17 @@ class RateLimiter:
     clock: Clock = field(default_factory=MonotonicClock)
     ramp: bool = True
     discover: bool = False
-    stats: LimiterStats = field(default_factory=LimiterStats)
-    _buckets: dict[str, Bucket] = field(default_factory=dict)
-    _ramp: _Ramp = field(default_factory=_Ramp)
-    _seq: int = 0
-    _paused_until: float = 0.0
-    _server: dict[str, ServerLimit] = field(default_factory=dict)
-    _lock: asyncio.Lock | None = None
-    _wake: asyncio.Future[None] | None = None
-    _discovery: asyncio.Future[None] | None = None
-    _discovery_misses: int = 0
-    _probe_out: bool = False
+    stats: LimiterStats = field(default_factory=LimiterStats, init=False)
+    _buckets: dict[str, Bucket] = field(default_factory=dict, init=False)
+    _ramp: _Ramp = field(default_factory=_Ramp, init=False)
+    _seq: int = field(default=0, init=False)
+    _paused_until: float = field(default=0.0, init=False)
+    _server: dict[str, ServerLimit] = field(default_factory=dict, init=False)
+    _lock: asyncio.Lock | None = field(default=None, init=False)
+    _wake: asyncio.Future[None] | None = field(default=None, init=False)
+    _discovery: asyncio.Future[None] | None = field(default=None, init=False)
+    _discovery_misses: int = field(default=0, init=False)
+    _probe_out: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         now = self.clock.now()

@@ -105,7 +105,7 @@ def token_bound(workdir: Path) -> dict:
     return result
 
 
-def faults(workdir: Path, stall_rate: float = 0.0, stall_seconds: float = 30.0) -> dict:
+def faults(workdir: Path, run: int, stall_rate: float = 0.0, stall_seconds: float = 30.0) -> dict:
     count = 5_000
     workload = write_workload(workdir / "faults.jsonl", small_requests(count))
     with SimulatorProcess(
@@ -114,7 +114,7 @@ def faults(workdir: Path, stall_rate: float = 0.0, stall_seconds: float = 30.0) 
         rate_drop=0.01,
         rate_stall=stall_rate,
         stall_seconds=stall_seconds,
-        seed=11,
+        seed=11 + run,  # each repeat an independent sample, not a replay of one sequence
     ) as sim:
         run = run_client(workload, sim.url, "--max-attempts", "5")
         stats = sim.stats()
@@ -147,13 +147,13 @@ def summarise(run, stats: dict, theory: float) -> dict:
 
 
 SCENARIOS = {
-    "request": ("request-bound 5,000 x 3,000 RPM, 200 ms", lambda d: request_bound(d, None)),
-    "window": ("same, limits enforced over 5 s windows", lambda d: request_bound(d, 5.0)),
-    "token": ("token-bound 600 x ~1,500-token prompts", token_bound),
+    "request": ("request-bound 5,000 x 3,000 RPM, 200 ms", lambda d, _: request_bound(d, None)),
+    "window": ("same, limits enforced over 5 s windows", lambda d, _: request_bound(d, 5.0)),
+    "token": ("token-bound 600 x ~1,500-token prompts", lambda d, _: token_bound(d)),
     "faults": ("faults 3% 529, 2% 500, 1% drops", faults),
     "stalls": (
         "faults 3% 529, 2% 500, 1% drops, 1% stalls (30 s, then reset)",
-        lambda d: faults(d, stall_rate=0.01),
+        lambda d, run: faults(d, run, stall_rate=0.01),
     ),
 }
 
@@ -166,9 +166,9 @@ def main() -> None:
     for name in args.scenarios:
         title, scenario = SCENARIOS[name]
         runs = []
-        for _ in range(args.repeat):
+        for run in range(args.repeat):
             with tempfile.TemporaryDirectory() as workdir:
-                runs.append(scenario(Path(workdir)))
+                runs.append(scenario(Path(workdir), run))
         keys = list(runs[0])
         rows = [["run", *keys]] + [
             [str(i + 1), *(str(r[k]) for k in keys)] for i, r in enumerate(runs)
