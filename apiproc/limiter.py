@@ -138,14 +138,12 @@ class Reservation:
 
     seq: int
     cost: Cost
-    admitted_at: float
     settled: bool = False
 
 
 @dataclass(slots=True)
 class LimiterStats:
     admitted: int = 0
-    waited_seconds: float = 0.0
     pauses: int = 0
     widenings: int = 0
     narrowings: int = 0
@@ -218,13 +216,13 @@ class RateLimiter:
             delay = max(delay, (target - bucket.level) / bucket.rate)
         return max(0.0, delay)
 
-    def take(self, cost: Cost, now: float) -> Reservation:
+    def take(self, cost: Cost) -> Reservation:
         """Admit `cost` now; the caller has checked `wait_time() == 0`."""
         self._seq += 1
         for bucket in self._buckets.values():
             bucket.level -= cost.of(bucket.dimension)
         self.stats.admitted += 1
-        return Reservation(seq=self._seq, cost=cost, admitted_at=now)
+        return Reservation(seq=self._seq, cost=cost)
 
     async def acquire(self, cost: Cost) -> Reservation:
         """Wait, in arrival order, until every bucket has room for `cost`; then reserve it."""
@@ -233,7 +231,6 @@ class RateLimiter:
             self._lock = asyncio.Lock()
         async with self._lock:
             await self._await_discovery()
-            started = self.clock.now()
             while True:
                 now = self.clock.now()
                 delay = self.wait_time(cost, now)
@@ -242,10 +239,9 @@ class RateLimiter:
                 self._ramp.binding = True
                 await self._sleep_or_wake(delay)
                 self.check(cost)  # the server may have lowered a limit meanwhile
-            self.stats.waited_seconds += now - started
             if self.discover:
                 self._probe_out = True
-            return self.take(cost, now)
+            return self.take(cost)
 
     async def _sleep_or_wake(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -363,10 +359,6 @@ class RateLimiter:
     @property
     def burst(self) -> float:
         return self._ramp.burst
-
-    @property
-    def paused_until(self) -> float:
-        return self._paused_until
 
     # ---- internals ---------------------------------------------------------------------
 

@@ -102,7 +102,6 @@ class ResultWriter:
         self._format = cookbook_record if output_format == "cookbook" else batch_record
         self._fd: int | None = None
         self._owns_fd = path != "-"
-        self.lines_written = 0
 
     def __enter__(self) -> ResultWriter:
         self.open()
@@ -132,7 +131,6 @@ class ResultWriter:
             view = view[written:]
         if self.fsync and self._owns_fd:
             os.fsync(self._fd)
-        self.lines_written += 1
 
     def close(self) -> None:
         if self._fd is not None and self._owns_fd:

@@ -98,12 +98,6 @@ class TokenEstimator:
         text, fixed = _prompt(params)
         return (len(self._encoding.encode_ordinary(text)) if text else 0) + fixed
 
-    def count_many(self, requests: list[dict[str, Any]]) -> list[int]:
-        """`count` for many requests at once, through tiktoken's threaded batch encoder."""
-        prompts = [_prompt(params) for params in requests]
-        encoded = self._encoding.encode_ordinary_batch([text for text, _ in prompts])
-        return [len(tokens) + fixed for tokens, (_, fixed) in zip(encoded, prompts, strict=True)]
-
     def estimate(self, params: dict[str, Any]) -> Estimate:
         model = str(params.get("model", ""))
         raw = self.count(params)
@@ -131,10 +125,6 @@ class TokenEstimator:
     def ratio(self, model: str) -> float:
         learned = self._models.get(model)
         return learned.ratio if learned else PRIOR_RATIO
-
-    def observations(self, model: str) -> int:
-        learned = self._models.get(model)
-        return learned.observations if learned else 0
 
     def _output_guess(self, learned: _Learned, max_tokens: int) -> int:
         if self.output_accounting == "max_tokens" or learned.output_weight == 0:

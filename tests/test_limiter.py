@@ -33,14 +33,14 @@ def test_full_bucket_admits_a_minute_of_requests_at_once_without_ramp() -> None:
     lim = limiter(clock, requests_per_minute=600)
     for _ in range(600):
         assert lim.wait_time(request(), clock.now()) == 0
-        lim.take(request(), clock.now())
+        lim.take(request())
     assert lim.wait_time(request(), clock.now()) == pytest.approx(0.1)
 
 
 def test_wait_time_is_the_refill_time_of_the_scarcest_bucket() -> None:
     clock = ManualClock()
     lim = limiter(clock, requests_per_minute=60, input_tokens_per_minute=6_000)
-    lim.take(Cost(requests=60, input_tokens=6_000), 0.0)
+    lim.take(Cost(requests=60, input_tokens=6_000))
     # 100 input tokens refill in 1 s; 1 request refills in 1 s; 300 tokens need 3 s.
     assert lim.wait_time(request(input_tokens=300), 0.0) == pytest.approx(3.0)
 
@@ -55,7 +55,7 @@ def test_request_larger_than_a_bucket_is_rejected_not_queued() -> None:
 def test_settle_returns_unused_output_tokens() -> None:
     clock = ManualClock()
     lim = limiter(clock, output_tokens_per_minute=6_000)
-    reservation = lim.take(request(output_tokens=4_000), 0.0)
+    reservation = lim.take(request(output_tokens=4_000))
     lim.settle(reservation, request(output_tokens=1_000))
     # 2,000 left + 3,000 returned: a 5,000-token request fits now, 5,001 does not.
     assert lim.wait_time(request(output_tokens=5_000), 0.0) == 0
@@ -64,7 +64,7 @@ def test_settle_returns_unused_output_tokens() -> None:
 
 def test_settle_charges_usage_beyond_the_estimate() -> None:
     lim = limiter(ManualClock(), input_tokens_per_minute=6_000)
-    reservation = lim.take(request(input_tokens=1_000), 0.0)
+    reservation = lim.take(request(input_tokens=1_000))
     lim.settle(reservation, request(input_tokens=3_000))
     assert lim.wait_time(request(input_tokens=3_000), 0.0) == 0
     assert lim.wait_time(request(input_tokens=3_001), 0.0) > 0
@@ -72,10 +72,10 @@ def test_settle_charges_usage_beyond_the_estimate() -> None:
 
 def test_settling_twice_changes_nothing() -> None:
     lim = limiter(ManualClock(), output_tokens_per_minute=6_000)
-    reservation = lim.take(request(output_tokens=3_000), 0.0)
+    reservation = lim.take(request(output_tokens=3_000))
     lim.settle(reservation, NOTHING)
     lim.settle(reservation, NOTHING)
-    lim.take(request(output_tokens=6_000), 0.0)
+    lim.take(request(output_tokens=6_000))
     assert lim.wait_time(request(output_tokens=1), 0.0) > 0
 
 
@@ -84,7 +84,7 @@ def test_server_headers_lower_the_room_never_raise_it() -> None:
     lim = limiter(clock, requests_per_minute=600)
     lim.observe({"requests": ServerLimit(limit=600, remaining=10)})
     for _ in range(10):
-        lim.take(request(), 0.0)
+        lim.take(request())
     assert lim.wait_time(request(), 0.0) > 0
     lim.observe({"requests": ServerLimit(limit=600, remaining=600)})
     assert lim.wait_time(request(), 0.0) > 0
@@ -107,7 +107,7 @@ def test_unconfigured_dimensions_are_learned_from_headers() -> None:
 def test_rate_limit_pauses_every_admission_until_retry_after() -> None:
     clock = ManualClock()
     lim = limiter(clock, requests_per_minute=6_000)
-    reservation = lim.take(request(), 0.0)
+    reservation = lim.take(request())
     lim.settle(reservation, NOTHING)
     lim.rate_limited(reservation, retry_after=7.0, server={})
     assert lim.wait_time(request(), 0.0) == pytest.approx(7.0)
@@ -117,7 +117,7 @@ def test_rate_limit_pauses_every_admission_until_retry_after() -> None:
 def test_admission_is_in_arrival_order_so_large_requests_are_not_starved() -> None:
     clock = ManualClock()
     lim = limiter(clock, input_tokens_per_minute=600)
-    lim.take(request(input_tokens=600), 0.0)
+    lim.take(request(input_tokens=600))
     order: list[str] = []
 
     async def want(name: str, tokens: float) -> None:
@@ -137,7 +137,7 @@ def test_admission_is_in_arrival_order_so_large_requests_are_not_starved() -> No
 
 def test_a_refund_wakes_the_waiting_request_before_its_refill_time() -> None:
     lim = RateLimiter(Limits(output_tokens_per_minute=60), clock=_FrozenClock(), ramp=False)
-    held = lim.take(request(output_tokens=60), 0.0)
+    held = lim.take(request(output_tokens=60))
     assert lim.wait_time(request(output_tokens=30), 0.0) == pytest.approx(30.0)
 
     async def scenario() -> None:
@@ -162,7 +162,7 @@ def test_ramp_starts_with_a_few_requests_when_one_second_is_less() -> None:
     lim = limiter(ManualClock(), ramp=True, requests_per_minute=40)
     for _ in range(8):
         assert lim.wait_time(request(), 0.0) == 0
-        lim.take(request(), 0.0)
+        lim.take(request())
     assert lim.wait_time(request(), 0.0) > 0
 
 
@@ -171,14 +171,14 @@ def test_ramp_starts_with_one_second_of_burst() -> None:
     assert lim.burst == pytest.approx(INITIAL_BURST)
     for _ in range(100):
         assert lim.wait_time(request(), 0.0) == 0
-        lim.take(request(), 0.0)
+        lim.take(request())
     assert lim.wait_time(request(), 0.0) > 0
 
 
 def test_ramp_widens_once_per_confirmed_round_trip_while_binding() -> None:
     clock = ManualClock()
     lim = limiter(clock, ramp=True, requests_per_minute=6_000)
-    first = [lim.take(request(), 0.0) for _ in range(100)]
+    first = [lim.take(request()) for _ in range(100)]
     lim.wait_time(request(), 0.0)
     lim._ramp.binding = True  # a waiter found the burst exhausted
     start = lim.burst
@@ -190,7 +190,7 @@ def test_ramp_widens_once_per_confirmed_round_trip_while_binding() -> None:
 
 def test_429_despite_room_in_headers_narrows_the_burst() -> None:
     lim = limiter(ManualClock(), ramp=True, requests_per_minute=6_000)
-    reservations = [lim.take(request(), 0.0) for _ in range(20)]
+    reservations = [lim.take(request()) for _ in range(20)]
     before = lim.burst
     room = {"requests": ServerLimit(limit=6_000, remaining=5_000)}
     for reservation in reservations:
@@ -202,7 +202,7 @@ def test_429_despite_room_in_headers_narrows_the_burst() -> None:
 
 def test_429_when_headers_show_no_room_keeps_the_burst() -> None:
     lim = limiter(ManualClock(), ramp=True, requests_per_minute=6_000)
-    reservation = lim.take(request(), 0.0)
+    reservation = lim.take(request())
     before = lim.burst
     lim.rate_limited(
         reservation, retry_after=1.0, server={"requests": ServerLimit(limit=6_000, remaining=0)}
@@ -255,7 +255,7 @@ def test_net_admissions_in_any_window_never_exceed_capacity_plus_rate_times_wind
         cost = min(cost, limit)
         now += gap
         now += lim.wait_time(request(input_tokens=cost), now)
-        reservation = lim.take(request(input_tokens=cost), now)
+        reservation = lim.take(request(input_tokens=cost))
         events.append((now, cost))
         actual = cost * used
         lim.settle(reservation, request(input_tokens=actual))
