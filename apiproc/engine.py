@@ -54,7 +54,7 @@ from apiproc.results import (
     Finished,
     Result,
     ResultWriter,
-    check_input_identity,
+    check_output_identity,
     scan_finished,
     start_afresh,
 )
@@ -477,9 +477,13 @@ def prepare_output(settings: Settings) -> Finished | None:
         start_afresh(settings.output_path)
     output = Path(settings.output_path)
     if not output.exists() or output.stat().st_size == 0:
-        check_input_identity(settings.requests_path, settings.output_path, force=True)
+        check_output_identity(
+            settings.requests_path, settings.output_path, settings.output_format, force=True
+        )
         return None
-    check_input_identity(settings.requests_path, settings.output_path, settings.force)
+    check_output_identity(
+        settings.requests_path, settings.output_path, settings.output_format, settings.force
+    )
     finished = scan_finished(settings.output_path, settings.output_format, settings.retry_errored)
     if finished.repaired_bytes:
         log.warning(

@@ -288,31 +288,47 @@ def input_identity(requests_path: str, head_bytes: int = IDENTITY_HEAD_BYTES) ->
     }
 
 
-def check_input_identity(requests_path: str, output_path: str, force: bool) -> None:
-    """Refuse to resume into an output made from another input, unless `force`;
-    record the identity when the output has none yet."""
-    if requests_path == "-" or output_path == "-":
+def check_output_identity(
+    requests_path: str, output_path: str, output_format: str, force: bool
+) -> None:
+    """Refuse to resume into an output made from another input (unless `force`) or in
+    another format (its lines would match nothing, and everything would be sent again);
+    record both when the output has no record yet."""
+    if output_path == "-":
         return
     sidecar = Path(sidecar_path(output_path))
-    if sidecar.exists() and not force:
-        try:
-            recorded = json.loads(sidecar.read_text())
-            head_bytes = int(recorded["head_bytes"])
-            expected = str(recorded["head_sha256"])
-        except (ValueError, KeyError, TypeError):
-            recorded, head_bytes, expected = {}, 0, ""
-        if expected and input_identity(requests_path, head_bytes)["head_sha256"] != expected:
+    recorded = _read_record(sidecar)
+    written_as = recorded.get("output_format")
+    if written_as and written_as != output_format:
+        raise ResumeMismatch(
+            f"{output_path} was written in the {written_as} format: resume it with "
+            f"--output-format {written_as}, or --overwrite to start afresh."
+        )
+    expected = recorded.get("head_sha256")
+    if expected and requests_path != "-" and not force:
+        head_bytes = int(recorded.get("head_bytes", 0))
+        if input_identity(requests_path, head_bytes)["head_sha256"] != expected:
             raise ResumeMismatch(
                 f"{output_path} holds results of another input ({recorded.get('input')}). "
                 "Use another output, --overwrite to start it afresh, or --force to add to it."
             )
-        if expected:
-            return
+    if recorded and not force:
+        return
+    record = input_identity(requests_path) if requests_path != "-" else {}
+    record["output_format"] = output_format
     try:
         sidecar.parent.mkdir(parents=True, exist_ok=True)
-        sidecar.write_text(json.dumps(input_identity(requests_path), indent=2) + "\n")
+        sidecar.write_text(json.dumps(record, indent=2) + "\n")
     except OSError as error:
         raise OutputError(f"Cannot write {sidecar}: {error.strerror}.") from None
+
+
+def _read_record(sidecar: Path) -> dict[str, Any]:
+    try:
+        recorded = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
 
 
 def start_afresh(output_path: str) -> None:

@@ -247,3 +247,13 @@ def test_fsync_option_runs(simulator: Simulator, tmp_path: Path) -> None:
     assert done.returncode == 0
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 3
     assert os.path.exists(str(tmp_path / "out.jsonl") + ".apiproc.json")
+
+
+def test_resuming_in_another_output_format_is_refused(simulator: Simulator, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(3)])
+    output = tmp_path / "out.jsonl"
+    assert run(simulator, source, output).returncode == 0
+    refused = run(simulator, source, output, "--output-format", "cookbook")
+    assert refused.returncode == 2
+    assert "written in the batch format" in refused.stderr
+    assert succeeded_at_server(simulator) == 3
