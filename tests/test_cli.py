@@ -326,3 +326,31 @@ def test_a_request_larger_than_the_limit_is_errored_not_hung(
     records = {r["custom_id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
     assert "can never be admitted" in records["line-1"]["result"]["error"]["error"]["message"]
     assert records["line-2"]["result"]["type"] == "succeeded"
+
+
+@pytest.mark.simulator(output_accounting="max_tokens", output_tokens_per_minute=6_000, latency=0.3)
+@pytest.mark.parametrize(("accounting", "meets_429"), [("max_tokens", False), ("generated", True)])
+def test_max_tokens_accounting_reserves_max_tokens_where_the_server_charges_it(
+    simulator: Simulator, tmp_path: Path, accounting: str, meets_429: bool
+) -> None:
+    # The server charges max_tokens at the start: six of these fill its bucket. A client
+    # reserving only the (learned, small) real output overshoots; one reserving max_tokens
+    # does not. No ramp, so the difference shows at once.
+    rows = [request_line(n, max_tokens=1_000) for n in range(40)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    done = run_against(
+        simulator,
+        source,
+        tmp_path / "out.jsonl",
+        "--no-ramp",
+        "--retry-base-delay",
+        "0.05",
+        "--output-accounting",
+        accounting,
+        "--max-output-tokens-per-minute",
+        "6000",
+    )
+    assert done.returncode == 0, done.stderr
+    statuses = Counter(s.status for s in messages_seen(simulator))
+    assert statuses[200] == 40
+    assert (statuses[429] > 0) is meets_429
