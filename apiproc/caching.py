@@ -41,7 +41,6 @@ Bounds, so that warm-up can delay a group a little but never strand or starve an
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from collections import deque
@@ -52,6 +51,7 @@ from typing import Any, NamedTuple
 
 from apiproc.clock import Clock
 from apiproc.jobs import Job
+from apiproc.jsonio import dumps_canonical
 from apiproc.limiter import Cost
 from apiproc.providers.anthropic import counts_cache_reads, min_cacheable_tokens
 from apiproc.providers.base import Outcome, Verdict
@@ -100,7 +100,7 @@ def cached_prefix(params: dict[str, Any]) -> CachedPrefix | None:
         return None
     position, ttl = found
     request = _prefix_request(params, blocks[: position + 1])
-    key = hashlib.sha256(_canonical(request)).digest()
+    key = hashlib.sha256(dumps_canonical(request)).digest()
     model = str(params.get("model", ""))
     return CachedPrefix(key, model, TTL_SECONDS[ttl], request, position == len(blocks) - 1)
 
@@ -180,10 +180,6 @@ def _prefix_request(params: dict[str, Any], blocks: list[_Block]) -> dict[str, A
             if params.get(name) is not None:
                 request[name] = params[name]
     return request
-
-
-def _canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 # ---- the groups ---------------------------------------------------------------------------

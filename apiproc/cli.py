@@ -239,23 +239,33 @@ def run(requests: str, output: str | None, **options: Any) -> None:
     sys.exit(execute(settings, display))
 
 
-def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Settings:
+def _api_key(options: dict[str, Any]) -> str:
+    """The key from the options, the environment or .env; a clear exit when there is none."""
     try:
-        api_key = resolve_api_key(options["api_key"], simulate=options["simulate"])
+        return resolve_api_key(options["api_key"], simulate=options.get("simulate", False))
     except SettingsError as error:
         Reporter(sys.stderr).error(str(error))
         sys.exit(EXIT_USAGE)
+
+
+def _limits(options: dict[str, Any]) -> Limits:
+    """The per-minute limit options a command has (the classic one has only two)."""
+    return Limits(
+        requests_per_minute=options.get("max_requests_per_minute"),
+        input_tokens_per_minute=options.get("max_input_tokens_per_minute"),
+        output_tokens_per_minute=options.get("max_output_tokens_per_minute"),
+        tokens_per_minute=options.get("max_tokens_per_minute"),
+    )
+
+
+def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Settings:
+    api_key = _api_key(options)
     return Settings(
         requests_path=requests,
         output_path=output or default_output_path(requests),
         api_key=api_key,
         request_url=options["request_url"],
-        limits=Limits(
-            requests_per_minute=options["max_requests_per_minute"],
-            input_tokens_per_minute=options["max_input_tokens_per_minute"],
-            output_tokens_per_minute=options["max_output_tokens_per_minute"],
-            tokens_per_minute=options["max_tokens_per_minute"],
-        ),
+        limits=_limits(options),
         max_attempts=options["max_attempts"],
         retry_base_delay=options["retry_base_delay"],
         max_concurrency=options["max_concurrency"],
@@ -369,12 +379,7 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
     except OSError as error:
         Reporter(sys.stderr).error(f"Cannot read {requests}: {error.strerror}.")
         sys.exit(EXIT_USAGE)
-    given = Limits(
-        requests_per_minute=limits["max_requests_per_minute"],
-        input_tokens_per_minute=limits["max_input_tokens_per_minute"],
-        output_tokens_per_minute=limits["max_output_tokens_per_minute"],
-        tokens_per_minute=limits["max_tokens_per_minute"],
-    )
+    given = _limits(limits)
     for value in given.by_dimension().values():
         if value <= 0:
             Reporter(sys.stderr).error("Limits must be positive numbers.")
@@ -460,20 +465,13 @@ def simulate(output_tokens: str, **options: Any) -> None:
 def classic_main(**options: Any) -> None:
     """The classic parallel-processor command line, run by apiproc."""
     requests = options["requests_filepath"]
-    try:
-        api_key = resolve_api_key(options["api_key"], simulate=options["simulate"])
-    except SettingsError as error:
-        Reporter(sys.stderr).error(str(error))
-        sys.exit(EXIT_USAGE)
+    api_key = _api_key(options)
     settings = Settings(
         requests_path=requests,
         output_path=options["save_filepath"] or default_output_path(requests),
         api_key=api_key,
         request_url=options["request_url"],
-        limits=Limits(
-            requests_per_minute=options["max_requests_per_minute"],
-            tokens_per_minute=options["max_tokens_per_minute"],
-        ),
+        limits=_limits(options),
         max_attempts=options["max_attempts"],
         output_format="cookbook",
         use_caching=bool(options["use_caching"]),

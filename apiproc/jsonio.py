@@ -32,6 +32,11 @@ def dumps_line(value: Any) -> bytes:
     return (json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
+def dumps_canonical(value: Any) -> bytes:
+    """Keys sorted, no spaces: equal values give equal bytes, whatever their key order."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def dumps(value: Any) -> bytes:
     if orjson is not None:
         return orjson.dumps(value)

@@ -143,9 +143,6 @@ class Reservation:
 
 @dataclass(slots=True)
 class LimiterStats:
-    admitted: int = 0
-    pauses: int = 0
-    widenings: int = 0
     narrowings: int = 0
 
 
@@ -221,7 +218,6 @@ class RateLimiter:
         self._seq += 1
         for bucket in self._buckets.values():
             bucket.level -= cost.of(bucket.dimension)
-        self.stats.admitted += 1
         return Reservation(seq=self._seq, cost=cost)
 
     async def acquire(self, cost: Cost) -> Reservation:
@@ -325,7 +321,6 @@ class RateLimiter:
         ramp.burst = wider
         ramp.widen_seq = self._seq
         ramp.binding = False
-        self.stats.widenings += 1
         self._poke()
 
     def rate_limited(
@@ -334,9 +329,11 @@ class RateLimiter:
         retry_after: float | None,
         server: Mapping[str, ServerLimit],
     ) -> None:
-        """A 429 came back: empty the buckets, pause until retry-after, maybe narrow the burst."""
+        """A 429 came back: empty the buckets, pause until retry-after, maybe narrow the burst.
+
+        `server` is the 429's own headers, already passed to `observe()` by the caller.
+        """
         now = self.clock.now()
-        self.observe(server)
         for bucket in self._buckets.values():
             bucket.refill(now, self._ramp.burst * bucket.limit)
             bucket.level = min(bucket.level, 0.0)
@@ -346,9 +343,7 @@ class RateLimiter:
             self._narrow(reservation, now)
 
     def pause_until(self, when: float) -> None:
-        if when > self._paused_until:
-            self._paused_until = when
-            self.stats.pauses += 1
+        self._paused_until = max(self._paused_until, when)
 
     # ---- views -------------------------------------------------------------------------
 

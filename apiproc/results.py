@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from apiproc.jsonio import dumps_line, loads
+from apiproc.jsonio import dumps_canonical, dumps_line, loads
 
 OUTPUT_FORMATS = ("batch", "cookbook")
 
@@ -148,7 +148,6 @@ class Finished:
     ids: set[str]
     # The cookbook format has no ids: its lines are matched by the request they carry.
     requests: dict[str, int]
-    lines: int = 0
     repaired_bytes: int = 0
     dropped_errors: int = 0
 
@@ -165,8 +164,7 @@ class Finished:
 
 def request_key(params: Any) -> str:
     """A stable fingerprint of a request body, to match cookbook lines on resume."""
-    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(dumps_canonical(params), digest_size=16).hexdigest()
 
 
 def repair_torn_tail(path: str) -> int:
@@ -224,7 +222,6 @@ def scan_finished(path: str, output_format: str, retry_errored: bool) -> Finishe
             if kept is not None:
                 kept.write(raw)
             if record is not None:
-                finished.lines += 1
                 _remember(finished, record, output_format)
     if retry_errored:
         _replace_or_discard(temporary, path, finished.dropped_errors > 0)
