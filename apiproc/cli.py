@@ -23,14 +23,22 @@ from typing import Any
 
 import click
 
-from apiproc.engine import EXIT_ON_SIGNAL, RunStats, run_job
-from apiproc.jobs import InputError
+from apiproc.engine import RunStats
+from apiproc.errors import (
+    EXIT_ERRORED,
+    EXIT_FATAL,
+    EXIT_OK,
+    EXIT_ON_SIGNAL,
+    EXIT_USAGE,
+    ApiprocError,
+    SettingsError,
+)
 from apiproc.limiter import Limits
 from apiproc.loop import run as run_loop
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
 from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter, print_estimate
-from apiproc.results import OutputError, ResumeMismatch
+from apiproc.runner import run_job
 from apiproc.settings import (
     DEFAULT_ATTEMPTS,
     DEFAULT_CONCURRENCY,
@@ -38,16 +46,11 @@ from apiproc.settings import (
     DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_TIMEOUT,
     Settings,
-    SettingsError,
     default_output_path,
     resolve_api_key,
 )
 
-EXIT_OK = 0
-EXIT_ERRORED = 1
-EXIT_USAGE = 2
-EXIT_FATAL = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = EXIT_ON_SIGNAL["SIGINT"]
 
 CLASSIC_REQUESTS_PER_MINUTE = 40.0
 CLASSIC_TOKENS_PER_MINUTE = 16_000.0
@@ -330,9 +333,9 @@ def execute(settings: Settings, display: Display) -> int:
                 on_stopping=stopping,
             )
         )
-    except (InputError, OutputError, ResumeMismatch) as error:
+    except ApiprocError as error:
         reporter.error(redact(str(error), settings.api_key))
-        return EXIT_USAGE
+        return error.exit_status
     except KeyboardInterrupt:
         reporter.error("interrupted.")
         return EXIT_INTERRUPTED

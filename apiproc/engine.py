@@ -1,6 +1,7 @@
 """The pipeline: read lines, admit under the rate limits, send, retry, append results.
 
-    stats = asyncio.run(run_job(settings))
+    engine = Engine(settings, provider, writer, finished=already_in_output)
+    stats = await engine.run(lambda engine: feed_file(engine, "requests.jsonl"))
 
 What it does and why. A job file can hold millions of requests and the account's limits
 are the only thing that should bound how fast it runs. So the engine keeps the API
@@ -31,15 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import signal
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -50,14 +47,7 @@ from apiproc.jobs import BadLine, Job, JobReader, line_batches, open_input
 from apiproc.limiter import NOTHING, Cost, RateLimiter, RequestTooLarge, Reservation
 from apiproc.providers import AnthropicProvider, Outcome, Verdict
 from apiproc.providers.anthropic import counts_cache_reads
-from apiproc.results import (
-    Finished,
-    Result,
-    ResultWriter,
-    check_output_identity,
-    scan_finished,
-    start_afresh,
-)
+from apiproc.results import Finished, Result, ResultWriter
 from apiproc.retry import backoff_delay
 from apiproc.settings import Settings
 from apiproc.tokens import TokenEstimator, Usage
@@ -444,103 +434,3 @@ async def feed_file(engine: Engine, path: str) -> None:
 def _already_final(item: Job | BadLine, finished: Finished) -> bool:
     params = item.params if isinstance(item, Job) else None
     return (item.custom_id, params) in finished
-
-
-Progress = Callable[[Engine], Coroutine[Any, Any, None]]
-
-
-async def run_job(
-    settings: Settings,
-    progress: Progress | None = None,
-    on_stopping: Callable[[str], None] | None = None,
-) -> RunStats:
-    """Run one job as the settings say, against the simulator when asked.
-
-    `progress(engine)` runs beside the job (to report on the live figures) and is
-    cancelled when it ends. The first SIGINT/SIGTERM stops gracefully (`on_stopping` is
-    told); a second one exits at once — the output stays whole and resumable.
-    """
-    if settings.simulate:
-        from apiproc.simulator import Simulator
-
-        async with Simulator() as simulator:
-            settings.request_url = simulator.messages_url
-            return await _run(settings, progress, on_stopping)
-    return await _run(settings, progress, on_stopping)
-
-
-def prepare_output(settings: Settings) -> Finished | None:
-    """Start afresh, or repair and scan the existing output to resume from it."""
-    if settings.output_path == "-":
-        return None
-    if settings.overwrite:
-        start_afresh(settings.output_path)
-    output = Path(settings.output_path)
-    if not output.exists() or output.stat().st_size == 0:
-        check_output_identity(
-            settings.requests_path, settings.output_path, settings.output_format, force=True
-        )
-        return None
-    check_output_identity(
-        settings.requests_path, settings.output_path, settings.output_format, settings.force
-    )
-    finished = scan_finished(settings.output_path, settings.output_format, settings.retry_errored)
-    if finished.repaired_bytes:
-        log.warning(
-            "repaired %s: removed a torn last line (%d bytes); its request is sent again",
-            settings.output_path,
-            finished.repaired_bytes,
-        )
-    if finished.dropped_errors:
-        log.warning("removed %d errored results to send them again", finished.dropped_errors)
-    return finished
-
-
-async def _run(
-    settings: Settings, progress: Progress | None, on_stopping: Callable[[str], None] | None
-) -> RunStats:
-    finished = prepare_output(settings)
-    provider = AnthropicProvider(
-        api_key=settings.api_key,
-        url=settings.request_url,
-        version=settings.anthropic_version,
-        betas=settings.anthropic_betas,
-    )
-    with ResultWriter(settings.output_path, settings.output_format, settings.fsync) as writer:
-        engine = Engine(settings, provider, writer, finished=finished)
-        reporter = asyncio.create_task(progress(engine)) if progress else None
-        with _signals(engine, on_stopping):
-            try:
-                return await engine.run(lambda e: feed_file(e, settings.requests_path))
-            finally:
-                if reporter is not None:
-                    reporter.cancel()
-                    await asyncio.gather(reporter, return_exceptions=True)
-
-
-EXIT_ON_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
-
-
-@contextmanager
-def _signals(engine: Engine, on_stopping: Callable[[str], None] | None) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-
-    def handle(name: str) -> None:
-        if engine.stats.interrupted:
-            os._exit(EXIT_ON_SIGNAL[name])  # second signal: every written line is whole
-        engine.request_stop(name)
-        if on_stopping is not None:
-            on_stopping(name)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, handle, sig.name)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):
-            pass  # not the main thread, or a platform without it: default handling
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)

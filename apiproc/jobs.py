@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
+from apiproc.errors import InputError
 from apiproc.jsonio import loads
 from apiproc.tokens import Estimate
 
@@ -59,10 +60,6 @@ class BadLine:
     @property
     def message(self) -> str:
         return f"line {self.line_no}: {self.reason}"
-
-
-class InputError(Exception):
-    """The input as a whole cannot be read (missing file, a directory, ...)."""
 
 
 @contextmanager

@@ -30,13 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from apiproc.errors import OutputError, ResumeMismatch
 from apiproc.jsonio import dumps_canonical, dumps_line, loads
 
 OUTPUT_FORMATS = ("batch", "cookbook")
-
-
-class OutputError(Exception):
-    """The output file cannot be opened for appending."""
 
 
 @dataclass(slots=True)
@@ -264,10 +261,6 @@ def _remember(finished: Finished, record: Any, output_format: str) -> None:
 # ---- which input an output belongs to ----------------------------------------------------
 
 IDENTITY_HEAD_BYTES = 1 << 16
-
-
-class ResumeMismatch(Exception):
-    """The existing output was made from a different input."""
 
 
 def sidecar_path(output_path: str) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from apiproc.errors import SettingsError
 from apiproc.limiter import Limits
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
 from apiproc.results import OUTPUT_FORMATS
@@ -27,10 +28,6 @@ DEFAULT_ATTEMPTS = 5
 DEFAULT_RETRY_BASE_DELAY = 1.0
 DEFAULT_GRACE_PERIOD = 30.0
 LOOPBACK_HOSTS = ("localhost", "::1")
-
-
-class SettingsError(Exception):
-    """A setting a user gave (or left out) cannot work; the message says what to do."""
 
 
 @dataclass(slots=True)
