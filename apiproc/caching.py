@@ -1,6 +1,6 @@
 """Prompt caching done right: warm each shared prefix once, then read it in parallel.
 
-    groups = PrefixGroups(clock, estimator, release=requeue)
+    groups = PrefixGroups(clock, estimator, release=requeue, facts=provider.model)
     if not groups.park(job):            # False: send it now, as its prefix's warmer or a reader
         cost = groups.cost(job, cost)   # a warm prefix is left out where reads are not counted
         groups.answered(job, outcome)   # after the attempt: warm, refresh or re-open the prefix
@@ -53,9 +53,8 @@ from apiproc.clock import Clock
 from apiproc.jobs import Job
 from apiproc.jsonio import dumps_canonical
 from apiproc.limiter import Cost
-from apiproc.providers.anthropic import counts_cache_reads, min_cacheable_tokens
-from apiproc.providers.base import Outcome, Verdict
-from apiproc.tokens import TokenEstimator, Usage
+from apiproc.providers.base import ModelFacts, Outcome, Usage, Verdict
+from apiproc.tokens import TokenEstimator
 
 log = logging.getLogger("apiproc")
 
@@ -219,7 +218,8 @@ class PrefixGroups:
 
     `release(jobs)` is called with parked jobs when they may go; the caller hands them
     back to `park()`. `wake(delay, callback)` (e.g. the event loop's `call_later`) lets
-    parked jobs go after `patience` even if no other event comes.
+    parked jobs go after `patience` even if no other event comes. `facts(model)` says
+    how long a prefix the model caches and whether its cache reads count toward limits.
     """
 
     def __init__(
@@ -234,6 +234,7 @@ class PrefixGroups:
         max_parked: int = MAX_PARKED,
         patience: float = WARMUP_PATIENCE,
         wake: Wake | None = None,
+        facts: Callable[[str], ModelFacts] | None = None,
     ) -> None:
         self.clock = clock
         self.estimator = estimator
@@ -244,6 +245,7 @@ class PrefixGroups:
         self.max_parked = max_parked
         self.patience = patience
         self.wake = wake
+        self.facts = facts or _unknown_model
         self._groups: dict[bytes, _Group] = {}  # least recently used first
         self._sent: dict[str, _Sent] = {}
         self._parked = 0
@@ -285,7 +287,7 @@ class PrefixGroups:
             or not sent.reads
             or estimate is None
             or estimate.raw_input <= 0
-            or counts_cache_reads(estimate.model)
+            or self.facts(estimate.model).cache_reads_count
         ):
             return cost
         uncached = max(0, estimate.raw_input - sent.group.raw_tokens)
@@ -386,7 +388,7 @@ class PrefixGroups:
             del self._groups[key]
 
     def _check_length(self, group: _Group) -> None:
-        minimum = min_cacheable_tokens(group.model)
+        minimum = self.facts(group.model).min_cacheable_tokens
         estimated = group.raw_tokens * self.estimator.ratio(group.model)
         if minimum is not None and estimated < minimum:
             self._warn(
@@ -405,3 +407,8 @@ class PrefixGroups:
         log.warning(
             "the cached prefix first seen in %s (%s) %s", group.first_id, group.model, problem
         )
+
+
+def _unknown_model(model: str) -> ModelFacts:
+    """Without a provider's word: reads not counted, no known minimum."""
+    return ModelFacts(limit_class=model, token_ratio=1.0)

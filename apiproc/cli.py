@@ -376,9 +376,10 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
     file cannot be read.
     """
     from apiproc.preflight import preflight
+    from apiproc.providers.anthropic_models import PRICES_AS_OF, model_facts
 
     try:
-        report = preflight(requests)
+        report = preflight(requests, facts=model_facts)
     except OSError as error:
         Reporter(sys.stderr).error(f"Cannot read {requests}: {error.strerror}.")
         sys.exit(EXIT_USAGE)
@@ -387,7 +388,7 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
         if value <= 0:
             Reporter(sys.stderr).error("Limits must be positive numbers.")
             sys.exit(EXIT_USAGE)
-    print_estimate(report, given, show_bad_lines)
+    print_estimate(report, given, show_bad_lines, PRICES_AS_OF)
     sys.exit(EXIT_OK if report.bad_lines == 0 else EXIT_ERRORED)
 
 

@@ -44,13 +44,20 @@ import aiohttp
 from apiproc.caching import PrefixGroups
 from apiproc.clock import Clock, MonotonicClock
 from apiproc.jobs import BadLine, Job, JobReader, line_batches, open_input
-from apiproc.limiter import NOTHING, Cost, RateLimiter, RequestTooLarge, Reservation
-from apiproc.providers import AnthropicProvider, Outcome, Verdict
-from apiproc.providers.anthropic import counts_cache_reads
+from apiproc.limiter import (
+    NOTHING,
+    AttemptReport,
+    Cost,
+    RateLimiter,
+    RequestTooLarge,
+    Reservation,
+)
+from apiproc.pricing import PriceOf
+from apiproc.providers.base import Outcome, Provider, Usage, Verdict
 from apiproc.results import Finished, Result, ResultWriter
 from apiproc.retry import backoff_delay
 from apiproc.settings import Settings
-from apiproc.tokens import TokenEstimator, Usage
+from apiproc.tokens import TokenEstimator
 
 log = logging.getLogger("apiproc")
 
@@ -76,6 +83,9 @@ class RunStats:
     abandoned: int = 0  # in flight when the grace period ran out
     # model -> (learned input ratio to cl100k, responses learned from)
     estimates: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # The provider's prices, for the cost in progress lines and the summary.
+    price_of: PriceOf | None = field(default=None, repr=False)
+    prices_as_of: str = ""
 
     @property
     def done(self) -> int:
@@ -94,7 +104,7 @@ class Engine:
     def __init__(
         self,
         settings: Settings,
-        provider: AnthropicProvider,
+        provider: Provider,
         writer: ResultWriter,
         limiter: RateLimiter | None = None,
         estimator: TokenEstimator | None = None,
@@ -109,9 +119,14 @@ class Engine:
         self.limiter = limiter or RateLimiter(
             settings.limits, clock=self.clock, ramp=settings.ramp, discover=True
         )
-        self.estimator = estimator or TokenEstimator(settings.output_accounting)
+        self.estimator = estimator or TokenEstimator(
+            settings.output_accounting, prior=lambda model: provider.model(model).token_ratio
+        )
         self.rng = rng or random.Random()
-        self.stats = RunStats()
+        self.stats = RunStats(
+            price_of=lambda model: provider.model(model).price,
+            prices_as_of=provider.prices_as_of,
+        )
         self.finished = finished
         self._queue: asyncio.Queue[Job | BadLine] = asyncio.Queue(INPUT_QUEUE_SIZE)
         self._ready: deque[Job] = deque()
@@ -132,6 +147,7 @@ class Engine:
             add_breakpoints=settings.use_caching,
             cache_aware=settings.cache_aware_limits,
             wake=lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback),
+            facts=provider.model,
         )
 
     # ---- the run -----------------------------------------------------------------------
@@ -142,7 +158,7 @@ class Engine:
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=30)
         connector = aiohttp.TCPConnector(limit=self.settings.max_concurrency, limit_per_host=0)
         async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout, headers=self.provider.headers
+            connector=connector, timeout=timeout, headers=self.provider.session_headers
         ) as session:
             self._session = session
             producer = asyncio.create_task(self._produce(produce))
@@ -261,24 +277,50 @@ class Engine:
                 Verdict.PERMANENT, error={"type": "internal_error", "message": message}
             )
         self.cache.answered(job, outcome)
-        self.limiter.observe(outcome.server)
+        self.limiter.finish(reservation, self._report(job, outcome))
         if outcome.verdict is Verdict.SUCCESS:
-            self._succeeded(job, reservation, outcome)
+            self._succeeded(job, outcome)
         elif outcome.verdict is Verdict.FATAL:
-            self.limiter.settle(reservation, NOTHING)
             self._fatal(outcome)
         elif outcome.verdict is Verdict.RETRY:
-            self._settle_failure(reservation, outcome)
+            self.stats.rate_limited += outcome.rate_limited
             self._retry_or_give_up(job, outcome)
         else:
-            self.limiter.settle(reservation, Cost(requests=1))
             self._record(_result(job, outcome))
+
+    def _report(self, job: Job, outcome: Outcome) -> AttemptReport:
+        """What the attempt tells the limiter: what the server counted, and its headers."""
+        verdict = outcome.verdict
+        if verdict is Verdict.SUCCESS:
+            used: Cost | None = self._counted(job, outcome.usage or Usage())
+        elif verdict is Verdict.FATAL or outcome.rate_limited:
+            used = NOTHING  # refused before any work was done
+        elif verdict is Verdict.PERMANENT:
+            used = Cost(requests=1)
+        else:
+            used = None  # the server may have done the work before failing: keep it charged
+        return AttemptReport(
+            used=used,
+            server=outcome.server,
+            rate_limited=outcome.rate_limited,
+            retry_after=outcome.retry_after,
+            succeeded=verdict is Verdict.SUCCESS,
+        )
+
+    def _counted(self, job: Job, usage: Usage) -> Cost:
+        """The usage as the rate limits count it."""
+        counted_input = usage.input_tokens + usage.cache_creation_input_tokens
+        if self.provider.model(job.params["model"]).cache_reads_count:
+            counted_input += usage.cache_read_input_tokens
+        return Cost(requests=1, input_tokens=counted_input, output_tokens=usage.output_tokens)
 
     async def _send(self, job: Job) -> Outcome:
         assert self._session is not None
-        body = self.provider.body(job.params)
+        request = self.provider.request(job.params)
         try:
-            async with self._session.post(self.provider.url, data=body) as response:
+            async with self._session.post(
+                request.url, data=request.body, headers=request.headers or None
+            ) as response:
                 payload = await response.read()
                 return self.provider.classify(response.status, response.headers, payload)
         except asyncio.TimeoutError:
@@ -288,29 +330,13 @@ class Engine:
             message = f"{type(error).__name__}: {error}".rstrip(": ")
             return Outcome(Verdict.RETRY, error={"type": "connection_error", "message": message})
 
-    def _succeeded(self, job: Job, reservation: Reservation, outcome: Outcome) -> None:
+    def _succeeded(self, job: Job, outcome: Outcome) -> None:
         usage = outcome.usage or Usage()
         assert job.estimate is not None
         self.estimator.learn(job.estimate, usage)
-        counted_input = usage.input_tokens + usage.cache_creation_input_tokens
-        if counts_cache_reads(job.estimate.model):
-            counted_input += usage.cache_read_input_tokens
-        actual = Cost(requests=1, input_tokens=counted_input, output_tokens=usage.output_tokens)
-        self.limiter.settle(reservation, actual)
-        self.limiter.confirm(reservation)
         self.stats.usage.add(usage)
         self.stats.usage_by_model.setdefault(job.estimate.model, Usage()).add(usage)
         self._record(_result(job, outcome))
-
-    def _settle_failure(self, reservation: Reservation, outcome: Outcome) -> None:
-        if outcome.rate_limited:
-            # A 429 consumed nothing, but it says the server's bucket is empty right now.
-            self.stats.rate_limited += 1
-            self.limiter.settle(reservation, NOTHING)
-            self.limiter.rate_limited(reservation, outcome.retry_after, outcome.server)
-        else:
-            # The server may have done the work before failing: keep it charged.
-            self.limiter.settle(reservation, reservation.cost)
 
     def _retry_or_give_up(self, job: Job, outcome: Outcome) -> None:
         if self._stopping:

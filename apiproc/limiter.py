@@ -29,8 +29,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from apiproc.clock import Clock, MonotonicClock
+from apiproc.providers.base import ServerLimit
 
 DIMENSIONS = ("requests", "input_tokens", "output_tokens", "tokens")
 
@@ -105,11 +107,14 @@ class Limits:
 
 
 @dataclass(slots=True, frozen=True)
-class ServerLimit:
-    """One dimension of the server's rate-limit headers."""
+class AttemptReport:
+    """What one admitted attempt came back with, handed to `RateLimiter.finish`."""
 
-    limit: float | None = None
-    remaining: float | None = None
+    used: Cost | None  # what the server counted; None: unknown, so the reservation stays
+    server: Mapping[str, ServerLimit] = field(default_factory=lambda: MappingProxyType({}))
+    rate_limited: bool = False  # a 429 from pacing: it consumed nothing
+    retry_after: float | None = None
+    succeeded: bool = False
 
 
 @dataclass(slots=True)
@@ -256,6 +261,17 @@ class RateLimiter:
             self._wake.set_result(None)
 
     # ---- settlement and the server's word ---------------------------------------------
+
+    def finish(self, reservation: Reservation, report: AttemptReport) -> None:
+        """Everything one attempt tells the limiter, in the one right order: settle the
+        reservation to what was used, then clamp to the server's figures (so a refund never
+        lifts a bucket above what the server says remains), then pause or widen."""
+        self.settle(reservation, reservation.cost if report.used is None else report.used)
+        self.observe(report.server)
+        if report.rate_limited:
+            self.rate_limited(reservation, report.retry_after, report.server)
+        elif report.succeeded:
+            self.confirm(reservation)
 
     def settle(self, reservation: Reservation, actual: Cost) -> None:
         """Return what was reserved but not used; charge what was used beyond it."""

@@ -1,6 +1,6 @@
 """Before spending anything: validate a requests file and say what running it will take.
 
-    report = preflight("requests.jsonl")
+    report = preflight("requests.jsonl", facts=provider.model)
     low, high = report.implied_seconds(Limits(requests_per_minute=1_000))
 
 Reads the file once, in large batches, validates every line exactly as `run` would
@@ -16,13 +16,16 @@ import itertools
 import math
 import multiprocessing
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from apiproc.jobs import BadLine, JobReader
 from apiproc.limiter import Limits
-from apiproc.pricing import price_for
-from apiproc.tokens import PRIOR_RATIO, TokenEstimator, Usage
+from apiproc.providers.base import ModelFacts, Usage
+from apiproc.tokens import PRIOR_RATIO, TokenEstimator
+
+Facts = Callable[[str], ModelFacts]
 
 BATCH_LINES = 4_096
 MAX_BAD_LINES_KEPT = 1_000
@@ -35,11 +38,13 @@ class ModelTotals:
     requests: int = 0
     raw_input_tokens: int = 0
     output_ceiling: int = 0
+    ratio: float = PRIOR_RATIO  # the model's tokens per cl100k token, as its provider guesses
+    facts: ModelFacts | None = None
 
     @property
     def input_tokens(self) -> int:
-        """cl100k count corrected by the usual ratio of Claude's tokenizer to cl100k."""
-        return math.ceil(self.raw_input_tokens * PRIOR_RATIO)
+        """cl100k count corrected by the model's ratio to cl100k."""
+        return math.ceil(self.raw_input_tokens * self.ratio)
 
 
 @dataclass(slots=True)
@@ -64,7 +69,7 @@ class Preflight:
         low = high = 0.0
         unknown: list[str] = []
         for model, totals in sorted(self.by_model.items()):
-            price = price_for(model)
+            price = totals.facts.price if totals.facts is not None else None
             if price is None:
                 unknown.append(model)
                 continue
@@ -100,11 +105,20 @@ def _seconds(use: dict[str, int], limits: dict[str, float]) -> float:
     return max(max(0.0, use[name] - limit) / (limit / 60.0) for name, limit in limits.items())
 
 
-def preflight(path: str, workers: int | None = None) -> Preflight:
-    """Validate and measure every line of `path` without sending anything.
+def preflight(path: str, facts: Facts, workers: int | None = None) -> Preflight:
+    """Validate and measure every line of `path` without sending anything; `facts(model)`
+    gives each model's token ratio and price.
 
     A large file is split at line boundaries and measured by one process per core.
     """
+    report = _preflight(path, workers)
+    for model, totals in report.by_model.items():
+        totals.facts = facts(model)
+        totals.ratio = totals.facts.token_ratio
+    return report
+
+
+def _preflight(path: str, workers: int | None) -> Preflight:
     size = os.path.getsize(path)
     if workers is None:
         workers = min(os.cpu_count() or 1, MAX_WORKERS) if size >= PARALLEL_MIN_BYTES else 1

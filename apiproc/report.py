@@ -30,8 +30,8 @@ from apiproc.engine import Engine, RunStats
 from apiproc.jobs import count_lines
 from apiproc.limiter import Limits
 from apiproc.preflight import Preflight
-from apiproc.pricing import PRICES_AS_OF, cache_savings, total_cost
-from apiproc.tokens import PRIOR_RATIO, Usage
+from apiproc.pricing import PriceOf, cache_savings, total_cost
+from apiproc.providers.base import Usage
 
 RATE_WINDOW_SECONDS = 60.0
 LIVE_REFRESH_SECONDS = 0.5
@@ -179,7 +179,7 @@ def cache_text(stats: RunStats) -> str | None:
     rate = cache_hit_rate(usage)
     if rate is None:
         return None
-    saved = cache_savings(stats.usage_by_model)
+    saved = cache_savings(stats.usage_by_model, _price_of(stats))
     effect = f"saved ${saved:,.4f} against" if saved >= 0 else f"cost ${-saved:,.4f} above"
     return (
         f"{usage.cache_creation_input_tokens:,} tokens written, "
@@ -189,7 +189,7 @@ def cache_text(stats: RunStats) -> str | None:
 
 
 def cost_text(stats: RunStats) -> str:
-    dollars, unknown = total_cost(stats.usage_by_model)
+    dollars, unknown = total_cost(stats.usage_by_model, _price_of(stats))
     known = len(stats.usage_by_model) - len(unknown)
     parts = [f"${dollars:,.4f}"] if known or not unknown else []
     if unknown:
@@ -219,7 +219,7 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
         f"Rate:      {_per_minute(stats.done, elapsed):,.0f} requests/min, "
         f"{_per_minute(counted_input, elapsed):,.0f} input tokens/min (cache reads aside), "
         f"{_per_minute(usage.output_tokens, elapsed):,.0f} output tokens/min",
-        f"Cost:      {cost_text(stats)} (prices of {PRICES_AS_OF})",
+        f"Cost:      {cost_text(stats)} (prices of {stats.prices_as_of})",
         f"Output:    {'stdout' if output_path == '-' else output_path}",
     ]
     if stats.estimates:
@@ -247,7 +247,7 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
 def summary_record(stats: RunStats, output_path: str) -> dict[str, Any]:
     """The summary as JSON, for monitoring (--summary-json)."""
     usage = stats.usage
-    dollars, unknown = total_cost(stats.usage_by_model)
+    dollars, unknown = total_cost(stats.usage_by_model, _price_of(stats))
     return {
         "succeeded": stats.succeeded,
         "errored": stats.errored_total,
@@ -266,7 +266,7 @@ def summary_record(stats: RunStats, output_path: str) -> dict[str, Any]:
         "requests_per_minute": round(_per_minute(stats.done, stats.elapsed), 1),
         "cost_usd": round(dollars, 6),
         "cost_unknown_models": unknown,
-        "prices_as_of": PRICES_AS_OF,
+        "prices_as_of": stats.prices_as_of,
         "estimates": {
             model: {"input_ratio": ratio, "answers": count}
             for model, (ratio, count) in stats.estimates.items()
@@ -274,6 +274,10 @@ def summary_record(stats: RunStats, output_path: str) -> dict[str, Any]:
         "stopped": stats.fatal or stats.interrupted,
         "output": output_path,
     }
+
+
+def _price_of(stats: RunStats) -> PriceOf:
+    return stats.price_of or (lambda model: None)
 
 
 def _per_minute(count: float, seconds: float) -> float:
@@ -345,7 +349,9 @@ class Reporter:
         self.line(f"Error: {message}")
 
 
-def print_estimate(report: Preflight, limits: Limits, show_bad_lines: int) -> None:
+def print_estimate(
+    report: Preflight, limits: Limits, show_bad_lines: int, prices_as_of: str
+) -> None:
     """The `estimate` command's table, on stdout."""
     console = Console(highlight=False)
     table = Table(title="apiproc estimate (no API called)", show_footer=True)
@@ -367,13 +373,14 @@ def print_estimate(report: Preflight, limits: Limits, show_bad_lines: int) -> No
         f"Lines: {report.lines:,}; valid requests {report.requests:,}; "
         f"bad lines {report.bad_lines:,}"
     )
+    ratios = sorted({f"{totals.ratio:g}" for totals in report.by_model.values()})
     console.print(
-        f"Input estimate: cl100k count x {PRIOR_RATIO} (Claude's tokenizer counts more; "
-        "a run learns the real ratio)"
+        f"Input estimate: cl100k count x {' or '.join(ratios) or '1'} (the model's tokenizer "
+        "counts more; a run learns the real ratio)"
     )
     console.print(
         f"Cost online: ${low:,.2f} to ${high:,.2f}; with the Batches API: "
-        f"${batch_low:,.2f} to ${batch_high:,.2f} (prices of {PRICES_AS_OF}; "
+        f"${batch_low:,.2f} to ${batch_high:,.2f} (prices of {prices_as_of}; "
         "from no output to every max_tokens used)"
     )
     if unknown:

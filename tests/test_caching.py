@@ -12,9 +12,9 @@ from apiproc.caching import PrefixGroups, add_system_breakpoint, cached_prefix
 from apiproc.clock import ManualClock
 from apiproc.jobs import Job
 from apiproc.limiter import Cost
-from apiproc.providers.anthropic import min_cacheable_tokens
-from apiproc.providers.base import Outcome, Verdict
-from apiproc.tokens import TokenEstimator, Usage
+from apiproc.providers.anthropic_models import min_cacheable_tokens, model_facts
+from apiproc.providers.base import Outcome, Usage, Verdict
+from apiproc.tokens import TokenEstimator
 
 MODEL = "claude-sonnet-4-5"
 LONG = "a long shared document " * 400
@@ -156,6 +156,7 @@ class Harness:
             TokenEstimator(),
             release=lambda jobs: self.released.extend(job.custom_id for job in jobs),
             wake=lambda delay, callback: self.wakes.append((delay, callback)),
+            facts=model_facts,
             **options,
         )
         self.jobs: dict[str, Job] = {}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from apiproc.pricing import cache_savings, price_for, total_cost
-from apiproc.tokens import Usage
+from apiproc.pricing import cache_savings, total_cost
+from apiproc.providers.anthropic_models import price_for
+from apiproc.providers.base import Usage
 
 
 def test_a_snapshot_id_costs_what_its_model_costs() -> None:
@@ -35,7 +36,8 @@ def test_cost_counts_every_token_category_at_its_rate() -> None:
 
 def test_total_cost_names_the_models_it_cannot_price() -> None:
     dollars, unknown = total_cost(
-        {"claude-haiku-4-5": Usage(input_tokens=1_000_000), "mystery-model": Usage(input_tokens=5)}
+        {"claude-haiku-4-5": Usage(input_tokens=1_000_000), "mystery-model": Usage(input_tokens=5)},
+        price_for,
     )
     assert dollars == pytest.approx(1.0)
     assert unknown == ["mystery-model"]
@@ -49,5 +51,5 @@ def test_a_dash_zero_alias_costs_what_its_model_costs() -> None:
 def test_cache_savings_compare_with_the_uncached_price() -> None:
     usage = Usage(cache_creation_input_tokens=1_000_000, cache_read_input_tokens=9_000_000)
     # uncached: 10 M x $3; cached: 1 M x $3.75 + 9 M x $0.30
-    assert cache_savings({"claude-sonnet-4-5": usage}) == pytest.approx(30 - 3.75 - 2.7)
-    assert cache_savings({"mystery-model": usage}) == 0.0
+    assert cache_savings({"claude-sonnet-4-5": usage}, price_for) == pytest.approx(30 - 3.75 - 2.7)
+    assert cache_savings({"mystery-model": usage}, price_for) == 0.0

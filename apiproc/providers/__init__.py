@@ -7,6 +7,25 @@ Only this package knows which API is on the other end; the engine sees `Outcome`
 """
 
 from apiproc.providers.anthropic import AnthropicProvider
-from apiproc.providers.base import Outcome, Verdict
+from apiproc.providers.base import (
+    HttpRequest,
+    ModelFacts,
+    Outcome,
+    Price,
+    Provider,
+    ServerLimit,
+    Usage,
+    Verdict,
+)
 
-__all__ = ["AnthropicProvider", "Outcome", "Verdict"]
+__all__ = [
+    "AnthropicProvider",
+    "HttpRequest",
+    "ModelFacts",
+    "Outcome",
+    "Price",
+    "Provider",
+    "ServerLimit",
+    "Usage",
+    "Verdict",
+]

@@ -1,7 +1,7 @@
 """The Anthropic Messages API: headers, answers, error classes, rate-limit headers.
 
     provider = AnthropicProvider(api_key=key, url="https://api.anthropic.com/v1/messages")
-    body, headers = provider.body(params), provider.headers
+    request = provider.request(params)           # url and body; session_headers on every one
     outcome = provider.classify(200, response_headers, response_bytes)
 
 Retry decisions follow the HTTP status and the error's `type`, never its message text,
@@ -11,15 +11,13 @@ and `x-should-retry` when the server sends it.
 from __future__ import annotations
 
 import email.utils
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from apiproc.jsonio import dumps, loads
-from apiproc.limiter import ServerLimit
-from apiproc.providers.base import Outcome, Verdict
-from apiproc.tokens import Usage
+from apiproc.providers.anthropic_models import PRICES_AS_OF, model_facts
+from apiproc.providers.base import HttpRequest, ModelFacts, Outcome, ServerLimit, Usage, Verdict
 
 DEFAULT_URL = "https://api.anthropic.com/v1/messages"
 DEFAULT_VERSION = "2023-06-01"
@@ -40,7 +38,10 @@ RATE_LIMIT_HEADERS = tuple(
 
 
 class AnthropicProvider:
+    """The Messages API at api.anthropic.com (or the bundled simulator)."""
+
     name = "anthropic"
+    prices_as_of = PRICES_AS_OF
 
     def __init__(
         self,
@@ -50,17 +51,27 @@ class AnthropicProvider:
         betas: tuple[str, ...] = (),
     ) -> None:
         self.url = url
-        self.headers = {
+        self._headers = {
             "x-api-key": api_key,
             "anthropic-version": version,
             "content-type": "application/json",
             "accept": "application/json",
         }
         if betas:
-            self.headers["anthropic-beta"] = ",".join(betas)
+            self._headers["anthropic-beta"] = ",".join(betas)
+
+    @property
+    def session_headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    def request(self, params: dict[str, Any]) -> HttpRequest:
+        return HttpRequest(self.url, self.body(params))
 
     def body(self, params: dict[str, Any]) -> bytes:
         return dumps(params)
+
+    def model(self, model: str) -> ModelFacts:
+        return model_facts(model)
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         """Turn one HTTP answer into an Outcome."""
@@ -205,55 +216,3 @@ def _float(value: str | None) -> float | None:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-# Models whose cache reads still count toward the input-tokens-per-minute limit
-# (marked † in the rate-limit docs: Haiku 3.5 in 2026; Haiku 3 and Opus 3 in 2025).
-CACHE_READS_COUNTED = ("claude-3-5-haiku", "claude-3-haiku", "claude-3-opus")
-
-# Shortest prefix the API caches, by model family (prompt-caching docs of 2025-12; the
-# 2026 figures from quotes of the 2026 page). A shorter prefix is sent uncached, silently.
-MIN_CACHEABLE_TOKENS = {
-    "claude-opus-5-5": 512,
-    "claude-opus-5": 512,
-    "claude-sonnet-5-5": 512,
-    "claude-haiku-5-5": 512,
-    "claude-fable-5-1": 512,
-    "claude-fable-5": 512,
-    "claude-mythos-5-1": 512,
-    "claude-mythos-5": 512,
-    "claude-mythos-preview": 2_048,
-    "claude-opus-4-8": 1_024,
-    "claude-opus-4-7": 2_048,
-    "claude-opus-4-6": 4_096,
-    "claude-opus-4-5": 4_096,
-    "claude-opus-4-1": 1_024,
-    "claude-opus-4": 1_024,
-    "claude-sonnet-5": 1_024,
-    "claude-sonnet-4-6": 1_024,
-    "claude-sonnet-4-5": 1_024,
-    "claude-sonnet-4": 1_024,
-    "claude-haiku-4-5": 4_096,
-    "claude-3-7-sonnet": 1_024,
-    "claude-3-opus": 1_024,
-    "claude-3-5-haiku": 2_048,
-    "claude-3-haiku": 2_048,
-}
-
-# A dated snapshot, `-latest`, and the `-0` of aliases such as `claude-opus-4-0`.
-_FAMILY = re.compile(r"^(?P<family>.+?)(?:-0)?(?:-\d{8}|-latest)?$")
-
-
-def model_family(model: str) -> str:
-    """The model id without its snapshot date or alias suffix: `claude-sonnet-4-5`."""
-    match = _FAMILY.match(model)
-    return match.group("family") if match else model
-
-
-def counts_cache_reads(model: str) -> bool:
-    return model.startswith(CACHE_READS_COUNTED)
-
-
-def min_cacheable_tokens(model: str) -> int | None:
-    """The shortest prefix `model` caches; None for a model this table does not know."""
-    return MIN_CACHEABLE_TOKENS.get(model) or MIN_CACHEABLE_TOKENS.get(model_family(model))

@@ -1,0 +1,138 @@
+"""The facts of Anthropic's models: rate-limit class, prices, caching rules, end of life.
+
+    facts = model_facts("claude-haiku-4-5-20251001")
+    facts.limit_class, facts.price, facts.min_cacheable_tokens
+
+One dated table, from the reference notes (shared/reference/anthropic-api.md §B, §C, §F
+and anthropic-api-2026.md §5). A model is known only when its id is a known one,
+optionally with a `-YYYYMMDD` snapshot date, `-latest`, or the `-0` of aliases such as
+`claude-opus-4-0`; anything else gets safe defaults and no price rather than a guess
+from a similar name.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from apiproc.providers.base import ModelFacts, Price
+
+PRICES_AS_OF = "2026-10"
+# Claude's tokenizer yields somewhat more tokens than cl100k for English text; starting a
+# little high keeps the first, unlearned burst on the safe side.
+PRIOR_RATIO = 1.2
+
+
+def _price(input: float, output: float, cache_read: float | None = None) -> Price:
+    return Price(
+        input=input,
+        cache_write_5m=input * 1.25,
+        cache_write_1h=input * 2.0,
+        cache_read=input * 0.1 if cache_read is None else cache_read,
+        output=output,
+    )
+
+
+OPUS_4_5 = _price(5, 25)
+OPUS_4 = _price(15, 75)
+SONNET_4 = _price(3, 15)
+SONNET_5 = _price(2, 10)
+HAIKU_4_5 = _price(1, 5)
+FABLE_5 = _price(10, 50, cache_read=1.0)
+FABLE_5_1 = _price(10, 50, cache_read=0.25)
+
+PRICES: dict[str, Price] = {
+    "claude-opus-5-5": _price(4, 20, cache_read=0.20),
+    "claude-opus-5": OPUS_4_5,
+    "claude-opus-4-8": OPUS_4_5,
+    "claude-opus-4-7": OPUS_4_5,
+    "claude-opus-4-6": OPUS_4_5,
+    "claude-opus-4-5": OPUS_4_5,
+    "claude-opus-4-1": OPUS_4,
+    "claude-opus-4": OPUS_4,
+    "claude-3-opus": OPUS_4,
+    "claude-sonnet-5-5": SONNET_5,
+    "claude-sonnet-5": SONNET_5,
+    "claude-sonnet-4-6": SONNET_4,
+    "claude-sonnet-4-5": SONNET_4,
+    "claude-sonnet-4": SONNET_4,
+    "claude-3-7-sonnet": SONNET_4,
+    "claude-haiku-4-5": HAIKU_4_5,
+    "claude-3-5-haiku": _price(0.80, 4),
+    "claude-3-haiku": Price(0.25, 0.30, 0.50, 0.03, 1.25),
+    "claude-fable-5-1": FABLE_5_1,
+    "claude-mythos-5-1": FABLE_5_1,
+    "claude-fable-5": FABLE_5,
+    "claude-mythos-5": FABLE_5,
+}
+
+# Models whose cache reads still count toward the input-tokens-per-minute limit
+# (marked † in the rate-limit docs: Haiku 3.5 in 2026; Haiku 3 and Opus 3 in 2025).
+CACHE_READS_COUNTED = ("claude-3-5-haiku", "claude-3-haiku", "claude-3-opus")
+
+# Shortest prefix the API caches, by model family (prompt-caching docs of 2025-12; the
+# 2026 figures from quotes of the 2026 page). A shorter prefix is sent uncached, silently.
+MIN_CACHEABLE_TOKENS = {
+    "claude-opus-5-5": 512,
+    "claude-opus-5": 512,
+    "claude-sonnet-5-5": 512,
+    "claude-haiku-5-5": 512,
+    "claude-fable-5-1": 512,
+    "claude-fable-5": 512,
+    "claude-mythos-5-1": 512,
+    "claude-mythos-5": 512,
+    "claude-mythos-preview": 2_048,
+    "claude-opus-4-8": 1_024,
+    "claude-opus-4-7": 2_048,
+    "claude-opus-4-6": 4_096,
+    "claude-opus-4-5": 4_096,
+    "claude-opus-4-1": 1_024,
+    "claude-opus-4": 1_024,
+    "claude-sonnet-5": 1_024,
+    "claude-sonnet-4-6": 1_024,
+    "claude-sonnet-4-5": 1_024,
+    "claude-sonnet-4": 1_024,
+    "claude-haiku-4-5": 4_096,
+    "claude-3-7-sonnet": 1_024,
+    "claude-3-opus": 1_024,
+    "claude-3-5-haiku": 2_048,
+    "claude-3-haiku": 2_048,
+}
+
+# A dated snapshot, `-latest`, and the `-0` of aliases such as `claude-opus-4-0`.
+_FAMILY = re.compile(r"^(?P<family>.+?)(?:-0)?(?:-\d{8}|-latest)?$")
+
+
+def model_family(model: str) -> str:
+    """The model id without its snapshot date or alias suffix: `claude-sonnet-4-5`."""
+    match = _FAMILY.match(model)
+    return match.group("family") if match else model
+
+
+def _known(table: dict, model: str):  # type: ignore[no-untyped-def]
+    return table.get(model) or table.get(model_family(model))
+
+
+def price_for(model: str) -> Price | None:
+    """The price of `model`, or None when it is not a model the table knows."""
+    return _known(PRICES, model)
+
+
+def counts_cache_reads(model: str) -> bool:
+    return model.startswith(CACHE_READS_COUNTED)
+
+
+def min_cacheable_tokens(model: str) -> int | None:
+    """The shortest prefix `model` caches; None for a model this table does not know."""
+    return _known(MIN_CACHEABLE_TOKENS, model)
+
+
+@lru_cache(maxsize=256)
+def model_facts(model: str) -> ModelFacts:
+    return ModelFacts(
+        limit_class=model_family(model),
+        token_ratio=PRIOR_RATIO,
+        min_cacheable_tokens=min_cacheable_tokens(model),
+        cache_reads_count=counts_cache_reads(model),
+        price=price_for(model),
+    )
