@@ -21,10 +21,10 @@ How the main loop is structured. Three kinds of coroutine cooperate:
    prefix another request is warming is parked instead (`caching.PrefixGroups`) and
    comes back once the prefix is warm.
 3. Each admitted attempt runs as its own task: it sends the request, classifies the
-   answer through the provider, settles the reservation to the usage reported, feeds
-   the server's rate-limit headers back to the limiter, and either writes the final
-   result or schedules a retry with back-off. A fatal answer (bad key, spend cap) stops
-   admission and ends the run quickly.
+   answer through the provider, and hands the limiter the reservation with what came
+   back (usage, rate-limit headers, retry-after) in one `finish()` call; then it either
+   writes the final result or schedules a retry with back-off. A fatal answer (bad key,
+   spend cap) stops admission and ends the run quickly.
 The run ends when the input is exhausted and nothing is in flight or waiting to retry.
 """
 
@@ -48,7 +48,7 @@ from apiproc.limiter import (
     NOTHING,
     AttemptReport,
     Cost,
-    RateLimiter,
+    Limiters,
     RequestTooLarge,
     Reservation,
 )
@@ -106,7 +106,7 @@ class Engine:
         settings: Settings,
         provider: Provider,
         writer: ResultWriter,
-        limiter: RateLimiter | None = None,
+        limiter: Limiters | None = None,
         estimator: TokenEstimator | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
@@ -116,9 +116,7 @@ class Engine:
         self.provider = provider
         self.writer = writer
         self.clock = clock or MonotonicClock()
-        self.limiter = limiter or RateLimiter(
-            settings.limits, clock=self.clock, ramp=settings.ramp, discover=True
-        )
+        self.limiter = limiter or Limiters(settings.limits, clock=self.clock, ramp=settings.ramp)
         self.estimator = estimator or TokenEstimator(
             settings.output_accounting, prior=lambda model: provider.model(model).token_ratio
         )
@@ -227,7 +225,8 @@ class Engine:
         cost = self._cost(job)
         await self._slots.acquire()
         try:
-            reservation = await self.limiter.acquire(cost)
+            limit_class = self.provider.model(str(job.params.get("model", ""))).limit_class
+            reservation = await self.limiter.acquire(limit_class, cost)
         except RequestTooLarge as error:
             self._slots.release()
             self.cache.answered(job)
@@ -305,6 +304,7 @@ class Engine:
             rate_limited=outcome.rate_limited,
             retry_after=outcome.retry_after,
             succeeded=verdict is Verdict.SUCCESS,
+            api_answer=outcome.api_answer,
         )
 
     def _counted(self, job: Job, usage: Usage) -> Cost:

@@ -1,31 +1,20 @@
-"""The rate limiter, timed by a manual clock: no test here sleeps."""
+"""One class's rate limiter and its buckets, timed by a manual clock: no test here sleeps."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from limiter_helpers import answered, headers, limiter, rate_limited, request
 
 from apiproc.clock import ManualClock
-from apiproc.limiter import (
-    INITIAL_BURST,
-    NOTHING,
-    Cost,
-    Limits,
-    RateLimiter,
-    RequestTooLarge,
-    ServerLimit,
-)
+from apiproc.limiter import NOTHING, Cost, Limits, RateLimiter, RequestTooLarge
+from apiproc.limiter.buckets import Bucket, Buckets
 
-
-def limiter(clock: ManualClock, ramp: bool = False, **limits: float) -> RateLimiter:
-    return RateLimiter(Limits(**limits), clock=clock, ramp=ramp)
-
-
-def request(input_tokens: float = 0, output_tokens: float = 0) -> Cost:
-    return Cost(requests=1, input_tokens=input_tokens, output_tokens=output_tokens)
+# ---- bucket arithmetic -------------------------------------------------------------------
 
 
 def test_full_bucket_admits_a_minute_of_requests_at_once_without_ramp() -> None:
@@ -52,66 +41,170 @@ def test_request_larger_than_a_bucket_is_rejected_not_queued() -> None:
     assert raised.value.dimension == "input_tokens"
 
 
-def test_settle_returns_unused_output_tokens() -> None:
-    clock = ManualClock()
-    lim = limiter(clock, output_tokens_per_minute=6_000)
+def test_a_lower_limit_scales_the_bucket_level_and_capacity_with_it() -> None:
+    buckets = Buckets()
+    buckets.add(Bucket("tokens", limit=6_000, level=3_000, stamp=0.0))
+    buckets.rescale("tokens", 600, burst=1.0, now=0.0)
+    assert buckets.limit("tokens") == 600
+    assert buckets.wait_time(Cost(input_tokens=300), burst=1.0, now=0.0) == 0
+    assert buckets.wait_time(Cost(input_tokens=301), burst=1.0, now=0.0) > 0
+    # Capacity follows the limit: ten seconds later the bucket is full at 400, not 1,300.
+    assert buckets.wait_time(Cost(input_tokens=400), burst=1.0, now=10.0) == 0
+    assert buckets.wait_time(Cost(input_tokens=401), burst=1.0, now=10.0) > 0
+
+
+def test_a_higher_limit_refills_faster_but_adds_no_room_at_once() -> None:
+    buckets = Buckets()
+    buckets.add(Bucket("requests", limit=60, level=10, stamp=0.0))
+    buckets.rescale("requests", 600, burst=1.0, now=0.0)
+    assert buckets.wait_time(Cost(requests=11), burst=1.0, now=0.0) == pytest.approx(0.1)
+
+
+# ---- finish(): settle, then the server's word ----------------------------------------------
+
+
+def test_finish_returns_unused_output_tokens() -> None:
+    lim = limiter(ManualClock(), output_tokens_per_minute=6_000)
     reservation = lim.take(request(output_tokens=4_000))
-    lim.settle(reservation, request(output_tokens=1_000))
+    lim.finish(reservation, answered(request(output_tokens=1_000)))
     # 2,000 left + 3,000 returned: a 5,000-token request fits now, 5,001 does not.
     assert lim.wait_time(request(output_tokens=5_000), 0.0) == 0
     assert lim.wait_time(request(output_tokens=5_001), 0.0) > 0
 
 
-def test_settle_charges_usage_beyond_the_estimate() -> None:
+def test_finish_charges_usage_beyond_the_estimate() -> None:
     lim = limiter(ManualClock(), input_tokens_per_minute=6_000)
     reservation = lim.take(request(input_tokens=1_000))
-    lim.settle(reservation, request(input_tokens=3_000))
+    lim.finish(reservation, answered(request(input_tokens=3_000)))
     assert lim.wait_time(request(input_tokens=3_000), 0.0) == 0
     assert lim.wait_time(request(input_tokens=3_001), 0.0) > 0
 
 
-def test_settling_twice_changes_nothing() -> None:
+def test_finish_without_known_usage_keeps_the_reservation_charged() -> None:
+    lim = limiter(ManualClock(), output_tokens_per_minute=6_000)
+    reservation = lim.take(request(output_tokens=4_000))
+    lim.finish(reservation, answered(None, succeeded=False))
+    assert lim.wait_time(request(output_tokens=2_000), 0.0) == 0
+    assert lim.wait_time(request(output_tokens=2_001), 0.0) > 0
+
+
+def test_finishing_twice_changes_nothing() -> None:
     lim = limiter(ManualClock(), output_tokens_per_minute=6_000)
     reservation = lim.take(request(output_tokens=3_000))
-    lim.settle(reservation, NOTHING)
-    lim.settle(reservation, NOTHING)
+    lim.finish(reservation, answered(NOTHING))
+    lim.finish(reservation, answered(NOTHING))
     lim.take(request(output_tokens=6_000))
     assert lim.wait_time(request(output_tokens=1), 0.0) > 0
 
 
+def test_a_refund_never_lifts_a_bucket_above_the_servers_remaining() -> None:
+    lim = limiter(ManualClock(), output_tokens_per_minute=6_000)
+    reservation = lim.take(request(output_tokens=4_000))
+    # 3,900 of the 4,000 come back, but the server says only 1,000 remain.
+    server = headers(output_tokens=(6_000, 1_000))
+    lim.finish(reservation, answered(request(output_tokens=100), server))
+    assert lim.wait_time(request(output_tokens=1_000), 0.0) == 0
+    assert lim.wait_time(request(output_tokens=1_001), 0.0) > 0
+
+
 def test_server_headers_lower_the_room_never_raise_it() -> None:
-    clock = ManualClock()
-    lim = limiter(clock, requests_per_minute=600)
-    lim.observe({"requests": ServerLimit(limit=600, remaining=10)})
+    lim = limiter(ManualClock(), requests_per_minute=600)
+    first = lim.take(request())
+    lim.finish(first, answered(request(), headers(requests=(600, 10))))
     for _ in range(10):
         lim.take(request())
     assert lim.wait_time(request(), 0.0) > 0
-    lim.observe({"requests": ServerLimit(limit=600, remaining=600)})
+    last = lim.take(request())
+    lim.finish(last, answered(request(), headers(requests=(600, 600))))
     assert lim.wait_time(request(), 0.0) > 0
 
 
 def test_a_lower_limit_from_the_server_replaces_the_configured_one() -> None:
     lim = limiter(ManualClock(), requests_per_minute=6_000)
-    lim.observe({"requests": ServerLimit(limit=60, remaining=0)})
+    lim.finish(lim.take(request()), answered(request(), headers(requests=(60, 0))))
     assert lim.limit("requests") == 60
     assert lim.wait_time(request(), 0.0) == pytest.approx(1.0)
 
 
+def test_a_configured_limit_above_the_servers_is_reported_once_naming_both(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lim = limiter(ManualClock(), tokens_per_minute=9_600_000)
+    with caplog.at_level(logging.WARNING, logger="apiproc"):
+        for _ in range(5):
+            server = headers(tokens=(480_000, 480_000))
+            lim.finish(lim.take(request(input_tokens=10)), answered(request(10), server))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "9,600,000" in warnings[0] and "480,000" in warnings[0]
+    assert "haiku-4-5" in warnings[0] and "--max-tokens-per-minute" in warnings[0]
+
+
+def test_a_configured_limit_below_the_servers_is_kept_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lim = limiter(ManualClock(), requests_per_minute=60)
+    with caplog.at_level(logging.WARNING, logger="apiproc"):
+        lim.finish(lim.take(request()), answered(request(), headers(requests=(4_000, 3_999))))
+    assert lim.limit("requests") == 60
+    assert not caplog.records
+
+
 def test_unconfigured_dimensions_are_learned_from_headers() -> None:
     lim = limiter(ManualClock(), requests_per_minute=600)
-    lim.observe({"output_tokens": ServerLimit(limit=8_000, remaining=100)})
+    server = headers(output_tokens=(8_000, 100))
+    lim.finish(lim.take(request()), answered(request(), server))
     assert lim.limit("output_tokens") == 8_000
     assert lim.wait_time(request(output_tokens=200), 0.0) == pytest.approx(0.75)
 
 
+def test_learned_limits_follow_the_server_up_and_down() -> None:
+    lim = limiter(ManualClock(), requests_per_minute=600)
+    for server_limit in (8_000, 4_000, 16_000):
+        server = headers(output_tokens=(server_limit, 0))
+        lim.finish(lim.take(request()), answered(request(), server))
+        assert lim.limit("output_tokens") == server_limit
+
+
 def test_rate_limit_pauses_every_admission_until_retry_after() -> None:
-    clock = ManualClock()
-    lim = limiter(clock, requests_per_minute=6_000)
-    reservation = lim.take(request())
-    lim.settle(reservation, NOTHING)
-    lim.rate_limited(reservation, retry_after=7.0, server={})
+    lim = limiter(ManualClock(), requests_per_minute=6_000)
+    lim.finish(lim.take(request()), rate_limited(retry_after=7.0))
     assert lim.wait_time(request(), 0.0) == pytest.approx(7.0)
     assert lim.wait_time(request(), 7.0) == 0
+
+
+# ---- progress(): usage while an answer streams in -------------------------------------------
+
+
+def test_progress_charges_output_beyond_the_reservation_at_once() -> None:
+    lim = limiter(ManualClock(), output_tokens_per_minute=6_000)
+    reservation = lim.take(request(output_tokens=100))
+    lim.progress(reservation, request(output_tokens=2_000))
+    assert lim.wait_time(request(output_tokens=4_000), 0.0) == 0
+    assert lim.wait_time(request(output_tokens=4_001), 0.0) > 0
+
+
+def test_progress_never_refunds_before_the_answer_ends() -> None:
+    lim = limiter(ManualClock(), output_tokens_per_minute=6_000)
+    reservation = lim.take(request(output_tokens=3_000))
+    lim.progress(reservation, request(output_tokens=10))
+    lim.progress(reservation, request(output_tokens=2_000))
+    assert lim.wait_time(request(output_tokens=3_000), 0.0) == 0
+    assert lim.wait_time(request(output_tokens=3_001), 0.0) > 0
+
+
+def test_finish_after_progress_settles_to_the_final_usage_once() -> None:
+    lim = limiter(ManualClock(), output_tokens_per_minute=6_000)
+    reservation = lim.take(request(output_tokens=100))
+    lim.progress(reservation, request(output_tokens=1_000))
+    lim.progress(reservation, request(output_tokens=2_000))
+    lim.finish(reservation, answered(request(output_tokens=2_500)))
+    lim.progress(reservation, request(output_tokens=5_000))  # too late: ignored
+    assert lim.wait_time(request(output_tokens=3_500), 0.0) == 0
+    assert lim.wait_time(request(output_tokens=3_501), 0.0) > 0
+
+
+# ---- waiting ------------------------------------------------------------------------------
 
 
 def test_admission_is_in_arrival_order_so_large_requests_are_not_starved() -> None:
@@ -135,8 +228,15 @@ def test_admission_is_in_arrival_order_so_large_requests_are_not_starved() -> No
     assert clock.now() == pytest.approx(500 / 10 + 5 * 10 / 10)
 
 
+class FrozenClock(ManualClock):
+    """Time never moves: a waiter can only proceed if something wakes it."""
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.Event().wait()
+
+
 def test_a_refund_wakes_the_waiting_request_before_its_refill_time() -> None:
-    lim = RateLimiter(Limits(output_tokens_per_minute=60), clock=_FrozenClock(), ramp=False)
+    lim = RateLimiter(Limits(output_tokens_per_minute=60), clock=FrozenClock(), ramp=False)
     held = lim.take(request(output_tokens=60))
     assert lim.wait_time(request(output_tokens=30), 0.0) == pytest.approx(30.0)
 
@@ -145,88 +245,10 @@ def test_a_refund_wakes_the_waiting_request_before_its_refill_time() -> None:
         for _ in range(3):
             await asyncio.sleep(0)
         assert not waiter.done()
-        lim.settle(held, request(output_tokens=0))
+        lim.finish(held, answered(request(output_tokens=0)))
         await asyncio.wait_for(waiter, timeout=5)
 
     asyncio.run(scenario())
-
-
-class _FrozenClock(ManualClock):
-    """Time never moves: a waiter can only proceed if something wakes it."""
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.Event().wait()
-
-
-def test_ramp_starts_with_a_few_requests_when_one_second_is_less() -> None:
-    lim = limiter(ManualClock(), ramp=True, requests_per_minute=40)
-    for _ in range(8):
-        assert lim.wait_time(request(), 0.0) == 0
-        lim.take(request())
-    assert lim.wait_time(request(), 0.0) > 0
-
-
-def test_ramp_starts_with_one_second_of_burst() -> None:
-    lim = limiter(ManualClock(), ramp=True, requests_per_minute=6_000)
-    assert lim.burst == pytest.approx(INITIAL_BURST)
-    for _ in range(100):
-        assert lim.wait_time(request(), 0.0) == 0
-        lim.take(request())
-    assert lim.wait_time(request(), 0.0) > 0
-
-
-def test_ramp_widens_once_per_confirmed_round_trip_while_binding() -> None:
-    clock = ManualClock()
-    lim = limiter(clock, ramp=True, requests_per_minute=6_000)
-    first = [lim.take(request()) for _ in range(100)]
-    lim.wait_time(request(), 0.0)
-    lim._ramp.binding = True  # a waiter found the burst exhausted
-    start = lim.burst
-    for reservation in first:
-        lim.settle(reservation, request())
-        lim.confirm(reservation)
-    assert lim.burst == pytest.approx(start * 1.05)  # one widening, not a hundred
-
-
-def test_429_despite_room_in_headers_narrows_the_burst() -> None:
-    lim = limiter(ManualClock(), ramp=True, requests_per_minute=6_000)
-    reservations = [lim.take(request()) for _ in range(20)]
-    before = lim.burst
-    room = {"requests": ServerLimit(limit=6_000, remaining=5_000)}
-    for reservation in reservations:
-        lim.settle(reservation, NOTHING)
-        lim.rate_limited(reservation, retry_after=1.0, server=room)
-    assert lim.burst < before
-    assert lim.stats.narrowings == 1  # the other 19 were sent before the cut
-
-
-def test_429_when_headers_show_no_room_keeps_the_burst() -> None:
-    lim = limiter(ManualClock(), ramp=True, requests_per_minute=6_000)
-    reservation = lim.take(request())
-    before = lim.burst
-    lim.rate_limited(
-        reservation, retry_after=1.0, server={"requests": ServerLimit(limit=6_000, remaining=0)}
-    )
-    assert lim.burst == before
-
-
-def test_without_known_limits_one_probe_goes_first_then_headers_set_the_pace() -> None:
-    clock = ManualClock()
-    lim = RateLimiter(Limits(), clock=clock, ramp=False, discover=True)
-
-    async def scenario() -> list[float]:
-        probe = await lim.acquire(request())
-        second = asyncio.create_task(lim.acquire(request()))
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert not second.done()  # held until the probe's headers arrive
-        lim.settle(probe, request())
-        lim.observe({"requests": ServerLimit(limit=60, remaining=0)})
-        await asyncio.wait_for(second, timeout=5)
-        return [clock.now()]
-
-    assert asyncio.run(scenario()) == [pytest.approx(1.0)]
-    assert lim.limit("requests") == 60
 
 
 @settings(max_examples=60, deadline=None)
@@ -255,12 +277,12 @@ def test_net_admissions_in_any_window_never_exceed_capacity_plus_rate_times_wind
         cost = min(cost, limit)
         now += gap
         now += lim.wait_time(request(input_tokens=cost), now)
+        clock.time = now
         reservation = lim.take(request(input_tokens=cost))
         events.append((now, cost))
         actual = cost * used
-        lim.settle(reservation, request(input_tokens=actual))
+        lim.finish(reservation, answered(request(input_tokens=actual)))
         events.append((now, actual - cost))  # the refund
-        lim.confirm(reservation)
     times = sorted({t for t, _ in events})
     for i, start in enumerate(times):
         for end in times[i:]:

@@ -94,6 +94,7 @@ class AnthropicProvider:
                 usage=parse_usage(parsed.get("usage")),
                 request_id=request_id,
                 server=server,
+                api_answer=True,
             )
         error = _api_error(parsed) or _not_json_error(status, headers)
         if isinstance(parsed, dict) and isinstance(parsed.get("request_id"), str):
@@ -105,6 +106,7 @@ class AnthropicProvider:
             request_id=request_id,
             retry_after=retry_after(headers),
             server=server,
+            api_answer=400 <= status < 500 and _api_error(parsed) is not None,
         )
         outcome.rate_limited = status == 429 and outcome.verdict is Verdict.RETRY
         return outcome

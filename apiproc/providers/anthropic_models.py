@@ -99,6 +99,38 @@ MIN_CACHEABLE_TOKENS = {
     "claude-3-haiku": 2_048,
 }
 
+# Rate-limit groups, as the API's per-model-class tables name them (2026 rate-limits page:
+# "Opus 4.x (4.8, 4.7, 4.6, 4.5 combined)", "Sonnet 4.x (4.6 and 4.5 combined)", "Fable 5.x").
+# A model missing here is a class of its own.
+LIMIT_CLASSES = {
+    "claude-opus-5-5": "opus-5-5",
+    "claude-opus-5": "opus-5",
+    "claude-opus-4-8": "opus-4",
+    "claude-opus-4-7": "opus-4",
+    "claude-opus-4-6": "opus-4",
+    "claude-opus-4-5": "opus-4",
+    "claude-opus-4-1": "opus-4",  # retired; combined with Opus 4.x in the 2025 tables
+    "claude-opus-4": "opus-4",  # retired; combined with Opus 4.x in the 2025 tables
+    "claude-3-opus": "opus-3",
+    "claude-sonnet-5-5": "sonnet-5-5",
+    "claude-sonnet-5": "sonnet-5",
+    "claude-sonnet-4-6": "sonnet-4",
+    "claude-sonnet-4-5": "sonnet-4",
+    "claude-sonnet-4": "sonnet-4",  # retired; combined with Sonnet 4.x in the 2025 tables
+    "claude-3-7-sonnet": "sonnet-3-7",
+    "claude-haiku-5-5": "haiku-5-5",
+    "claude-haiku-4-5": "haiku-4-5",
+    "claude-3-5-haiku": "haiku-3-5",
+    "claude-3-haiku": "haiku-3",
+    "claude-fable-5-2": "fable-5",
+    "claude-fable-5-1": "fable-5",
+    "claude-fable-5": "fable-5",
+    # Guess: the tables name no Mythos class; Mythos 5.x as one class like Fable 5.x.
+    "claude-mythos-5-1": "mythos-5",
+    "claude-mythos-5": "mythos-5",
+    "claude-mythos-preview": "mythos-5",
+}
+
 # A dated snapshot, `-latest`, and the `-0` of aliases such as `claude-opus-4-0`.
 _FAMILY = re.compile(r"^(?P<family>.+?)(?:-0)?(?:-\d{8}|-latest)?$")
 
@@ -118,6 +150,12 @@ def price_for(model: str) -> Price | None:
     return _known(PRICES, model)
 
 
+def limit_class(model: str) -> str:
+    """The rate-limit group of `model`: `sonnet-4` for `claude-sonnet-4-6-20260101`; a
+    model the table does not know (or a group's own name) is a group of its own."""
+    return _known(LIMIT_CLASSES, model) or model_family(model)
+
+
 def counts_cache_reads(model: str) -> bool:
     return model.startswith(CACHE_READS_COUNTED)
 
@@ -130,7 +168,7 @@ def min_cacheable_tokens(model: str) -> int | None:
 @lru_cache(maxsize=256)
 def model_facts(model: str) -> ModelFacts:
     return ModelFacts(
-        limit_class=model_family(model),
+        limit_class=limit_class(model),
         token_ratio=PRIOR_RATIO,
         min_cacheable_tokens=min_cacheable_tokens(model),
         cache_reads_count=counts_cache_reads(model),

@@ -115,6 +115,9 @@ class Outcome:
     retry_after: float | None = None
     rate_limited: bool = False
     server: dict[str, ServerLimit] = field(default_factory=dict)
+    # The API itself answered (a 2xx or 4xx JSON answer): missing rate-limit headers then
+    # mean it sends none. Not so for a dropped connection, a timeout, a bare 5xx or HTML.
+    api_answer: bool = False
 
     @property
     def error_type(self) -> str:

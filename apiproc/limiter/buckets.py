@@ -1,0 +1,170 @@
+"""Bucket arithmetic: one continuously refilled token bucket per limited dimension.
+
+    buckets = Buckets()
+    buckets.add("requests", limit=3_000, level=50, now=0.0)
+    if buckets.wait_time(cost, burst=1 / 60, now=clock.now()) == 0:
+        buckets.take(cost)
+
+Each bucket holds at most `burst` × its limit (the ramp decides the fraction) and refills
+at limit / 60 per second, as the API's own buckets do. Nothing here knows about the
+server, the ramp or discovery: the limiter tells the buckets when a limit changes, how
+much was really used, and how much the server says remains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from apiproc.limiter.cost import Cost, RequestTooLarge
+from apiproc.providers.base import ServerLimit
+
+EPSILON = 1e-9
+
+
+@dataclass(slots=True)
+class Bucket:
+    dimension: str
+    limit: float  # per minute, in force now
+    level: float  # what may be drawn now; negative after usage beyond the reservation
+    stamp: float  # clock time of the last refill
+    configured: float | None = None  # the user's limit; None when learned from the server
+    fallback: bool = False  # a stand-in limit, until the server tells its own
+
+    @property
+    def rate(self) -> float:
+        return self.limit / 60.0
+
+    def refill(self, now: float, burst: float) -> None:
+        elapsed = now - self.stamp
+        if elapsed <= 0:
+            return
+        self.stamp = now
+        capacity = burst * self.limit
+        if self.level < capacity:
+            self.level = min(capacity, self.level + elapsed * self.rate)
+
+
+class Buckets:
+    """The buckets of one rate-limit class, by dimension."""
+
+    def __init__(self) -> None:
+        self._by_dimension: dict[str, Bucket] = {}
+
+    def __iter__(self) -> Iterator[Bucket]:
+        return iter(self._by_dimension.values())
+
+    def __contains__(self, dimension: str) -> bool:
+        return dimension in self._by_dimension
+
+    def get(self, dimension: str) -> Bucket | None:
+        return self._by_dimension.get(dimension)
+
+    def add(self, bucket: Bucket) -> None:
+        self._by_dimension[bucket.dimension] = bucket
+
+    def limit(self, dimension: str) -> float | None:
+        bucket = self._by_dimension.get(dimension)
+        return bucket.limit if bucket else None
+
+    # ---- admission -------------------------------------------------------------------
+
+    def check(self, cost: Cost) -> None:
+        """Raise RequestTooLarge if `cost` could never fit."""
+        for bucket in self:
+            needed = cost.of(bucket.dimension)
+            if needed > bucket.limit:
+                raise RequestTooLarge(bucket.dimension, needed, bucket.limit)
+
+    def wait_time(self, cost: Cost, burst: float, now: float) -> float:
+        """Seconds until every bucket has room for `cost`; 0 if it fits now."""
+        delay = 0.0
+        for bucket in self:
+            needed = cost.of(bucket.dimension)
+            if needed <= 0:
+                continue
+            bucket.refill(now, burst)
+            # Larger than the current burst but within the limit: admit it alone on a full bucket.
+            target = min(needed, burst * bucket.limit)
+            if bucket.level + EPSILON >= target:
+                continue
+            delay = max(delay, (target - bucket.level) / bucket.rate)
+        return delay
+
+    def take(self, cost: Cost) -> None:
+        for bucket in self:
+            bucket.level -= cost.of(bucket.dimension)
+
+    # ---- what was really used ----------------------------------------------------------
+
+    def settle(self, charged: Cost, used: Cost, burst: float, now: float) -> None:
+        """Return what was charged but not used (up to a full bucket); charge usage beyond."""
+        for bucket in self:
+            bucket.refill(now, burst)
+            delta = charged.of(bucket.dimension) - used.of(bucket.dimension)
+            if delta > 0:
+                bucket.level = min(bucket.level + delta, max(bucket.level, burst * bucket.limit))
+            else:
+                bucket.level += delta
+
+    def charge(self, extra: Cost) -> None:
+        """Take usage reported beyond what was charged so far (never a refund)."""
+        for bucket in self:
+            bucket.level -= max(0.0, extra.of(bucket.dimension))
+
+    def empty(self, burst: float, now: float) -> None:
+        """Nothing left to draw: a 429 said so."""
+        for bucket in self:
+            bucket.refill(now, burst)
+            bucket.level = min(bucket.level, 0.0)
+
+    def widen(self, burst: float, wider: float, now: float) -> None:
+        """The burst grows: every bucket gets the extra room at once."""
+        for bucket in self:
+            bucket.refill(now, burst)
+            bucket.level += (wider - burst) * bucket.limit
+
+    # ---- the server's word -------------------------------------------------------------
+
+    def rescale(self, dimension: str, limit: float, burst: float, now: float) -> None:
+        """The limit in force changes. A lower one scales the bucket down with it (limit,
+        level and so capacity), so the room the ramp sees stays in proportion; a higher
+        one only lets the bucket refill faster and further."""
+        bucket = self._by_dimension[dimension]
+        bucket.refill(now, burst)
+        if limit < bucket.limit and bucket.level > 0:
+            bucket.level *= limit / bucket.limit
+        bucket.limit = limit
+
+    def clamp(self, dimension: str, remaining: float, burst: float, now: float) -> None:
+        """Never more room than the server says remains."""
+        bucket = self._by_dimension[dimension]
+        bucket.refill(now, burst)
+        bucket.level = min(bucket.level, remaining)
+
+    def share(self, cost: Cost) -> float:
+        """The largest fraction of a bucket's limit that `cost` takes."""
+        return max((cost.of(b.dimension) / b.limit for b in self), default=0.0)
+
+    def room(self, server: Mapping[str, ServerLimit], burst: float, now: float) -> float:
+        """Room the server's latest figures show beyond what these buckets hold, as a
+        fraction of the limit (the smallest over the dimensions the server reports)."""
+        room = 1.0
+        for bucket in self:
+            figures = server.get(bucket.dimension)
+            if figures is None or figures.remaining is None:
+                continue
+            bucket.refill(now, burst)
+            room = min(room, (figures.remaining - max(bucket.level, 0.0)) / bucket.limit)
+        return room
+
+    def showed_room(self, cost: Cost, server: Mapping[str, ServerLimit]) -> bool:
+        """True if `server` (a 429's own headers) says every bucket had room for `cost`."""
+        if not server:
+            return False
+        for dimension, figures in server.items():
+            if figures.remaining is None or dimension not in self:
+                continue
+            if figures.remaining < cost.of(dimension):
+                return False
+        return True
