@@ -34,6 +34,7 @@ from apiproc.errors import (
     SettingsError,
 )
 from apiproc.limiter import Limits
+from apiproc.limits_file import read_limits_file
 from apiproc.loop import run as run_loop
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
 from apiproc.redact import install_redaction, redact, redact_arguments
@@ -113,6 +114,13 @@ def main() -> None:
 )
 @_option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
 @_option("--max-output-tokens-per-minute", type=float, help="Output tokens per minute.")
+@_option(
+    "--limits-file",
+    metavar="PATH",
+    help="Limits per model class (TOML, or JSON for *.json): one table per class, e.g. "
+    "[haiku-4-5] requests_per_minute = 4000. The flags above apply to every class and "
+    "fill what a table leaves out.",
+)
 @_option(
     "--max-attempts",
     type=int,
@@ -261,6 +269,18 @@ def _limits(options: dict[str, Any]) -> Limits:
     )
 
 
+def _class_limits(options: dict[str, Any]) -> dict[str, Limits]:
+    """The --limits-file's limits by class; a clear exit when the file is wrong."""
+    path = options.get("limits_file")
+    if not path:
+        return {}
+    try:
+        return read_limits_file(path)
+    except SettingsError as error:
+        Reporter(sys.stderr).error(str(error))
+        sys.exit(EXIT_USAGE)
+
+
 def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Settings:
     api_key = _api_key(options)
     return Settings(
@@ -269,6 +289,7 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         api_key=api_key,
         request_url=options["request_url"],
         limits=_limits(options),
+        class_limits=_class_limits(options),
         max_attempts=options["max_attempts"],
         retry_base_delay=options["retry_base_delay"],
         max_concurrency=options["max_concurrency"],

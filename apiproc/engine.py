@@ -49,6 +49,7 @@ from apiproc.limiter import (
     AttemptReport,
     Cost,
     Limiters,
+    Limits,
     RequestTooLarge,
     Reservation,
 )
@@ -116,7 +117,12 @@ class Engine:
         self.provider = provider
         self.writer = writer
         self.clock = clock or MonotonicClock()
-        self.limiter = limiter or Limiters(settings.limits, clock=self.clock, ramp=settings.ramp)
+        self.limiter = limiter or Limiters(
+            settings.limits,
+            by_class=_by_class(settings.class_limits, provider),
+            clock=self.clock,
+            ramp=settings.ramp,
+        )
         self.estimator = estimator or TokenEstimator(
             settings.output_accounting, prior=lambda model: provider.model(model).token_ratio
         )
@@ -419,6 +425,11 @@ class Engine:
         else:
             kind = result.error_type
             self.stats.errored[kind] = self.stats.errored.get(kind, 0) + 1
+
+
+def _by_class(by_key: dict[str, Limits], provider: Provider) -> dict[str, Limits]:
+    """The limits file's entries by rate-limit class (an entry may name a model)."""
+    return {provider.model(key).limit_class: limits for key, limits in by_key.items()}
 
 
 def _result(

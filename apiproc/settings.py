@@ -37,6 +37,8 @@ class Settings:
     api_key: str
     request_url: str = DEFAULT_URL
     limits: Limits = field(default_factory=Limits)
+    # From --limits-file: limits by model class (or model id); the flags fill the gaps.
+    class_limits: dict[str, Limits] = field(default_factory=dict)
     max_attempts: int = DEFAULT_ATTEMPTS
     retry_base_delay: float = DEFAULT_RETRY_BASE_DELAY
     max_concurrency: int = DEFAULT_CONCURRENCY
