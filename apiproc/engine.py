@@ -15,11 +15,16 @@ How the main loop is structured. Three kinds of coroutine cooperate:
 1. A producer reads the input in batches of lines and turns each line into a `Job` (or a
    `BadLine`, recorded at once) on a bounded queue.
 2. One dispatcher takes the next job — a retry whose back-off has passed first, then new
-   input — and for it waits for a free in-flight slot, then for the `RateLimiter` to
-   admit the job's estimated cost. Being one coroutine it admits strictly in order, and
-   it sleeps whenever nothing can happen: it never polls. A job whose cached prompt
-   prefix another request is warming is parked instead (`caching.PrefixGroups`) and
-   comes back once the prefix is warm.
+   input — and hands it to the queue of its model's rate-limit class. The API limits
+   each class on its own, so each class has its own limiter (`Limiters`) and its own
+   admitter: a coroutine that takes the class's jobs first come first served, waits for
+   the class's limiter to admit the job's estimated cost, then for a free in-flight slot
+   (shared by all classes). A class whose bucket is empty holds up only itself. The
+   dispatcher reads ahead at most LOOKAHEAD_JOBS jobs (and LOOKAHEAD_TOKENS estimated
+   input tokens) waiting in those queues, so memory stays bounded. Nothing polls: each
+   coroutine sleeps whenever nothing can happen. A job whose cached prompt prefix another
+   request is warming is parked instead (`caching.PrefixGroups`) and comes back once
+   the prefix is warm.
 3. Each admitted attempt runs as its own task: it sends the request, classifies the
    answer through the provider, and hands the limiter the reservation with what came
    back (usage, rate-limit headers, retry-after) in one `finish()` call; then it either
@@ -63,6 +68,12 @@ from apiproc.tokens import TokenEstimator
 log = logging.getLogger("apiproc")
 
 INPUT_QUEUE_SIZE = 1024
+# Read ahead of admission at most this much: jobs waiting in their class's queue, and
+# their estimated input tokens (about four bytes of prompt text each).
+LOOKAHEAD_JOBS = 4_096
+LOOKAHEAD_TOKENS = 16_000_000
+# Reading and estimating a long run of input at once would hold up everything else.
+YIELD_EVERY = 64
 
 
 @dataclass(slots=True)
@@ -134,6 +145,10 @@ class Engine:
         self.finished = finished
         self._queue: asyncio.Queue[Job | BadLine] = asyncio.Queue(INPUT_QUEUE_SIZE)
         self._ready: deque[Job] = deque()
+        self._classes: dict[str, _ClassQueue] = {}
+        self._waiting = _Waiting()
+        self._failure: Exception | None = None  # an admitter's internal error
+        self._read = 0
         self._changed = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -194,6 +209,12 @@ class Engine:
             self._changed.set()
 
     async def _dispatch(self) -> None:
+        try:
+            await self._route()
+        finally:
+            await self._stop_admitters()
+
+    async def _route(self) -> None:
         while not self._stopping:
             item = await self._next()
             if item is None:
@@ -210,44 +231,83 @@ class Engine:
                 continue
             if self.cache.park(item):
                 continue  # given back through _release once its prefix is warm
-            await self._admit(item)
+            self._enqueue(item)
 
     async def _next(self) -> Job | BadLine | None:
         """A ready retry, else the next input item; None when everything is done."""
         while True:
+            if self._failure is not None:
+                raise self._failure
             if self._ready:
                 return self._ready.popleft()
-            if not self._queue.empty() and not self.cache.full:
+            if not self._queue.empty() and not self.cache.full and self._waiting.has_room:
+                self._read += 1
+                if self._read % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let the admitters and answers in while reading
+                    continue
                 return self._queue.get_nowait()
-            idle = not self._tasks and not self._timers
+            idle = not self._tasks and not self._timers and not self._classes
             if idle and self.cache.release_all():
                 continue  # parked, but nothing in flight is warming their prefix
-            if self._input_done and idle:
+            if self._input_done and idle and self._queue.empty():
                 return None
             self._changed.clear()
             await self._changed.wait()
 
-    async def _admit(self, job: Job) -> None:
-        cost = self._cost(job)
-        await self._slots.acquire()
+    # ---- admission, one admitter per rate-limit class -----------------------------------
+
+    def _enqueue(self, job: Job) -> None:
+        """Queue `job` behind the others of its class; start the class's admitter."""
+        if job.estimate is None:
+            job.estimate = self.estimator.estimate(job.params)  # its size, for the look-ahead
+        limit_class = self.provider.model(str(job.params.get("model", ""))).limit_class
+        queue = self._classes.get(limit_class)
+        if queue is None:
+            queue = self._classes[limit_class] = _ClassQueue()
+            queue.admitter = asyncio.create_task(self._admit_class(limit_class, queue))
+        queue.jobs.append(job)
+        self._waiting.add(job)
+
+    async def _admit_class(self, limit_class: str, queue: _ClassQueue) -> None:
+        """Admit the class's jobs in order; end when its queue is empty."""
         try:
-            limit_class = self.provider.model(str(job.params.get("model", ""))).limit_class
+            while queue.jobs and not self._stopping:
+                job = queue.jobs.popleft()
+                self._waiting.remove(job)
+                self._changed.set()  # room to read further ahead
+                await self._admit(job, limit_class)
+        except Exception as error:  # a bug of ours: the dispatcher ends the run with it
+            self._failure = error
+        finally:
+            if self._classes.get(limit_class) is queue:
+                del self._classes[limit_class]
+            self._changed.set()
+
+    async def _admit(self, job: Job, limit_class: str) -> None:
+        cost = self._cost(job)
+        try:
             reservation = await self.limiter.acquire(limit_class, cost)
         except RequestTooLarge as error:
-            self._slots.release()
             self.cache.answered(job)
             self._record(
                 _result(job, error={"type": "invalid_request_error", "message": f"request {error}"})
             )
             return
-        except BaseException:
-            self._slots.release()
-            raise
+        # The slot after the limiter: a class waiting for room must not hold a slot that
+        # another class could use.
+        await self._slots.acquire()
         job.attempts += 1
         self.stats.attempts += 1
         task = asyncio.create_task(self._attempt(job, reservation))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    async def _stop_admitters(self) -> None:
+        admitters = [queue.admitter for queue in self._classes.values() if queue.admitter]
+        for admitter in admitters:
+            admitter.cancel()
+        await asyncio.gather(*admitters, return_exceptions=True)
+        self._classes.clear()
 
     def _release(self, jobs: list[Job]) -> None:
         self._ready.extend(jobs)
@@ -261,8 +321,10 @@ class Engine:
             log.error("internal error in a request task", exc_info=task.exception())
 
     def _cost(self, job: Job) -> Cost:
-        if job.estimate is None:
-            job.estimate = self.estimator.estimate(job.params)
+        # Estimated again at each admission, from what has been learned by now; the
+        # tokenizer's count, made when the job was read, is kept.
+        raw = job.estimate.raw_input if job.estimate else None
+        job.estimate = self.estimator.estimate(job.params, raw)
         cost = Cost(
             requests=1,
             input_tokens=job.estimate.input_tokens,
@@ -425,6 +487,34 @@ class Engine:
         else:
             kind = result.error_type
             self.stats.errored[kind] = self.stats.errored.get(kind, 0) + 1
+
+
+@dataclass(slots=True)
+class _ClassQueue:
+    """The jobs of one rate-limit class waiting for admission, and their admitter."""
+
+    jobs: deque[Job] = field(default_factory=deque)
+    admitter: asyncio.Task[None] | None = None
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """What the class queues hold: the dispatcher reads ahead only while there is room."""
+
+    jobs: int = 0
+    tokens: int = 0
+
+    @property
+    def has_room(self) -> bool:
+        return self.jobs < LOOKAHEAD_JOBS and self.tokens < LOOKAHEAD_TOKENS
+
+    def add(self, job: Job) -> None:
+        self.jobs += 1
+        self.tokens += job.estimate.input_tokens if job.estimate else 0
+
+    def remove(self, job: Job) -> None:
+        self.jobs -= 1
+        self.tokens -= job.estimate.input_tokens if job.estimate else 0
 
 
 def _by_class(by_key: dict[str, Limits], provider: Provider) -> dict[str, Limits]:

@@ -81,9 +81,10 @@ class TokenEstimator:
         text, fixed = _prompt(params)
         return (len(self._encoding.encode_ordinary(text)) if text else 0) + fixed
 
-    def estimate(self, params: dict[str, Any]) -> Estimate:
+    def estimate(self, params: dict[str, Any], raw: int | None = None) -> Estimate:
+        """The request's expected usage; `raw`: its `count()`, when already known."""
         model = str(params.get("model", ""))
-        raw = self.count(params)
+        raw = self.count(params) if raw is None else raw
         learned = self._models.get(model) or self._fresh(model)
         return Estimate(
             model=model,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import request_line, run_against, write_jsonl
+from conftest import read_jsonl, request_line, run_against, write_jsonl
 
 from apiproc.simulator import Simulator
 
@@ -15,6 +15,31 @@ def messages_seen(simulator: Simulator) -> list:
     return sorted(
         (seen for seen in simulator.seen if seen.path == "/v1/messages"), key=lambda s: s.time
     )
+
+
+def test_a_class_with_an_empty_bucket_does_not_hold_up_another_class(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    # Sonnet may send a minute's 12 requests (ramped), then one every 5 s; the Haiku lines
+    # come after all of them.
+    sonnet = [request_line(n, model="claude-sonnet-4-6") for n in range(13)]
+    haiku = [request_line(n, model="claude-haiku-4-5") for n in range(13, 33)]
+    source = write_jsonl(tmp_path / "in.jsonl", sonnet + haiku)
+    limits = tmp_path / "limits.toml"
+    limits.write_text(
+        "[sonnet-4]\nrequests_per_minute = 12\n\n"
+        '["claude-haiku-4-5"]  # a model id names its class\nrequests_per_minute = 6_000\n'
+    )
+    done = run_against(
+        simulator, source, tmp_path / "out.jsonl", "--limits-file", str(limits), key=KEY
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 33
+    models = [seen.body["model"] for seen in messages_seen(simulator)]
+    assert models[-1] == "claude-sonnet-4-6"  # the last, after all twenty Haiku requests
+    times = [seen.time for seen in messages_seen(simulator)]
+    sonnet_times = [t for t, model in zip(times, models, strict=True) if "sonnet" in model]
+    assert sonnet_times[12] - sonnet_times[11] >= 4.0  # the file's Sonnet limit held it
 
 
 def test_a_limits_file_limit_above_the_apis_is_reported_with_both_values(
