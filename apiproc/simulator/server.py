@@ -1,0 +1,386 @@
+"""The simulated API's HTTP server: routes, request intake, and the documented responses.
+
+    async with Simulator(SimulatorConfig(requests_per_minute=60)) as sim:
+        async with aiohttp.ClientSession() as session:
+            await session.post(sim.messages_url, json=body, headers=headers)
+
+One ``Simulator`` owns all state (rate pools, prompt cache, counters) on one event loop.
+Every endpoint is registered in ``Simulator._add_routes``; a handler reads the request with
+the shared intake, then answers through ``_reply`` or ``_error`` so headers, the request id
+and the traffic record are the same for every endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from apiproc.simulator.cache import CachePlan, PromptCache
+from apiproc.simulator.config import SeenRequest, SimulatorConfig, SimulatorStats, check_config
+from apiproc.simulator.errors import ApiError
+from apiproc.simulator.faults import INJECTED_RETRY_AFTER, PROXY_502_PAGE, draw_fault, hang_up
+from apiproc.simulator.generation import Generation, generate
+from apiproc.simulator.limits import RatePool, Rejection, rate_limit_message, spend_cap_message
+from apiproc.simulator.models import MODELS, ModelSpec
+from apiproc.simulator.validation import Checked, parse_json, read_dialect, validate
+
+MAX_BODY_BYTES = 32 * 1024 * 1024  # "32 MB" for Messages and Token Counting (§A.1)
+SHUTDOWN_GRACE_SECONDS = 0.25
+
+_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _new_id(prefix: str, length: int) -> str:
+    value = secrets.randbits(6 * length)
+    chars = []
+    for _ in range(length):
+        value, digit = divmod(value, len(_ID_ALPHABET))
+        chars.append(_ID_ALPHABET[digit])
+    return prefix + "".join(chars)
+
+
+def _usage(plan: CachePlan, output_tokens: int) -> dict[str, Any]:
+    return {
+        "input_tokens": plan.input_tokens,
+        "cache_creation_input_tokens": plan.creation_tokens,
+        "cache_read_input_tokens": plan.read_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": plan.write_5m,
+            "ephemeral_1h_input_tokens": plan.write_1h,
+        },
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
+    }
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """One request while it is being answered."""
+
+    request: web.Request
+    received: float  # wall clock
+    request_id: str
+    counted: bool  # part of SimulatorStats (the Messages endpoint)
+    body: dict[str, Any] | None = None
+    pool: RatePool | None = None
+
+
+class Simulator:
+    """The fake API server; start it, point a client at ``messages_url``, read ``stats``.
+
+    All state lives on one event loop; ``stats`` and ``seen`` may be read from another
+    thread (see SimulatorThread) but not changed.
+    """
+
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config if config is not None else SimulatorConfig()
+        check_config(self.config)
+        self.stats = SimulatorStats()
+        self.seen: list[SeenRequest] = []
+        self._chance = random.Random(self.config.seed)  # faults and latency jitter
+        self._org_id = str(uuid.UUID(int=random.Random(self.config.seed).getrandbits(128)))
+        self._pools: dict[str, RatePool] = {}
+        self._cache = PromptCache()
+        self._accepted = 0
+        self._in_flight = 0
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        self._add_routes(app.router)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.host, self.config.port, backlog=1024)
+        await site.start()
+        self._runner = runner
+        self._port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Stop listening; requests still held (latency, stalls) are cut off shortly after."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("the simulator is not started; call start() first")
+        return f"http://{self.config.host}:{self._port}"
+
+    @property
+    def messages_url(self) -> str:
+        return f"{self.base_url}/v1/messages"
+
+    # -- endpoints
+
+    def _add_routes(self, router: web.UrlDispatcher) -> None:
+        """Every endpoint the simulator answers; the catch-all 404 must stay last."""
+        router.add_post("/v1/messages", self._messages)
+        router.add_post("/v1/messages/count_tokens", self._count_tokens)
+        router.add_get("/_sim/stats", self._stats)
+        router.add_post("/_sim/reset", self._reset)
+        router.add_route("*", "/{tail:.*}", self._not_found)
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        self._in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+        try:
+            return await self._answer_messages(request)
+        finally:
+            self._in_flight -= 1
+
+    async def _answer_messages(self, request: web.Request) -> web.StreamResponse:
+        exchange = self._begin(request, counted=True)
+        try:
+            checked = await self._read_checked(exchange, counting=False)
+        except ApiError as error:
+            return self._error(exchange, error)
+        if self._spend_cap_reached():
+            cap = ApiError(429, "rate_limit_error", spend_cap_message())
+            return self._error(
+                exchange, cap, details={"error_code": "enforced_spend_limit_reached"}
+            )
+        fault = draw_fault(self.config, self._chance)
+        if fault is not None:
+            self.stats.faults_injected += 1
+            return await self._inject(exchange, fault, checked.spec)
+        return await self._serve(exchange, checked)
+
+    async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
+        exchange = self._begin(request, counted=False)
+        try:
+            checked = await self._read_checked(exchange, counting=True)
+        except ApiError as error:
+            return self._error(exchange, error)
+        return self._reply(exchange, 200, {"input_tokens": checked.prompt.total_tokens})
+
+    async def _stats(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.stats.as_dict())
+
+    async def _reset(self, request: web.Request) -> web.StreamResponse:
+        self.stats = SimulatorStats(max_in_flight=self._in_flight)
+        return web.json_response(self.stats.as_dict())
+
+    async def _not_found(self, request: web.Request) -> web.StreamResponse:
+        exchange = self._begin(request, counted=False)
+        missing = ApiError(404, "not_found_error", "The requested resource could not be found.")
+        return self._error(exchange, missing)
+
+    # -- request intake
+
+    def _begin(self, request: web.Request, *, counted: bool) -> _Exchange:
+        received = time.time()
+        if counted:
+            self.stats.requests += 1
+            if self.stats.first_request_at is None:
+                self.stats.first_request_at = received
+        return _Exchange(request, received, _new_id("req_011C", 20), counted)
+
+    async def _read_checked(self, exchange: _Exchange, *, counting: bool) -> Checked:
+        """Steps 1-2: size, headers, JSON, body; raises ApiError for the error response."""
+        raw = await self._read_body(exchange.request)
+        self._check_auth(exchange.request)
+        headers = exchange.request.headers
+        dialect = read_dialect(
+            headers.getall("anthropic-version", []), headers.getall("anthropic-beta", [])
+        )
+        body = parse_json(raw)
+        exchange.body = body if isinstance(body, dict) else None
+        model = exchange.body.get("model") if exchange.body is not None else None
+        spec = MODELS.get(model) if isinstance(model, str) else None
+        # Token counting has its own limits, so only Messages answers report the buckets.
+        if spec is not None and not counting:
+            exchange.pool = self._pool(spec)
+        checked = validate(body, dialect, counting=counting)
+        checked.raw = raw
+        return checked
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        too_large = ApiError(
+            413, "request_too_large", "Request exceeds the maximum allowed number of bytes."
+        )
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            raise too_large
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise too_large from None
+
+    def _check_auth(self, request: web.Request) -> None:
+        key = request.headers.get("x-api-key")
+        authorization = request.headers.get("authorization", "")
+        if key is None and authorization[:7].lower() == "bearer ":
+            key = authorization[7:].strip()
+        expected = self.config.api_key
+        if not key or (expected is not None and key != expected):
+            raise ApiError(401, "authentication_error", "invalid x-api-key")
+
+    def _pool(self, spec: ModelSpec) -> RatePool:
+        pool = self._pools.get(spec.rate_pool)
+        if pool is None:
+            pool = RatePool.create(self.config, asyncio.get_running_loop().time())
+            self._pools[spec.rate_pool] = pool
+        return pool
+
+    def _spend_cap_reached(self) -> bool:
+        limit = self.config.spend_limit_after
+        return limit is not None and self._accepted >= limit
+
+    # -- faults
+
+    async def _inject(self, exchange: _Exchange, fault: str, spec: ModelSpec) -> web.StreamResponse:
+        if fault == "429":
+            message = rate_limit_message(self._pool(spec).requests, self._org_id, spec.id)
+            error = ApiError(429, "rate_limit_error", message)
+            return self._error(exchange, error, retry_after=INJECTED_RETRY_AFTER)
+        if fault == "529":
+            return self._error(exchange, ApiError(529, "overloaded_error", "Overloaded"))
+        if fault == "500":
+            return self._error(exchange, ApiError(500, "api_error", "Internal server error"))
+        if fault == "502":
+            self._record(exchange, 502, None)
+            return web.Response(status=502, text=PROXY_502_PAGE, content_type="text/html")
+        self._record(exchange, 0, None)
+        if fault == "stall":
+            await asyncio.sleep(self.config.stall_seconds)
+        return hang_up(exchange.request)
+
+    # -- success path
+
+    async def _serve(self, exchange: _Exchange, checked: Checked) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        pool, spec = self._pool(checked.spec), checked.spec
+        plan = self._cache.plan(checked.prompt, spec, started)
+        charged_input = plan.input_tokens + plan.creation_tokens
+        if spec.cache_reads_count_toward_itpm:
+            charged_input += plan.read_tokens
+        reserve = self.config.output_accounting == "max_tokens"
+        output_need = checked.max_tokens if reserve else 1
+        rejection = pool.admit(charged_input, output_need, started)
+        if rejection is not None:
+            return self._rate_limited(exchange, rejection, spec)
+        if reserve:
+            pool.output.add(-checked.max_tokens, started)
+        self._accepted += 1
+        self._cache.refresh(plan, started)
+        generation = generate(self.config, checked, self._chance)
+        await asyncio.sleep(generation.first_token_delay)
+        self._cache.store(plan, started, loop.time())
+        await asyncio.sleep(generation.generation_time)
+        settled = generation.output_tokens - (checked.max_tokens if reserve else 0)
+        pool.output.add(-settled, loop.time())
+        return self._succeed(exchange, checked, plan, generation)
+
+    def _succeed(
+        self, exchange: _Exchange, checked: Checked, plan: CachePlan, generation: Generation
+    ) -> web.StreamResponse:
+        usage = _usage(plan, generation.output_tokens)
+        message = {
+            "id": _new_id("msg_01", 22),
+            "type": "message",
+            "role": "assistant",
+            "model": checked.body["model"],
+            "content": [{"type": "text", "text": generation.text}],
+            "stop_reason": generation.stop_reason,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        stats = self.stats
+        stats.succeeded += 1
+        stats.input_tokens += plan.input_tokens
+        stats.output_tokens += generation.output_tokens
+        stats.cache_creation_input_tokens += plan.creation_tokens
+        stats.cache_read_input_tokens += plan.read_tokens
+        stats.cache_writes += plan.creation_tokens > 0
+        stats.cache_reads += plan.read_tokens > 0
+        return self._reply(exchange, 200, message, usage=usage)
+
+    def _rate_limited(
+        self, exchange: _Exchange, rejection: Rejection, spec: ModelSpec
+    ) -> web.StreamResponse:
+        self.stats.rate_limited += 1
+        message = rate_limit_message(rejection.limit, self._org_id, spec.id)
+        error = ApiError(429, "rate_limit_error", message)
+        return self._error(exchange, error, retry_after=rejection.retry_after)
+
+    # -- responses
+
+    def _error(
+        self,
+        exchange: _Exchange,
+        error: ApiError,
+        *,
+        retry_after: int | None = None,
+        details: dict[str, str] | None = None,
+    ) -> web.StreamResponse:
+        body: dict[str, Any] = {"type": error.error_type, "message": error.message}
+        if details is not None:
+            body["details"] = details
+        if error.status == 413:
+            # Cloudflare answers this before the API: no request id, no rate-limit headers.
+            self._record(exchange, 413, None, with_request_id=False)
+            return web.json_response({"type": "error", "error": body}, status=413)
+        payload = {"type": "error", "error": body, "request_id": exchange.request_id}
+        extra = {"retry-after": str(retry_after)} if retry_after is not None else {}
+        return self._reply(exchange, error.status, payload, extra=extra)
+
+    def _reply(
+        self,
+        exchange: _Exchange,
+        status: int,
+        payload: dict[str, Any],
+        *,
+        extra: dict[str, str] | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> web.StreamResponse:
+        headers = {
+            "request-id": exchange.request_id,
+            "anthropic-organization-id": self._org_id,
+        }
+        if exchange.pool is not None:
+            headers.update(exchange.pool.headers(asyncio.get_running_loop().time()))
+        headers.update(extra or {})
+        self._record(exchange, status, usage)
+        return web.json_response(payload, status=status, headers=headers)
+
+    def _record(
+        self,
+        exchange: _Exchange,
+        status: int,
+        usage: dict[str, Any] | None,
+        *,
+        with_request_id: bool = True,
+    ) -> None:
+        if exchange.counted:
+            by_status = self.stats.by_status
+            by_status[status] = by_status.get(status, 0) + 1
+            if status:
+                self.stats.last_response_at = time.time()
+        if not self.config.record:
+            return
+        request = exchange.request
+        names = {name.lower() for name in request.headers}
+        headers = {name: ", ".join(request.headers.getall(name)) for name in names}
+        rid = exchange.request_id if with_request_id else None
+        seen = SeenRequest(
+            exchange.received, request.path, status, headers, exchange.body, usage, rid
+        )
+        self.seen.append(seen)
