@@ -453,7 +453,13 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
     metavar="MIN,MAX",
     help="Range of generated lengths, clipped to max_tokens.",
 )
-def simulate(output_tokens: str, **options: Any) -> None:
+@click.option(
+    "--limits-file",
+    metavar="PATH",
+    help="Other limits for some model classes, in the format of `run --limits-file` "
+    "(requests, input and output tokens per minute); the other classes keep the above.",
+)
+def simulate(output_tokens: str, limits_file: str | None, **options: Any) -> None:
     """Run the bundled Messages API simulator on 127.0.0.1 until Ctrl-C."""
     from apiproc.simulator import SimulatorConfig, serve_forever
 
@@ -463,13 +469,34 @@ def simulate(output_tokens: str, **options: Any) -> None:
         raise click.BadParameter(
             "give two integers, MIN,MAX", param_hint="--output-tokens"
         ) from None
-    config = SimulatorConfig(record=False, output_tokens=(low, high), **options)
+    config = SimulatorConfig(
+        record=False,
+        output_tokens=(low, high),
+        class_limits=_simulated_class_limits(limits_file),
+        **options,
+    )
 
     def ready(simulator: Any) -> None:
         click.echo(f"Simulator listening on {simulator.messages_url}", err=True)
 
     with contextlib.suppress(KeyboardInterrupt):
         run_loop(serve_forever(config, ready=ready))
+
+
+def _simulated_class_limits(path: str | None) -> dict[str, dict[str, float]]:
+    """The simulator's limits by rate pool, from a limits file (a model id names its pool)."""
+    from apiproc.simulator.models import MODELS
+
+    by_pool: dict[str, dict[str, float]] = {}
+    for key, limits in _class_limits({"limits_file": path}).items():
+        pool = MODELS[key].rate_pool if key in MODELS else key
+        given = {
+            "requests_per_minute": limits.requests_per_minute,
+            "input_tokens_per_minute": limits.input_tokens_per_minute,
+            "output_tokens_per_minute": limits.output_tokens_per_minute,
+        }
+        by_pool[pool] = {name: value for name, value in given.items() if value is not None}
+    return by_pool
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

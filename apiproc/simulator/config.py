@@ -24,6 +24,9 @@ class SimulatorConfig:
     requests_per_minute: float = 4_000
     input_tokens_per_minute: float = 2_000_000
     output_tokens_per_minute: float = 400_000
+    # Other limits for some rate pools (``ModelSpec.rate_pool``), by the names above:
+    # {"haiku-4-5": {"requests_per_minute": 16_000}}; the rest keep the three above.
+    class_limits: dict[str, dict[str, float]] = field(default_factory=dict)
     # "generated": OTPM counts generated tokens only, charged when generation ends (2026
     # docs). "max_tokens": max_tokens reserved at the start, corrected at the end (2025 docs).
     output_accounting: str = "generated"
@@ -60,6 +63,18 @@ class SeenRequest:
 
 
 @dataclass(slots=True)
+class ClassStats:
+    """The counters of one rate pool (a model class): successes, 429s and usage."""
+
+    succeeded: int = 0
+    rate_limited: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    last_response_at: float | None = None  # of a successful response
+
+
+@dataclass(slots=True)
 class SimulatorStats:
     """Counters over ``POST /v1/messages``; status 0 counts requests left without a response.
 
@@ -82,12 +97,19 @@ class SimulatorStats:
     max_in_flight: int = 0
     first_request_at: float | None = None
     last_response_at: float | None = None
+    by_class: dict[str, ClassStats] = field(default_factory=dict)  # by rate pool
+
+    def of_class(self, rate_pool: str) -> ClassStats:
+        return self.by_class.setdefault(rate_pool, ClassStats())
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready counters (``by_status`` keys become strings)."""
         data = dataclasses.asdict(self)
         data["by_status"] = {str(status): n for status, n in sorted(self.by_status.items())}
         return data
+
+
+CLASS_LIMIT_NAMES = ("requests_per_minute", "input_tokens_per_minute", "output_tokens_per_minute")
 
 
 def check_config(config: SimulatorConfig) -> None:
@@ -97,6 +119,11 @@ def check_config(config: SimulatorConfig) -> None:
         config.input_tokens_per_minute,
         config.output_tokens_per_minute,
     )
+    for pool_limits in config.class_limits.values():
+        unknown = set(pool_limits) - set(CLASS_LIMIT_NAMES)
+        if unknown:
+            raise ValueError(f"class limits take {', '.join(CLASS_LIMIT_NAMES)}, not {unknown}")
+        limits += tuple(pool_limits.values())
     if min(limits) <= 0:
         raise ValueError("simulator rate limits must be positive numbers per minute")
     if config.output_accounting not in ("generated", "max_tokens"):

@@ -1,6 +1,6 @@
 """Rate limits: continuously refilled token buckets, one set per model class (§B).
 
-    pool = RatePool.create(config, now)
+    pool = RatePool.create(config, now, "haiku-4-5")
     rejection = pool.admit(input_tokens=1_200, output_need=1, now=now)  # None: charged
     headers = pool.headers(now)  # the 12 anthropic-ratelimit-* headers
 
@@ -101,12 +101,16 @@ class RatePool:
     output: Limit
 
     @classmethod
-    def create(cls, config: SimulatorConfig, now: float) -> RatePool:
+    def create(cls, config: SimulatorConfig, now: float, rate_pool: str = "") -> RatePool:
         window = config.window_seconds
+        own = config.class_limits.get(rate_pool, {})
+        requests = own.get("requests_per_minute", config.requests_per_minute)
+        input_tokens = own.get("input_tokens_per_minute", config.input_tokens_per_minute)
+        output_tokens = own.get("output_tokens_per_minute", config.output_tokens_per_minute)
         return cls(
-            Limit.create("requests", config.requests_per_minute, window, now),
-            Limit.create("input tokens", config.input_tokens_per_minute, window, now),
-            Limit.create("output tokens", config.output_tokens_per_minute, window, now),
+            Limit.create("requests", requests, window, now),
+            Limit.create("input tokens", input_tokens, window, now),
+            Limit.create("output tokens", output_tokens, window, now),
         )
 
     def admit(self, input_tokens: int, output_need: int, now: float) -> Rejection | None:

@@ -235,7 +235,8 @@ class Simulator:
     def _pool(self, spec: ModelSpec) -> RatePool:
         pool = self._pools.get(spec.rate_pool)
         if pool is None:
-            pool = RatePool.create(self.config, asyncio.get_running_loop().time())
+            now = asyncio.get_running_loop().time()
+            pool = RatePool.create(self.config, now, spec.rate_pool)
             self._pools[spec.rate_pool] = pool
         return pool
 
@@ -311,12 +312,19 @@ class Simulator:
         stats.cache_read_input_tokens += plan.read_tokens
         stats.cache_writes += plan.creation_tokens > 0
         stats.cache_reads += plan.read_tokens > 0
+        of_class = stats.of_class(checked.spec.rate_pool)
+        of_class.succeeded += 1
+        of_class.input_tokens += plan.input_tokens
+        of_class.output_tokens += generation.output_tokens
+        of_class.cache_creation_input_tokens += plan.creation_tokens
+        of_class.last_response_at = time.time()
         return self._reply(exchange, 200, message, usage=usage)
 
     def _rate_limited(
         self, exchange: _Exchange, rejection: Rejection, spec: ModelSpec
     ) -> web.StreamResponse:
         self.stats.rate_limited += 1
+        self.stats.of_class(spec.rate_pool).rate_limited += 1
         message = rate_limit_message(rejection.limit, self._org_id, spec.id)
         error = ApiError(429, "rate_limit_error", message)
         return self._error(exchange, error, retry_after=rejection.retry_after)
