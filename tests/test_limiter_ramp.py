@@ -67,7 +67,7 @@ def test_429_despite_room_in_headers_narrows_the_burst() -> None:
     for reservation in reservations:
         lim.finish(reservation, rate_limited(room, retry_after=1.0))
     assert lim.burst < before
-    assert lim.stats.narrowings == 1  # the other 19 were sent before the cut
+    assert lim.ramp.narrowings == 1  # the other 19 were sent before the cut
 
 
 def test_429_when_headers_show_no_room_keeps_the_burst() -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from apiproc.clock import Clock, MonotonicClock
 from apiproc.limiter.buckets import Bucket, Buckets
@@ -41,11 +40,6 @@ FLAGS = {
     "output_tokens": "--max-output-tokens-per-minute",
     "tokens": "--max-tokens-per-minute",
 }
-
-
-@dataclass(slots=True)
-class LimiterStats:
-    narrowings: int = 0
 
 
 class RateLimiter:
@@ -132,10 +126,6 @@ class RateLimiter:
     def burst(self) -> float:
         return self.ramp.burst
 
-    @property
-    def stats(self) -> LimiterStats:
-        return LimiterStats(narrowings=self.ramp.narrowings)
-
     # ---- admission ---------------------------------------------------------------------
 
     def check(self, cost: Cost) -> None:
@@ -191,6 +181,7 @@ class RateLimiter:
                 self.buckets.clamp(dimension, figures.remaining, burst, now)
 
     def _follow(self, bucket: Bucket, server_limit: float, now: float) -> None:
+        """The limit in force: the server's, or the configured one when that is lower."""
         if bucket.configured is not None and server_limit < bucket.configured:
             self._warn_above(bucket, server_limit)
         target = server_limit if bucket.configured is None else min(server_limit, bucket.configured)
@@ -202,9 +193,7 @@ class RateLimiter:
         assert figures.limit is not None
         if dimension == "requests" and self._seq <= 1:
             self.ramp.restart(figures.limit)
-        level = self.ramp.burst * figures.limit
-        if figures.remaining is not None:
-            level = min(level, figures.remaining)
+        level = self._starting_level(figures)
         self.buckets.add(Bucket(dimension, float(figures.limit), level, now))
 
     def _replace_fallback(self, bucket: Bucket, figures: ServerLimit, now: float) -> None:
@@ -214,11 +203,14 @@ class RateLimiter:
         log.info("%s: the API now reports its limits; the fallback is replaced", self._label)
         if bucket.dimension == "requests":
             self.ramp.restart(figures.limit)
+        bucket.limit, bucket.stamp, bucket.fallback = float(figures.limit), now, False
+        bucket.level = self._starting_level(figures)
+
+    def _starting_level(self, figures: ServerLimit) -> float:
+        """A new bucket's level: the burst, or less if the server says less remains."""
+        assert figures.limit is not None
         level = self.ramp.burst * figures.limit
-        if figures.remaining is not None:
-            level = min(level, figures.remaining)
-        bucket.limit, bucket.level, bucket.stamp = float(figures.limit), level, now
-        bucket.fallback = False
+        return level if figures.remaining is None else min(level, figures.remaining)
 
     def _warn_above(self, bucket: Bucket, server_limit: float) -> None:
         if bucket.dimension in self._warned:
