@@ -44,7 +44,7 @@ def long_prompts(count: int, words: int, seed: int = 1) -> list[dict]:
     rng = random.Random(seed)
     return [
         {
-            "model": "claude-sonnet-4-5",
+            "model": "claude-sonnet-4-6",
             "max_tokens": 600,
             "messages": [
                 {
@@ -58,51 +58,112 @@ def long_prompts(count: int, words: int, seed: int = 1) -> list[dict]:
     ]
 
 
-def request_bound(workdir: Path, window: float | None) -> dict:
+# The simulator's default token limits, as the headers report them.
+SIM_INPUT_TPM = 2_000_000
+SIM_OUTPUT_TPM = 400_000
+
+
+def client_options(mode: str, binding: dict[str, float], all_four: dict[str, float]) -> list[str]:
+    """The limits the client is told: "given", the ones that bind; "four", all four, the
+    combined one twenty times too high; "none", nothing, so all are learned from headers."""
+    flags = {
+        "requests": "--max-requests-per-minute",
+        "input_tokens": "--max-input-tokens-per-minute",
+        "output_tokens": "--max-output-tokens-per-minute",
+        "tokens": "--max-tokens-per-minute",
+    }
+    chosen = {"given": binding, "four": all_four, "none": {}}[mode]
+    return [part for name, value in chosen.items() for part in (flags[name], f"{value:.0f}")]
+
+
+def request_bound(workdir: Path, window: float | None, limits: str = "given") -> dict:
     rpm = 3_000
     workload = write_workload(workdir / "small.jsonl", small_requests(5_000))
     config = {"requests_per_minute": rpm, "latency": 0.2}
     if window:
         config["window_seconds"] = window
+    four = {
+        "requests": rpm,
+        "input_tokens": SIM_INPUT_TPM,
+        "output_tokens": SIM_OUTPUT_TPM,
+        "tokens": 20 * (SIM_INPUT_TPM + SIM_OUTPUT_TPM),
+    }
     with SimulatorProcess(**config) as sim:
-        run = run_client(workload, sim.url, "--max-requests-per-minute", str(rpm))
+        options = client_options(limits, {"requests": rpm}, four)
+        run = run_client(workload, sim.url, *options)
         stats = sim.stats()
     capacity = rpm if window is None else rpm / 60 * window
     theory = max(0.0, stats["succeeded"] - capacity) / (rpm / 60)
     return summarise(run, stats, theory)
 
 
-def token_bound(workdir: Path) -> dict:
-    limits = {"input_tokens": 450_000, "output_tokens": 90_000}
+def token_bound(workdir: Path, limits: str = "given") -> dict:
+    rpm = 4_000
+    bound = {"input_tokens": 450_000, "output_tokens": 90_000}
     rows = long_prompts(600, words=620)
     workload = write_workload(workdir / "long.jsonl", rows)
+    four = {
+        "requests": rpm,
+        **bound,
+        "tokens": 20 * (bound["input_tokens"] + bound["output_tokens"]),
+    }
     with SimulatorProcess(
-        requests_per_minute=4_000,
-        input_tokens_per_minute=limits["input_tokens"],
-        output_tokens_per_minute=limits["output_tokens"],
+        requests_per_minute=rpm,
+        input_tokens_per_minute=bound["input_tokens"],
+        output_tokens_per_minute=bound["output_tokens"],
         latency=0.2,
         output_tokens=(150, 450),
     ) as sim:
-        run = run_client(
-            workload,
-            sim.url,
-            "--max-input-tokens-per-minute",
-            str(limits["input_tokens"]),
-            "--max-output-tokens-per-minute",
-            str(limits["output_tokens"]),
-        )
+        run = run_client(workload, sim.url, *client_options(limits, bound, four))
         stats = sim.stats()
-    result = summarise(run, stats, theoretical_seconds(stats, limits))
+    result = summarise(run, stats, theoretical_seconds(stats, bound))
     span = max(run.wall_seconds, 1e-9)
-    used_in = stats["input_tokens"] + stats["cache_creation_input_tokens"] - limits["input_tokens"]
-    used_out = stats["output_tokens"] - limits["output_tokens"]
-    result["input limit used"] = f"{used_in / (limits['input_tokens'] / 60 * span):.1%}"
-    result["output limit used"] = f"{used_out / (limits['output_tokens'] / 60 * span):.1%}"
+    used_in = stats["input_tokens"] + stats["cache_creation_input_tokens"] - bound["input_tokens"]
+    used_out = stats["output_tokens"] - bound["output_tokens"]
+    result["input limit used"] = f"{used_in / (bound['input_tokens'] / 60 * span):.1%}"
+    result["output limit used"] = f"{used_out / (bound['output_tokens'] / 60 * span):.1%}"
     learned = next((line for line in run.stderr.splitlines() if line.startswith("Estimates:")), "")
     result["learned ratio"] = learned.split(" x ")[1].split()[0] if " x " in learned else "?"
     raw = sum(TokenEstimator().count(row) for row in rows)
     result["true ratio"] = f"{stats['input_tokens'] / raw:.3f}"
     return result
+
+
+def mixed_classes(workdir: Path) -> dict:
+    """Haiku and Sonnet lines alternating; the Haiku class has 4x Sonnet's request limit.
+    No limits given: each class learns its own from its own answers' headers."""
+    count, window = 1_200, 5.0
+    rpm = {"sonnet-4": 1_200, "haiku-4-5": 4_800}
+    haiku = small_requests(count, "claude-haiku-4-5")
+    sonnet = small_requests(count, "claude-sonnet-4-6")
+    rows = [row for pair in zip(haiku, sonnet, strict=True) for row in pair]
+    workload = write_workload(workdir / "mixed.jsonl", rows)
+    with SimulatorProcess(
+        requests_per_minute=rpm["sonnet-4"],
+        class_limits={"haiku-4-5": {"requests_per_minute": rpm["haiku-4-5"]}},
+        window_seconds=window,
+        latency=0.2,
+    ) as sim:
+        run = run_client(workload, sim.url)
+        stats = sim.stats()
+    by_class = stats["by_class"]
+    bounds = {name: request_bound_seconds(by_class[name], rpm[name], window) for name in rpm}
+    finished = {
+        name: by_class[name]["last_response_at"] - stats["first_request_at"] for name in rpm
+    }
+    result = summarise(run, stats, max(bounds.values()))
+    result["haiku s"] = f"{finished['haiku-4-5']:.1f}"
+    result["haiku bound s"] = f"{bounds['haiku-4-5']:.1f}"
+    result["sonnet s"] = f"{finished['sonnet-4']:.1f}"
+    result["haiku / sonnet"] = f"{finished['haiku-4-5'] / finished['sonnet-4']:.3f}"
+    return result
+
+
+def request_bound_seconds(counts: dict, rpm: float, window: float | None) -> float:
+    """Least time for a class's successes: the per-minute bucket and the short window."""
+    rate = rpm / 60
+    capacities = [rpm] + ([rate * window] if window else [])
+    return max(max(0.0, counts["succeeded"] - capacity) / rate for capacity in capacities)
 
 
 def faults(workdir: Path, run: int, stall_rate: float = 0.0, stall_seconds: float = 30.0) -> dict:
@@ -140,6 +201,7 @@ def summarise(run, stats: dict, theory: float) -> dict:
         "wall s": f"{run.wall_seconds:.1f}",
         "theory s": f"{theory:.1f}",
         "ratio": f"{run.wall_seconds / theory:.3f}" if theory else "-",
+        "of bound": f"{theory / run.wall_seconds:.3f}" if theory else "-",
         "429s": stats["rate_limited"],
         "429 %": f"{stats['rate_limited'] / requests:.2%}",
         "client cpu s": f"{run.cpu_seconds:.1f}",
@@ -149,13 +211,30 @@ def summarise(run, stats: dict, theory: float) -> dict:
 SCENARIOS = {
     "request": ("request-bound 5,000 x 3,000 RPM, 200 ms", lambda d, _: request_bound(d, None)),
     "window": ("same, limits enforced over 5 s windows", lambda d, _: request_bound(d, 5.0)),
+    "request-four": (
+        "request-bound, all four limits given, the combined one 20x too high",
+        lambda d, _: request_bound(d, None, "four"),
+    ),
+    "request-none": ("request-bound, no limits given", lambda d, _: request_bound(d, None, "none")),
     "token": ("token-bound 600 x ~1,500-token prompts", lambda d, _: token_bound(d)),
+    "token-four": (
+        "token-bound, all four limits given, the combined one 20x too high",
+        lambda d, _: token_bound(d, "four"),
+    ),
+    "token-none": ("token-bound, no limits given", lambda d, _: token_bound(d, "none")),
+    "mixed": (
+        "half Haiku, half Sonnet (alternating); Haiku 4,800 RPM, Sonnet 1,200; 5 s windows",
+        lambda d, _: mixed_classes(d),
+    ),
     "faults": ("faults 3% 529, 2% 500, 1% drops", faults),
     "stalls": (
         "faults 3% 529, 2% 500, 1% drops, 1% stalls (30 s, then reset)",
         lambda d, run: faults(d, run, stall_rate=0.01),
     ),
 }
+
+
+MEDIANS = ("ratio", "of bound")
 
 
 def main() -> None:
@@ -178,7 +257,7 @@ def main() -> None:
                 [
                     "median",
                     *(
-                        f"{median([float(r[k]) for r in runs]):.3f}" if k == "ratio" else ""
+                        f"{median([float(r[k]) for r in runs]):.3f}" if k in MEDIANS else ""
                         for k in keys
                     ),
                 ]

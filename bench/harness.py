@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-STARTUP_TIMEOUT = 20.0
+STARTUP_TIMEOUT = 60.0
 RUN_TIMEOUT = 900.0
 
 SIMULATOR_OPTIONS = {
@@ -57,6 +57,9 @@ class SimulatorProcess:
     def __enter__(self) -> SimulatorProcess:
         args = [sys.executable, "-m", "apiproc", "simulate", "--port", "0"]
         for key, value in self.config.items():
+            if key == "class_limits":
+                args += ["--limits-file", _json_file(value)]
+                continue
             if isinstance(value, tuple):
                 value = ",".join(str(v) for v in value)
             args += [SIMULATOR_OPTIONS[key], str(value)]
@@ -173,6 +176,12 @@ def theoretical_seconds(stats: dict[str, Any], limits: dict[str, float]) -> floa
         max(0.0, consumed[name] - per_minute) / (per_minute / 60.0)
         for name, per_minute in limits.items()
     )
+
+
+def _json_file(value: Any) -> str:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(value, handle)
+    return handle.name
 
 
 def write_workload(path: Path, rows: list[dict[str, Any]]) -> Path:
