@@ -273,8 +273,9 @@ class Engine:
         try:
             while queue.jobs and not self._stopping:
                 job = queue.jobs.popleft()
+                if not self._waiting.has_room:
+                    self._changed.set()  # room to read further ahead again
                 self._waiting.remove(job)
-                self._changed.set()  # room to read further ahead
                 await self._admit(job, limit_class)
         except Exception as error:  # a bug of ours: the dispatcher ends the run with it
             self._failure = error
