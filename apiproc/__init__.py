@@ -5,7 +5,7 @@
 The public pieces for use from Python are re-exported here.
 """
 
-from apiproc.limiter import Cost, Limits, RateLimiter, RequestTooLarge
+from apiproc.limiter import Cost, Limiters, Limits, RateLimiter, RequestTooLarge
 from apiproc.results import Result, ResultWriter
 from apiproc.settings import Settings
 
@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Cost",
+    "Limiters",
     "Limits",
     "RateLimiter",
     "RequestTooLarge",

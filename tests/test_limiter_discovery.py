@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import pytest
@@ -11,6 +12,7 @@ from limiter_helpers import answered, headers, request
 from apiproc.clock import ManualClock
 from apiproc.limiter import AttemptReport, Limits, RateLimiter
 from apiproc.limiter.discovery import DISCOVERY_ATTEMPTS, FALLBACK_LIMITS, Discovery, Step
+from apiproc.providers import AnthropicProvider
 
 
 def discovering(clock: ManualClock) -> RateLimiter:
@@ -98,3 +100,32 @@ def test_headers_after_the_fallback_replace_it_upward_and_downward(server_limit:
 
     asyncio.run(scenario())
     assert lim.limit("requests") == server_limit
+
+
+def api_error(kind: str) -> bytes:
+    return json.dumps({"type": "error", "error": {"type": kind, "message": "..."}}).encode()
+
+
+MESSAGE = json.dumps(
+    {"type": "message", "content": [], "usage": {"input_tokens": 1, "output_tokens": 1}}
+).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "counts"),
+    [
+        (200, MESSAGE, True),
+        (400, api_error("invalid_request_error"), True),
+        (429, api_error("rate_limit_error"), True),
+        (413, api_error("request_too_large"), False),  # Cloudflare, before the API
+        (500, api_error("api_error"), False),
+        (529, api_error("overloaded_error"), False),
+        (502, b"<html>Bad gateway</html>", False),
+        (200, b"<html>captive portal</html>", False),
+    ],
+)
+def test_only_the_apis_own_2xx_and_4xx_answers_count_toward_the_fallback(
+    status: int, body: bytes, counts: bool
+) -> None:
+    outcome = AnthropicProvider("sk-test").classify(status, {}, body)
+    assert outcome.api_answer is counts

@@ -106,10 +106,15 @@ class AnthropicProvider:
             request_id=request_id,
             retry_after=retry_after(headers),
             server=server,
-            api_answer=400 <= status < 500 and _api_error(parsed) is not None,
+            api_answer=_from_the_api(status, parsed),
         )
         outcome.rate_limited = status == 429 and outcome.verdict is Verdict.RETRY
         return outcome
+
+
+def _from_the_api(status: int, parsed: Any) -> bool:
+    """A 4xx JSON error the API itself sent (a 413 comes from Cloudflare, before the API)."""
+    return 400 <= status < 500 and status != 413 and _api_error(parsed) is not None
 
 
 def _verdict(status: int, headers: Mapping[str, str], error: dict[str, Any]) -> Verdict:
