@@ -354,3 +354,19 @@ def test_max_tokens_accounting_reserves_max_tokens_where_the_server_charges_it(
     statuses = Counter(s.status for s in messages_seen(simulator))
     assert statuses[200] == 40
     assert (statuses[429] > 0) is meets_429
+
+
+@pytest.mark.simulator(input_tokens_per_minute=1_000)
+def test_a_request_larger_than_a_limit_learned_from_the_server_is_never_sent(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    # No limits given: the first request goes alone to learn them, and the large one
+    # waits behind it until the server's headers say how much an input-token bucket holds.
+    big = request_line(2, messages=[{"role": "user", "content": "word " * 3000}])
+    source = write_jsonl(tmp_path / "in.jsonl", [request_line(1), big])
+    done = run_against(simulator, source, tmp_path / "out.jsonl")
+    assert done.returncode == 1, done.stderr
+    records = {r["custom_id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
+    assert "can never be admitted" in records["line-2"]["result"]["error"]["error"]["message"]
+    assert records["line-1"]["result"]["type"] == "succeeded"
+    assert [s.body["messages"] for s in messages_seen(simulator)] == [request_line(1)["messages"]]
