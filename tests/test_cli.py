@@ -186,6 +186,21 @@ def test_the_spend_cap_stops_the_run(simulator: Simulator, tmp_path: Path) -> No
     assert len(messages_seen(simulator)) < 20
 
 
+@pytest.mark.simulator(user_spend_limit_after=3)
+def test_the_user_set_spend_limit_stops_the_run_without_an_error_line_per_request(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(200)])
+    done = run_against(simulator, source, tmp_path / "out.jsonl", "--max-requests-per-minute", "60")
+    assert done.returncode == 3, done.stderr
+    assert "You have reached your specified API usage limits" in done.stderr
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["result"]["type"] for r in records] == ["succeeded"] * 3
+    statuses = Counter(s.status for s in messages_seen(simulator))
+    assert statuses[200] == 3 and 0 < statuses[400] < 20
+    assert "Resume:" in done.stderr
+
+
 @pytest.mark.simulator(requests_per_minute=120, window_seconds=1.0)
 def test_429s_pause_all_admissions_until_retry_after(simulator: Simulator, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(8)])

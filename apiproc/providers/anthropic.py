@@ -4,8 +4,9 @@
     request = provider.request(params)           # url and body; session_headers on every one
     outcome = provider.classify(200, response_headers, response_bytes)
 
-Retry decisions follow the HTTP status and the error's `type`, never its message text,
-and `x-should-retry` when the server sends it.
+Retry decisions follow the HTTP status and the error's `type` and `x-should-retry` when
+the server sends it; message text only for the user-set spend limit, which the API tells
+apart in no other way.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ DEFAULT_VERSION = "2023-06-01"
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 FATAL_STATUSES = frozenset({401, 402, 403})
 SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
+# The user-set (organisation or workspace) spend limit is a plain 400 invalid_request_error
+# whose message is the only signal the API gives: "You have reached your specified API usage
+# limits" or "... your specified workspace API usage limits".
+USER_SPEND_LIMIT_START = "you have reached your specified"
+USER_SPEND_LIMIT_WORDS = "api usage limits"
 LONGEST_RETRY_AFTER = 600.0
 # (limiter dimension, limit header, remaining header)
 RATE_LIMIT_HEADERS = tuple(
@@ -115,6 +121,8 @@ def _verdict(status: int, headers: Mapping[str, str], error: dict[str, Any]) -> 
         return Verdict.FATAL
     if status == 429 and _details_code(error) == SPEND_LIMIT_CODE:
         return Verdict.FATAL
+    if status == 400 and _user_spend_limit(error):
+        return Verdict.FATAL
     should_retry = headers.get("x-should-retry")
     if should_retry == "true":
         return Verdict.RETRY
@@ -189,6 +197,16 @@ def _not_json_error(status: int, headers: Mapping[str, str]) -> dict[str, Any]:
         "type": "api_error",
         "message": f"HTTP {status} with a body that is not an API answer ({kind})",
     }
+
+
+def _user_spend_limit(error: dict[str, Any]) -> bool:
+    """The 400 of a spend limit the user set: every further request would get it too."""
+    message = str(error.get("message", "")).lower()
+    return (
+        error.get("type") == "invalid_request_error"
+        and message.startswith(USER_SPEND_LIMIT_START)
+        and USER_SPEND_LIMIT_WORDS in message
+    )
 
 
 def _details_code(error: dict[str, Any]) -> str | None:

@@ -27,7 +27,13 @@ from apiproc.simulator.config import SeenRequest, SimulatorConfig, SimulatorStat
 from apiproc.simulator.errors import ApiError
 from apiproc.simulator.faults import INJECTED_RETRY_AFTER, PROXY_502_PAGE, draw_fault, hang_up
 from apiproc.simulator.generation import Generation, generate
-from apiproc.simulator.limits import RatePool, Rejection, rate_limit_message, spend_cap_message
+from apiproc.simulator.limits import (
+    RatePool,
+    Rejection,
+    rate_limit_message,
+    spend_cap_message,
+    user_spend_limit_message,
+)
 from apiproc.simulator.models import MODELS, ModelSpec
 from apiproc.simulator.validation import Checked, parse_json, read_dialect, validate
 
@@ -157,6 +163,9 @@ class Simulator:
             return self._error(
                 exchange, cap, details={"error_code": "enforced_spend_limit_reached"}
             )
+        if self._reached(self.config.user_spend_limit_after):
+            limit = ApiError(400, "invalid_request_error", user_spend_limit_message())
+            return self._error(exchange, limit)
         fault = draw_fault(self.config, self._chance)
         if fault is not None:
             self.stats.faults_injected += 1
@@ -240,8 +249,10 @@ class Simulator:
         return pool
 
     def _spend_cap_reached(self) -> bool:
-        limit = self.config.spend_limit_after
-        return limit is not None and self._accepted >= limit
+        return self._reached(self.config.spend_limit_after)
+
+    def _reached(self, spend_limit_after: int | None) -> bool:
+        return spend_limit_after is not None and self._accepted >= spend_limit_after
 
     # -- faults
 
