@@ -43,6 +43,7 @@ from apiproc.settings import (
     DEFAULT_ATTEMPTS,
     DEFAULT_CONCURRENCY,
     DEFAULT_GRACE_PERIOD,
+    DEFAULT_RATE_LIMIT_RETRIES,
     DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_TIMEOUT,
     Settings,
@@ -118,7 +119,15 @@ def main() -> None:
     type=int,
     default=DEFAULT_ATTEMPTS,
     show_default=True,
-    help="Attempts per request before it is recorded as errored.",
+    help="Attempts per request before it is recorded as errored; 429 answers do not count.",
+)
+@_option(
+    "--max-rate-limit-retries",
+    type=int,
+    default=DEFAULT_RATE_LIMIT_RETRIES,
+    show_default=True,
+    help="429 (rate limited) answers a request may get and still be sent again, after "
+    "the server's retry-after; they do not use up --max-attempts.",
 )
 @_option(
     "--retry-base-delay",
@@ -270,6 +279,7 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         request_url=options["request_url"],
         limits=_limits(options),
         max_attempts=options["max_attempts"],
+        max_rate_limit_retries=options["max_rate_limit_retries"],
         retry_base_delay=options["retry_base_delay"],
         max_concurrency=options["max_concurrency"],
         timeout=options["timeout"],

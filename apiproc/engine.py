@@ -284,6 +284,7 @@ class Engine:
             self._fatal(outcome)
         elif outcome.verdict is Verdict.RETRY:
             self.stats.rate_limited += outcome.rate_limited
+            job.rate_limited += outcome.rate_limited
             self._retry_or_give_up(job, outcome)
         else:
             self._record(_result(job, outcome))
@@ -341,7 +342,8 @@ class Engine:
     def _retry_or_give_up(self, job: Job, outcome: Outcome) -> None:
         if self._stopping:
             return  # no final record: a rerun sends it again
-        if job.attempts >= self.settings.max_attempts:
+        failures = self._failures(job, outcome)
+        if failures > self._allowed(outcome):
             log.warning(
                 "%s: giving up after %d attempts (%s)",
                 job.custom_id,
@@ -351,7 +353,7 @@ class Engine:
             self._record(_result(job, outcome))
             return
         delay = backoff_delay(
-            job.attempts, outcome.retry_after, self.rng, base=self.settings.retry_base_delay
+            failures, outcome.retry_after, self.rng, base=self.settings.retry_base_delay
         )
         log.debug(
             "%s: attempt %d failed (%s), retrying in %.2f s",
@@ -371,6 +373,17 @@ class Engine:
 
         handle = loop.call_later(delay, ready)
         self._timers.add(handle)
+
+    @staticmethod
+    def _failures(job: Job, outcome: Outcome) -> int:
+        """Failed attempts of the kind `outcome` is: 429s and other failures count apart."""
+        return job.rate_limited if outcome.rate_limited else job.attempts - job.rate_limited
+
+    def _allowed(self, outcome: Outcome) -> int:
+        """Failures of that kind a job may have and still be sent again."""
+        if outcome.rate_limited:  # the server's pacing meeting ours: not the request's fault
+            return self.settings.max_rate_limit_retries
+        return self.settings.max_attempts - 1
 
     def _fatal(self, outcome: Outcome) -> None:
         if self._stopping:

@@ -45,6 +45,7 @@ class Job:
     line_no: int
     metadata: Any = None
     attempts: int = 0
+    rate_limited: int = 0  # the attempts answered 429: they do not count toward max attempts
     estimate: Estimate | None = None
 
 

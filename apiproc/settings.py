@@ -25,6 +25,7 @@ SIMULATED_API_KEY = "sk-ant-simulated-key"
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_CONCURRENCY = 512
 DEFAULT_ATTEMPTS = 5
+DEFAULT_RATE_LIMIT_RETRIES = 30
 DEFAULT_RETRY_BASE_DELAY = 1.0
 DEFAULT_GRACE_PERIOD = 30.0
 LOOPBACK_HOSTS = ("localhost", "::1")
@@ -38,6 +39,7 @@ class Settings:
     request_url: str = DEFAULT_URL
     limits: Limits = field(default_factory=Limits)
     max_attempts: int = DEFAULT_ATTEMPTS
+    max_rate_limit_retries: int = DEFAULT_RATE_LIMIT_RETRIES
     retry_base_delay: float = DEFAULT_RETRY_BASE_DELAY
     max_concurrency: int = DEFAULT_CONCURRENCY
     timeout: float = DEFAULT_TIMEOUT
@@ -63,6 +65,8 @@ class Settings:
                 raise SettingsError(f"--{name.replace('_', '-')} must be a positive number.")
         if self.max_attempts < 1:
             raise SettingsError("--max-attempts must be at least 1.")
+        if self.max_rate_limit_retries < 0:
+            raise SettingsError("--max-rate-limit-retries must not be negative.")
         if self.retry_base_delay < 0:
             raise SettingsError("--retry-base-delay must not be negative.")
         if self.max_concurrency < 1:

@@ -166,6 +166,34 @@ def test_retries_stop_at_max_attempts_with_the_last_error(
     assert len(messages_seen(simulator)) == 3
 
 
+@pytest.mark.simulator(rate_429=0.6, seed=11)
+def test_a_429_storm_longer_than_max_attempts_does_not_turn_requests_into_errors(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(16)])
+    done = run_against(simulator, source, tmp_path / "out.jsonl", "--max-attempts", "1")
+    assert done.returncode == 0, done.stderr
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert sorted(r["custom_id"] for r in records) == sorted(f"line-{n}" for n in range(1, 17))
+    assert all(r["result"]["type"] == "succeeded" for r in records)
+    limited = Counter(
+        s.body["messages"][0]["content"] for s in messages_seen(simulator) if s.status == 429
+    )
+    assert max(limited.values()) >= 2  # more 429s in a row than --max-attempts allows
+    assert max(r["attempts"] for r in records) >= 3
+
+
+@pytest.mark.simulator(rate_429=1.0)
+def test_429s_have_their_own_bound(simulator: Simulator, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [request_line(1)])
+    done = run_against(simulator, source, tmp_path / "out.jsonl", "--max-rate-limit-retries", "2")
+    assert done.returncode == 1
+    (record,) = read_jsonl(tmp_path / "out.jsonl")
+    assert record["attempts"] == 3
+    assert record["result"]["error"]["error"]["type"] == "rate_limit_error"
+    assert len(messages_seen(simulator)) == 3
+
+
 @pytest.mark.simulator(api_key="sk-ant-the-right-key")
 def test_a_rejected_api_key_stops_the_run_quickly(simulator: Simulator, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(50)])
