@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -25,10 +26,12 @@ import click
 
 from apiproc.engine import RunStats
 from apiproc.errors import (
+    EXIT_BROKEN_PIPE,
     EXIT_ERRORED,
     EXIT_FATAL,
     EXIT_OK,
     EXIT_ON_SIGNAL,
+    EXIT_UNRECORDED,
     EXIT_USAGE,
     ApiprocError,
     SettingsError,
@@ -329,7 +332,13 @@ def execute(settings: Settings, display: Display) -> int:
     install_redaction(settings.api_key)
     resume = resume_command()
 
-    def stopping(name: str) -> None:
+    def stopping(name: str, hurried: bool) -> None:
+        if hurried:
+            reporter.line(
+                f"{name}: no longer waiting for the requests in flight; "
+                "send it again to quit at once."
+            )
+            return
         reporter.line(
             f"{name}: finishing the requests in flight (up to {settings.grace_period:g} s); "
             "send it again to quit at once."
@@ -349,6 +358,8 @@ def execute(settings: Settings, display: Display) -> int:
     except KeyboardInterrupt:
         reporter.error("interrupted.")
         return EXIT_INTERRUPTED
+    if stats.broken_pipe and settings.output_path == "-":
+        _silence_stdout()
     reporter.summary(stats, settings.output_path, resume)
     if display.summary_json:
         reporter.write_summary_json(stats, settings.output_path, display.summary_json)
@@ -356,11 +367,25 @@ def execute(settings: Settings, display: Display) -> int:
 
 
 def exit_status(stats: RunStats) -> int:
+    """The status from what the run did; never 0 when a request read has no result line."""
+    if stats.unwritten:
+        return EXIT_BROKEN_PIPE if stats.broken_pipe else EXIT_UNRECORDED
     if stats.interrupted:
         return EXIT_ON_SIGNAL.get(stats.interrupted, EXIT_INTERRUPTED)
     if stats.fatal:
         return EXIT_FATAL
+    if stats.unrecorded:
+        return EXIT_UNRECORDED
     return EXIT_OK if stats.errored_total == 0 else EXIT_ERRORED
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout is gone: send whatever else goes there (an interpreter flush
+    at exit) nowhere, instead of raising another broken pipe."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def resume_command() -> str:

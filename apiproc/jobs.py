@@ -47,6 +47,7 @@ class Job:
     attempts: int = 0
     rate_limited: int = 0  # the attempts answered 429: they do not count toward max attempts
     estimate: Estimate | None = None
+    final: bool = False  # its final result was handed to the writer
 
 
 @dataclass(slots=True)

@@ -15,7 +15,9 @@ results shape:
 `metadata` appears only when the input line had it; `request_id` when the API gave one.
 The `cookbook` format writes the classic `[request, response, metadata]` arrays instead.
 Each line is written with one `write` on an append-only descriptor, so a line is
-never interleaved or half-written by this process.
+never interleaved or half-written by this process. A line the output does not take
+whole (disk full, I/O error, broken pipe) raises `WriteFailed`, and what part of it
+got out is cut off again; where that cannot be done (a pipe) nothing more is written.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from apiproc.errors import OutputError, ResumeMismatch
+from apiproc.errors import OutputError, ResumeMismatch, WriteFailed
 from apiproc.jsonio import dumps_canonical, dumps_line, loads
 
 OUTPUT_FORMATS = ("batch", "cookbook")
@@ -99,6 +102,7 @@ class ResultWriter:
         self._format = cookbook_record if output_format == "cookbook" else batch_record
         self._fd: int | None = None
         self._owns_fd = path != "-"
+        self._broken: OSError | None = None  # a part of a line is out and stays out
 
     def __enter__(self) -> ResultWriter:
         self.open()
@@ -120,14 +124,30 @@ class ResultWriter:
             ) from None
 
     def write(self, result: Result) -> None:
+        """Append one whole line, or raise WriteFailed and leave no part of it behind."""
         data = dumps_line(self._format(result))
         assert self._fd is not None, "write() before open()"
+        if self._broken is not None:
+            raise WriteFailed(self.path, self._broken)
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        if self.fsync and self._owns_fd:
-            os.fsync(self._fd)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+            if self.fsync and self._owns_fd:
+                os.fsync(self._fd)
+        except OSError as error:
+            if len(view) < len(data):
+                self._take_back(len(data) - len(view), error)
+            raise WriteFailed(self.path, error) from None
+
+    def _take_back(self, written: int, error: OSError) -> None:
+        """Cut the part of a line that got out off the end of the file; where that cannot
+        be done, write nothing more: a line appended to a torn one would be lost too."""
+        try:
+            end = os.lseek(self._fd, 0, os.SEEK_END)  # type: ignore[arg-type]
+            os.ftruncate(self._fd, end - written)  # type: ignore[arg-type]
+        except OSError:
+            self._broken = error
 
     def close(self) -> None:
         if self._fd is not None and self._owns_fd:
@@ -136,6 +156,19 @@ class ResultWriter:
 
 
 # ---- resume: what an existing output already holds ------------------------------------
+
+
+def resumable(output_path: str) -> bool:
+    """A file a later run can read back (or one not made yet): not stdout, a pipe or a
+    device. Only such an output is scanned on resume, locked and given a sidecar."""
+    if output_path == "-":
+        return False
+    try:
+        return stat.S_ISREG(os.stat(output_path).st_mode)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 @dataclass(slots=True)

@@ -26,6 +26,7 @@ from apiproc.results import (
     Finished,
     ResultWriter,
     check_output_identity,
+    resumable,
     scan_finished,
     start_afresh,
 )
@@ -39,13 +40,14 @@ Progress = Callable[[Engine], Coroutine[Any, Any, None]]
 async def run_job(
     settings: Settings,
     progress: Progress | None = None,
-    on_stopping: Callable[[str], None] | None = None,
+    on_stopping: Callable[[str, bool], None] | None = None,
 ) -> RunStats:
     """Run one job as the settings say, against the simulator when asked.
 
     `progress(engine)` runs beside the job (to report on the live figures) and is
-    cancelled when it ends. The first SIGINT/SIGTERM stops gracefully (`on_stopping` is
-    told); a second one exits at once — the output stays whole and resumable.
+    cancelled when it ends. The first SIGINT/SIGTERM stops gracefully, or cuts the wait
+    for the requests in flight short when the run is already stopping (`on_stopping` is
+    told which); a second one exits at once — the output stays whole and resumable.
     """
     if settings.simulate:
         from apiproc.simulator import Simulator
@@ -58,8 +60,8 @@ async def run_job(
 
 def prepare_output(settings: Settings) -> Finished | None:
     """Start afresh, or repair and scan the existing output to resume from it."""
-    if settings.output_path == "-":
-        return None
+    if not resumable(settings.output_path):
+        return None  # stdout, a pipe or a device: nothing to read back
     if settings.overwrite:
         start_afresh(settings.output_path)
     output = Path(settings.output_path)
@@ -84,7 +86,7 @@ def prepare_output(settings: Settings) -> Finished | None:
 
 
 async def _run(
-    settings: Settings, progress: Progress | None, on_stopping: Callable[[str], None] | None
+    settings: Settings, progress: Progress | None, on_stopping: Callable[[str, bool], None] | None
 ) -> RunStats:
     finished = prepare_output(settings)
     provider = AnthropicProvider(
@@ -106,16 +108,17 @@ async def _run(
 
 
 @contextmanager
-def _signals(engine: Engine, on_stopping: Callable[[str], None] | None) -> Iterator[None]:
+def _signals(engine: Engine, on_stopping: Callable[[str, bool], None] | None) -> Iterator[None]:
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
 
     def handle(name: str) -> None:
-        if engine.stats.interrupted:
+        if engine.stats.interrupted or engine.stats.hurried:
             os._exit(EXIT_ON_SIGNAL[name])  # second signal: every written line is whole
+        hurried = engine.stopping  # already stopping: this signal cuts the wait short
         engine.request_stop(name)
         if on_stopping is not None:
-            on_stopping(name)
+            on_stopping(name, hurried)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

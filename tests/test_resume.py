@@ -241,6 +241,28 @@ def test_a_second_signal_exits_at_once(simulator: Simulator, tmp_path: Path) -> 
     assert time.monotonic() - started < 2.0
 
 
+@pytest.mark.simulator(latency=30.0, spend_limit_after=2)
+def test_a_signal_after_a_fatal_stop_cuts_the_wait_for_requests_in_flight_short(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(50)])
+    process = start(simulator, source, tmp_path / "out.jsonl", "--max-requests-per-minute", "600")
+    assert process.stderr is not None
+    for _ in range(100):  # the spend cap answers the third request at once
+        line = process.stderr.readline()
+        if "stopping:" in line or not line:
+            break
+    assert "enforced" in line or "usage limits" in line, line
+    process.send_signal(signal.SIGINT)
+    # The two accepted requests take 30 s to answer, and the grace period is 30 s.
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 3, stderr
+    assert "SIGINT: no longer waiting for the requests in flight" in stderr
+    assert "SIGINT cut the wait short; " in stderr and "in flight were abandoned" in stderr
+    assert "Resume:" in stderr
+    assert simulator.stats.succeeded == 0  # nothing answered: they were not waited for
+
+
 def test_fsync_option_runs(simulator: Simulator, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(3)])
     done = run(simulator, source, tmp_path / "out.jsonl", "--fsync")
