@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from apiproc import runner
 from apiproc.engine import RunStats
 from apiproc.errors import (
     EXIT_BROKEN_PIPE,
@@ -41,7 +42,6 @@ from apiproc.loop import run as run_loop
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
 from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter, print_estimate
-from apiproc.runner import run_job
 from apiproc.settings import (
     DEFAULT_ATTEMPTS,
     DEFAULT_CONCURRENCY,
@@ -222,6 +222,12 @@ def main() -> None:
 @click.option(
     "--force", is_flag=True, help="Resume into an output that was made from a different input."
 )
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="When another run is writing the same output, wait for it to end instead of "
+    "refusing to start.",
+)
 @click.option("--fsync", is_flag=True, help="Force every result line to disk before the next.")
 @_option(
     "--grace-period",
@@ -296,6 +302,7 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         overwrite=options["overwrite"],
         retry_errored=options["retry_errored"],
         force=options["force"],
+        wait=options["wait"],
         fsync=options["fsync"],
         grace_period=options["grace_period"],
         allow_insecure_http=options["allow_insecure_http"],
@@ -344,13 +351,16 @@ def execute(settings: Settings, display: Display) -> int:
             "send it again to quit at once."
         )
 
+    def waiting(holder: str) -> None:
+        reporter.line(f"Waiting for the run writing {settings.output_path} to end ({holder}).")
+
     try:
-        stats = run_loop(
-            run_job(
-                settings,
-                progress=reporter.follow_with_total(settings.requests_path),
-                on_stopping=stopping,
-            )
+        stats = runner.run(
+            settings,
+            progress=reporter.follow_with_total(settings.requests_path),
+            on_stopping=stopping,
+            owner=resume,
+            on_waiting=waiting,
         )
     except ApiprocError as error:
         reporter.error(redact(str(error), settings.api_key))

@@ -1,11 +1,12 @@
-"""Set up one run around the pipeline: output, provider, simulator, signals.
+"""Set up one run around the pipeline: lock, output, provider, simulator, signals.
 
-    stats = run_loop(run_job(settings, progress=reporter.follow(...)))
+    stats = run(settings, progress=reporter.follow(...), owner="apiproc run in.jsonl ...")
 
-The engine moves data; this module prepares what it moves it between. It repairs and
-scans the existing output to resume from it, builds the provider, starts the bundled
-simulator for `--simulate`, opens the writer, and turns SIGINT/SIGTERM into a graceful
-stop (a second signal exits at once; every written line is whole).
+The engine moves data; this module prepares what it moves it between. It locks the
+output against a second run, repairs and scans the existing output to resume from it,
+builds the provider, starts the bundled simulator for `--simulate`, opens the writer,
+and turns SIGINT/SIGTERM into a graceful stop (a second signal exits at once; every
+written line is whole).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 from apiproc.engine import Engine, RunStats, feed_file
 from apiproc.errors import EXIT_ON_SIGNAL
+from apiproc.lock import OutputLock
+from apiproc.loop import run as run_loop
 from apiproc.providers import AnthropicProvider
 from apiproc.results import (
     Finished,
@@ -37,12 +40,40 @@ log = logging.getLogger("apiproc")
 Progress = Callable[[Engine], Coroutine[Any, Any, None]]
 
 
+def run(
+    settings: Settings,
+    progress: Progress | None = None,
+    on_stopping: Callable[[str, bool], None] | None = None,
+    owner: str = "",
+    on_waiting: Callable[[str], None] | None = None,
+) -> RunStats:
+    """Hold the output's lock for the whole run, then run the job on the fastest loop.
+
+    A second run on the same output raises OutputInUse, or with `settings.wait` waits
+    (`on_waiting` is told who holds it). `owner` is this run's command line, for theirs.
+    """
+    with _output_lock(settings, owner, on_waiting):
+        return run_loop(run_job(settings, progress, on_stopping))
+
+
+@contextmanager
+def _output_lock(
+    settings: Settings, owner: str, on_waiting: Callable[[str], None] | None
+) -> Iterator[None]:
+    if not resumable(settings.output_path):
+        yield  # stdout, a pipe or a device: nothing is read back, so nothing to guard
+        return
+    with OutputLock(settings.output_path, owner, settings.wait, on_waiting):
+        yield
+
+
 async def run_job(
     settings: Settings,
     progress: Progress | None = None,
     on_stopping: Callable[[str, bool], None] | None = None,
 ) -> RunStats:
-    """Run one job as the settings say, against the simulator when asked.
+    """Run one job as the settings say, against the simulator when asked (the caller
+    holds the output's lock: see `run`).
 
     `progress(engine)` runs beside the job (to report on the live figures) and is
     cancelled when it ends. The first SIGINT/SIGTERM stops gracefully, or cuts the wait

@@ -53,6 +53,7 @@ class Settings:
     overwrite: bool = False
     retry_errored: bool = False
     force: bool = False
+    wait: bool = False  # for another run that holds the output, instead of refusing
     fsync: bool = False
     grace_period: float = DEFAULT_GRACE_PERIOD
     allow_insecure_http: bool = False
