@@ -49,6 +49,7 @@ from apiproc.settings import (
     DEFAULT_RATE_LIMIT_RETRIES,
     DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_TIMEOUT,
+    RETRY_ERRORED,
     Settings,
     default_output_path,
     resolve_api_key,
@@ -216,11 +217,20 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Start afresh instead of resuming the output.")
 @_option(
     "--retry-errored",
-    is_flag=True,
-    help="On resume, send again the requests whose result was an error.",
+    type=click.Choice(RETRY_ERRORED),
+    is_flag=False,
+    flag_value="fixable",
+    default=None,
+    metavar="[all]",
+    help="On resume, send again the requests whose result was an error a rerun may fix "
+    "(rate limits, overloaded, server errors, timeouts, connection errors); with 'all', "
+    "permanent 4xx answers too. Their old lines are removed.",
 )
 @click.option(
-    "--force", is_flag=True, help="Resume into an output that was made from a different input."
+    "--force",
+    is_flag=True,
+    help="On resume, send again the requests whose line changed since their result was "
+    "written, replacing those results (without it such a run is refused).",
 )
 @click.option(
     "--wait",
@@ -384,6 +394,8 @@ def exit_status(stats: RunStats) -> int:
         return EXIT_ON_SIGNAL.get(stats.interrupted, EXIT_INTERRUPTED)
     if stats.fatal:
         return EXIT_FATAL
+    if stats.changed:
+        return EXIT_USAGE
     if stats.unrecorded:
         return EXIT_UNRECORDED
     return EXIT_OK if stats.errored_total == 0 else EXIT_ERRORED

@@ -61,7 +61,8 @@ from apiproc.limiter import (
 )
 from apiproc.pricing import PriceOf
 from apiproc.providers.base import Outcome, Provider, Usage, Verdict
-from apiproc.results import Finished, Result, ResultWriter
+from apiproc.results import Result, ResultWriter
+from apiproc.resume import Earlier, Finished
 from apiproc.retry import backoff_delay
 from apiproc.settings import Settings
 from apiproc.tokens import TokenEstimator
@@ -90,6 +91,7 @@ class RunStats:
     interrupted: str | None = None  # the signal that stopped the run
     hurried: str | None = None  # a signal that cut the wait after another stop
     skipped: int = 0  # already final in the output from earlier runs
+    changed: list[str] = field(default_factory=list)  # ids whose result answers another line
     abandoned: int = 0  # in flight when the grace period ran out
     read: int = 0  # requests and bad lines taken from the input to be sent or recorded
     unwritten: list[str] = field(default_factory=list)  # ids of results the output refused
@@ -222,6 +224,8 @@ class Engine:
                         item.line_no,
                         error=_bad_line_error(item),
                         metadata=item.metadata,
+                        request=item.text,
+                        fingerprint=item.fingerprint,
                     )
                 )
                 continue
@@ -531,9 +535,10 @@ def _result(
         message=outcome.message if outcome else None,
         error=outcome.error if outcome and outcome.message is None else error,
         metadata=job.metadata,
-        params=job.params,
+        request=job.request,
         request_id=outcome.request_id if outcome else None,
         attempts=job.attempts,
+        fingerprint=job.fingerprint,
     )
 
 
@@ -547,8 +552,10 @@ def _bad_line_error(item: BadLine) -> dict[str, Any]:
 
 async def feed_file(engine: Engine, path: str) -> None:
     """Producer: read `path` (or stdin for `-`) into the engine, batch by batch,
-    leaving out what earlier runs already finished."""
-    reader = JobReader()
+    leaving out what earlier runs already finished. A line whose id has a result that
+    answered another request is not sent either: it is counted in `stats.changed`
+    (a file's changed lines are found before the run; stdin's only as they come)."""
+    reader = JobReader(fingerprints=True)
     finished = engine.finished
     with open_input(path) as handle:
         async for lines in line_batches(handle):
@@ -556,12 +563,14 @@ async def feed_file(engine: Engine, path: str) -> None:
                 item = reader.feed(raw)
                 if item is None:
                     continue
-                if finished is not None and _already_final(item, finished):
+                earlier = (
+                    finished.earlier(item.custom_id, item.fingerprint)
+                    if finished is not None
+                    else Earlier.NOTHING
+                )
+                if earlier is Earlier.ANSWERED:
                     engine.stats.skipped += 1
-                    continue
-                await engine.put(item)
-
-
-def _already_final(item: Job | BadLine, finished: Finished) -> bool:
-    params = item.params if isinstance(item, Job) else None
-    return (item.custom_id, params) in finished
+                elif earlier is Earlier.CHANGED:
+                    engine.stats.changed.append(item.custom_id)
+                else:
+                    await engine.put(item)

@@ -32,11 +32,10 @@ from apiproc.limiter import Limits
 from apiproc.preflight import Preflight
 from apiproc.pricing import PriceOf, cache_savings, total_cost
 from apiproc.providers.base import Usage
-from apiproc.results import resumable
+from apiproc.results import first_few, resumable
 
 RATE_WINDOW_SECONDS = 60.0
 LIVE_REFRESH_SECONDS = 0.5
-FIRST_FEW = 5  # ids named in a message; the rest are counted
 
 
 @dataclass(slots=True)
@@ -210,6 +209,12 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
     ]
     if stats.skipped:
         lines.append(f"Skipped:   {stats.skipped:,} already in the output from earlier runs")
+    if stats.changed:
+        lines.append(
+            f"Changed:   {len(stats.changed):,} not sent: their id has a result in the output "
+            f"that answered another request ({first_few(stats.changed)}); to replace those "
+            "results, save the input to a file and rerun from it with --force"
+        )
     lines += [
         f"Attempts:  {stats.attempts:,} ({stats.retries:,} retries, "
         f"{stats.rate_limited:,} answered 429)",
@@ -255,13 +260,6 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
     return lines
 
 
-def first_few(ids: list[str]) -> str:
-    """`a, b, c, d, e and 12 more`."""
-    named = ", ".join(ids[:FIRST_FEW])
-    rest = len(ids) - FIRST_FEW
-    return f"{named} and {rest:,} more" if rest > 0 else named
-
-
 def resume_line(stats: RunStats, output_path: str, command: str | None) -> str | None:
     """How to go on after a run that left requests without a result line."""
     if not command or not (stats.interrupted or stats.fatal or stats.unwritten or stats.unrecorded):
@@ -303,6 +301,7 @@ def summary_record(stats: RunStats, output_path: str) -> dict[str, Any]:
         },
         "stopped": stats.write_error or stats.fatal or stats.interrupted,
         "unwritten": stats.unwritten,
+        "changed": stats.changed,
         "unrecorded": stats.unrecorded,
         "output": output_path,
     }

@@ -17,20 +17,22 @@ import os
 import signal
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from apiproc.engine import Engine, RunStats, feed_file
-from apiproc.errors import EXIT_ON_SIGNAL
+from apiproc.engine import OWN_TRANSIENT_ERRORS, Engine, RunStats, feed_file
+from apiproc.errors import EXIT_ON_SIGNAL, ResumeMismatch
+from apiproc.jobs import rereadable
 from apiproc.lock import OutputLock
 from apiproc.loop import run as run_loop
-from apiproc.providers import AnthropicProvider
-from apiproc.results import (
+from apiproc.providers import AnthropicProvider, Provider
+from apiproc.results import ResultWriter, first_few, resumable
+from apiproc.resume import (
     Finished,
-    ResultWriter,
+    Resend,
+    changed_requests,
     check_output_identity,
-    resumable,
-    scan_finished,
+    drop_results,
+    scan_output,
     start_afresh,
 )
 from apiproc.settings import Settings
@@ -89,43 +91,78 @@ async def run_job(
     return await _run(settings, progress, on_stopping)
 
 
-def prepare_output(settings: Settings) -> Finished | None:
-    """Start afresh, or repair and scan the existing output to resume from it."""
-    if not resumable(settings.output_path):
+def prepare_output(settings: Settings, provider: Provider | None = None) -> Finished | None:
+    """Start afresh, or repair and scan the existing output to resume from it; refuse
+    (or with --force, send again) the requests whose line changed since their result."""
+    output = settings.output_path
+    if not resumable(output):
         return None  # stdout, a pipe or a device: nothing to read back
     if settings.overwrite:
-        start_afresh(settings.output_path)
-    output = Path(settings.output_path)
-    if not output.exists() or output.stat().st_size == 0:
-        check_output_identity(
-            settings.requests_path, settings.output_path, settings.output_format, force=True
-        )
+        start_afresh(output)
+    check_output_identity(settings.requests_path, output, settings.output_format)
+    if not os.path.exists(output) or os.path.getsize(output) == 0:
         return None
-    check_output_identity(
-        settings.requests_path, settings.output_path, settings.output_format, settings.force
-    )
-    finished = scan_finished(settings.output_path, settings.output_format, settings.retry_errored)
+    finished = scan_output(output, settings.output_format, _resend(settings, provider))
     if finished.repaired_bytes:
         log.warning(
             "repaired %s: removed a torn last line (%d bytes); its request is sent again",
-            settings.output_path,
+            output,
             finished.repaired_bytes,
         )
     if finished.dropped_errors:
         log.warning("removed %d errored results to send them again", finished.dropped_errors)
+    if finished.unfingerprinted:
+        log.warning(
+            "%d results in %s were written by an older apiproc, without request "
+            "fingerprints: they are matched by id only, so a line changed since would not "
+            "be noticed",
+            finished.unfingerprinted,
+            output,
+        )
+    if rereadable(settings.requests_path):  # stdin or a pipe is checked as it is read
+        _send_changed_again_or_refuse(settings, finished)
     return finished
+
+
+def _resend(settings: Settings, provider: Provider | None) -> Resend | None:
+    """Which errored results --retry-errored sends again: all, or those a rerun may fix."""
+    if settings.retry_errored == "all":
+        return lambda error_type: True
+    if settings.retry_errored is None:
+        return None
+    transient = provider.transient_error if provider is not None else lambda _: False
+    return lambda error_type: error_type in OWN_TRANSIENT_ERRORS or transient(error_type)
+
+
+def _send_changed_again_or_refuse(settings: Settings, finished: Finished) -> None:
+    changed = changed_requests(settings.requests_path, finished)
+    if not changed:
+        return
+    what = (
+        f"{len(changed):,} lines of {settings.requests_path} differ from the requests "
+        f"answered under the same id in {settings.output_path} ({first_few(changed)})"
+    )
+    if not settings.force:
+        raise ResumeMismatch(
+            f"{what}: the input changed since those results were written. Add --force to "
+            "send them again and replace their results, --overwrite to start afresh, or "
+            "write to another output."
+        )
+    removed = drop_results(settings.output_path, set(changed))
+    finished.forget(changed)
+    log.warning("%s: sending them again (--force); %d old results removed", what, removed)
 
 
 async def _run(
     settings: Settings, progress: Progress | None, on_stopping: Callable[[str, bool], None] | None
 ) -> RunStats:
-    finished = prepare_output(settings)
     provider = AnthropicProvider(
         api_key=settings.api_key,
         url=settings.request_url,
         version=settings.anthropic_version,
         betas=settings.anthropic_betas,
     )
+    finished = prepare_output(settings, provider)
     with ResultWriter(settings.output_path, settings.output_format, settings.fsync) as writer:
         engine = Engine(settings, provider, writer, finished=finished)
         reporter = asyncio.create_task(progress(engine)) if progress else None

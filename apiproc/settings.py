@@ -29,6 +29,9 @@ DEFAULT_RATE_LIMIT_RETRIES = 30
 DEFAULT_RETRY_BASE_DELAY = 1.0
 DEFAULT_GRACE_PERIOD = 30.0
 LOOPBACK_HOSTS = ("localhost", "::1")
+# --retry-errored: errors a rerun may fix (rate limits, overloaded, server errors, timeouts,
+# connection errors, apiproc's own), or every error, permanent 4xx answers too.
+RETRY_ERRORED = ("fixable", "all")
 
 
 @dataclass(slots=True)
@@ -51,7 +54,7 @@ class Settings:
     simulate: bool = False
     ramp: bool = True
     overwrite: bool = False
-    retry_errored: bool = False
+    retry_errored: str | None = None  # None, "fixable" or "all" (see RETRY_ERRORED)
     force: bool = False
     wait: bool = False  # for another run that holds the output, instead of refusing
     fsync: bool = False
@@ -82,6 +85,8 @@ class Settings:
             )
         if self.grace_period < 0:
             raise SettingsError("--grace-period must not be negative.")
+        if self.retry_errored is not None and self.retry_errored not in RETRY_ERRORED:
+            raise SettingsError("--retry-errored takes no value, or 'all'.")
         if self.overwrite and self.retry_errored:
             raise SettingsError("--overwrite starts afresh, so --retry-errored has nothing to do.")
         self._validate_url()

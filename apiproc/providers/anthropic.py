@@ -24,6 +24,10 @@ DEFAULT_URL = "https://api.anthropic.com/v1/messages"
 DEFAULT_VERSION = "2023-06-01"
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 FATAL_STATUSES = frozenset({401, 402, 403})
+# Error types of answers that may not recur later (the others answer the request itself).
+TRANSIENT_ERROR_TYPES = frozenset(
+    {"rate_limit_error", "overloaded_error", "api_error", "timeout_error", "conflict_error"}
+)
 SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
 # The user-set (organisation or workspace) spend limit is a plain 400 invalid_request_error
 # whose message is the only signal the API gives: "You have reached your specified API usage
@@ -78,6 +82,9 @@ class AnthropicProvider:
 
     def model(self, model: str) -> ModelFacts:
         return model_facts(model)
+
+    def transient_error(self, error_type: str) -> bool:
+        return error_type in TRANSIENT_ERROR_TYPES
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         """Turn one HTTP answer into an Outcome."""
