@@ -6,7 +6,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import pytest
 from conftest import read_jsonl, request_line, run_against, run_cli, write_jsonl
 
 from apiproc.jobs import request_fingerprint
@@ -135,9 +134,8 @@ def errored(record: dict, kind: str) -> dict:
     return {**record, "result": {"type": "errored", "error": error}}
 
 
-@pytest.mark.parametrize("spelling", ["--retry-errored", "--retry_errored"])
 def test_retry_errored_resends_what_a_rerun_may_fix_and_all_resends_the_rest(
-    simulator: Simulator, tmp_path: Path, spelling: str
+    simulator: Simulator, tmp_path: Path
 ) -> None:
     rows = [request_line(n) for n in range(4)]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
@@ -148,10 +146,10 @@ def test_retry_errored_resends_what_a_rerun_may_fix_and_all_resends_the_rest(
     records[1] = errored(records[1], "connection_error")
     records[2] = errored(records[2], "invalid_request_error")
     write_jsonl(output, records)
-    fixable = run(simulator, source, output, spelling)
+    fixable = run(simulator, source, output, "--retry-errored")
     assert fixable.returncode == 0, fixable.stderr
     assert len(completed(simulator)) == 4 + 2
-    everything = run(simulator, source, output, spelling, "all")
+    everything = run(simulator, source, output, "--retry_errored", "all")  # classic spelling
     assert everything.returncode == 0, everything.stderr
     assert len(completed(simulator)) == 4 + 2 + 1
     assert ids_in(output) == Counter({f"line-{n}": 1 for n in range(1, 5)})
