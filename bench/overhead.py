@@ -26,7 +26,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="floor/apiproc pairs per figure")
     parser.add_argument("--lines", type=int, nargs="*", default=[200_000])
     parser.add_argument(
-        "--budget", type=float, default=3600, help="seconds per scenario before no new pair"
+        "--budget", type=float, default=3600, help="seconds per figure, then no new pair"
     )
     args = parser.parse_args()
     orjson = importlib.util.find_spec("orjson") is not None
@@ -200,28 +200,28 @@ def main() -> None:
                 print(report(comparison), flush=True)
 
 
-def scenario_runs(name: str, workdir: Path, args: argparse.Namespace) -> list[Comparison]:
+def scenario_runs(name: str, workdir: Path, args: argparse.Namespace) -> Iterator[Comparison]:
+    """The comparisons of one scenario, each as soon as its runs are done."""
     if name == "overhead":
         workload = write_workload(workdir / "tiny.jsonl", small_requests(TINY_REQUESTS))
         with SimulatorProcess(**UNLIMITED, output_tokens=(1, 4)) as sim:
             runs = alternate(overhead, workload, sim, args.repeat, args.budget)
-        return [Comparison(f"overhead: {TINY_REQUESTS:,} tiny requests", runs)]
-    if name == "startup":
+        yield Comparison(f"overhead: {TINY_REQUESTS:,} tiny requests", runs)
+    elif name == "startup":
         workload = write_workload(workdir / "five.jsonl", small_requests(5))
         with SimulatorProcess(**UNLIMITED) as sim:
             runs = alternate(startup, workload, sim, args.repeat, args.budget)
-        return [Comparison("startup", runs, differences=("launch to first request ms",))]
-    if name == "memory":
-        comparisons = []
+        yield Comparison("startup", runs, differences=("launch to first request ms",))
+    elif name == "memory":
         for lines in args.lines:
             workload = write_memory_workload(workdir / f"m{lines}.jsonl", lines)
             with SimulatorProcess(**UNLIMITED, output_tokens=(1, 2)) as sim:
                 scenario = functools.partial(memory, lines=lines)
                 runs = alternate(scenario, workload, sim, args.repeat, args.budget)
             workload.unlink()
-            comparisons.append(Comparison(f"memory: {lines:,} lines", runs))
-        return comparisons
-    raise SystemExit(f"unknown scenario {name!r}: choose overhead, startup or memory")
+            yield Comparison(f"memory: {lines:,} lines", runs)
+    else:
+        raise SystemExit(f"unknown scenario {name!r}: choose overhead, startup or memory")
 
 
 if __name__ == "__main__":
