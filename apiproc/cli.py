@@ -18,6 +18,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -432,7 +433,13 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
     metavar="MIN,MAX",
     help="Range of generated lengths, clipped to max_tokens.",
 )
-def simulate(output_tokens: str, **options: Any) -> None:
+@click.option(
+    "--today",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="The simulated API's date, which decides the retired models. Default: today (UTC).",
+)
+def simulate(output_tokens: str, today: datetime | None, **options: Any) -> None:
     """Run the bundled Messages API simulator on 127.0.0.1 until Ctrl-C."""
     from apiproc.simulator import SimulatorConfig, serve_forever
 
@@ -442,7 +449,12 @@ def simulate(output_tokens: str, **options: Any) -> None:
         raise click.BadParameter(
             "give two integers, MIN,MAX", param_hint="--output-tokens"
         ) from None
-    config = SimulatorConfig(record=False, output_tokens=(low, high), **options)
+    config = SimulatorConfig(
+        record=False,
+        output_tokens=(low, high),
+        today=today.date() if today is not None else None,
+        **options,
+    )
 
     def ready(simulator: Any) -> None:
         click.echo(f"Simulator listening on {simulator.messages_url}", err=True)

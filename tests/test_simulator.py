@@ -22,7 +22,7 @@ from apiproc.simulator import (
 )
 
 HEADERS = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}
-MODEL = "claude-sonnet-4-5"  # minimum cacheable prefix: 1,024 tokens
+MODEL = "claude-sonnet-4-6"  # minimum cacheable prefix: 1,024 tokens
 SCENARIO_TIMEOUT = 10.0
 RFC3339_SECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 RATE_LIMIT_HEADERS = [

@@ -11,6 +11,11 @@ convenient for a client:
 * ``POST /v1/messages`` (non-streaming) and ``POST /v1/messages/count_tokens`` (free,
   outside the Messages limits), with the documented headers, validation and error shape
   (``server``, ``validation``).
+* Both API versions, each with its own body rules (``anthropic-version`` 2023-06-01, as
+  2023-01-01, and 2026-10-21, which refuses sampling parameters, assistant documents and
+  user citations); the key as ``x-api-key`` or ``Authorization: Bearer`` (``x-api-key``
+  wins); the 2026 models, and 404 for a model past its end of life on the simulated date
+  (``SimulatorConfig.today``), so the official SDK 2.x talks to it as to the API.
 * Rate limits are continuously refilled token buckets (requests, input tokens, output
   tokens), one set per model class, as the docs say limits apply per model (``limits``,
   ``models``). Input tokens are ``input_tokens + cache_creation_input_tokens``; cache reads

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 
@@ -44,6 +45,9 @@ class SimulatorConfig:
     api_key: str | None = None  # None: any non-empty key is accepted
     spend_limit_after: int | None = None  # accepted requests before the spend-cap 429
     record: bool = True  # keep a SeenRequest per request
+    # The simulated API's date (models past their end of life answer 404); None: the real
+    # UTC date, read at each request.
+    today: date | None = None
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from typing import Any
 
 from aiohttp import web
@@ -205,10 +206,12 @@ class Simulator:
         exchange.body = body if isinstance(body, dict) else None
         model = exchange.body.get("model") if exchange.body is not None else None
         spec = MODELS.get(model) if isinstance(model, str) else None
-        # Token counting has its own limits, so only Messages answers report the buckets.
-        if spec is not None and not counting:
+        today = self._today()
+        # Token counting has its own limits, so only Messages answers report the buckets;
+        # a retired model is answered like an unknown one, without them.
+        if spec is not None and not spec.retired_on(today) and not counting:
             exchange.pool = self._pool(spec)
-        checked = validate(body, dialect, counting=counting)
+        checked = validate(body, dialect, counting=counting, today=today)
         checked.raw = raw
         return checked
 
@@ -238,6 +241,10 @@ class Simulator:
             pool = RatePool.create(self.config, asyncio.get_running_loop().time())
             self._pools[spec.rate_pool] = pool
         return pool
+
+    def _today(self) -> date:
+        """The simulated API's date, which decides which models have retired."""
+        return self.config.today or datetime.now(timezone.utc).date()
 
     def _spend_cap_reached(self) -> bool:
         limit = self.config.spend_limit_after
