@@ -18,7 +18,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from apiproc.errors import (
 from apiproc.limiter import Limits
 from apiproc.loop import run as run_loop
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
+from apiproc.providers.anthropic_versions import API_VERSIONS
 from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter, print_estimate
 from apiproc.runner import run_job
@@ -149,7 +150,14 @@ def main() -> None:
     show_default=True,
     help="10/20/30/40 or DEBUG/INFO/WARNING/ERROR.",
 )
-@_option("--anthropic-version", default=DEFAULT_VERSION, show_default=True)
+@_option(
+    "--anthropic-version",
+    type=click.Choice(API_VERSIONS),
+    default=DEFAULT_VERSION,
+    show_default=True,
+    help="API version. 2026-10-21 refuses temperature, top_p and top_k: such lines become "
+    "bad lines, never sent.",
+)
 @_option("--anthropic-beta", multiple=True, help="Beta feature name; repeat for several.")
 @_option(
     "--output-format",
@@ -368,19 +376,29 @@ def resume_command() -> str:
 @_option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
 @_option("--max-output-tokens-per-minute", type=float, help="Output tokens per minute.")
 @_option(
+    "--anthropic-version",
+    type=click.Choice(API_VERSIONS),
+    default=DEFAULT_VERSION,
+    show_default=True,
+    help="The API version the run will use; lines it refuses are bad lines.",
+)
+@_option(
     "--show-bad-lines", type=int, default=20, show_default=True, help="How many bad lines to list."
 )
-def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None:
+def estimate(
+    requests: str, show_bad_lines: int, anthropic_version: str, **limits: float | None
+) -> None:
     """Validate REQUESTS and estimate tokens, cost and time, without calling any API.
 
     Exit status 0 when every line is a valid request, 1 when some are not, 2 when the
     file cannot be read.
     """
     from apiproc.preflight import preflight
-    from apiproc.providers.anthropic_models import PRICES_AS_OF, model_facts
+    from apiproc.providers import AnthropicProvider
 
+    provider = AnthropicProvider(api_key="", version=anthropic_version)  # nothing is sent
     try:
-        report = preflight(requests, facts=model_facts)
+        report = preflight(requests, facts=provider.model, check=provider.validate)
     except OSError as error:
         Reporter(sys.stderr).error(f"Cannot read {requests}: {error.strerror}.")
         sys.exit(EXIT_USAGE)
@@ -389,7 +407,8 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
         if value <= 0:
             Reporter(sys.stderr).error("Limits must be positive numbers.")
             sys.exit(EXIT_USAGE)
-    print_estimate(report, given, show_bad_lines, PRICES_AS_OF)
+    today = datetime.now(timezone.utc).date()
+    print_estimate(report, given, show_bad_lines, provider.prices_as_of, today)
     sys.exit(EXIT_OK if report.bad_lines == 0 else EXIT_ERRORED)
 
 

@@ -52,7 +52,7 @@ from apiproc.limiter import (
     RequestTooLarge,
     Reservation,
 )
-from apiproc.pricing import PriceOf
+from apiproc.pricing import Bill, PriceOf
 from apiproc.providers.base import Outcome, Provider, Usage, Verdict
 from apiproc.results import Finished, Result, ResultWriter
 from apiproc.retry import backoff_delay
@@ -74,7 +74,7 @@ class RunStats:
     retries: int = 0
     rate_limited: int = 0
     usage: Usage = field(default_factory=Usage)
-    usage_by_model: dict[str, Usage] = field(default_factory=dict)
+    bills: dict[str, Bill] = field(default_factory=dict)  # cost by model, priced per answer
     started: float = 0.0
     finished: float = 0.0
     fatal: str | None = None
@@ -86,6 +86,14 @@ class RunStats:
     # The provider's prices, for the cost in progress lines and the summary.
     price_of: PriceOf | None = field(default=None, repr=False)
     prices_as_of: str = ""
+
+    def charge(self, model: str, usage: Usage) -> None:
+        """Add one answer's usage to its model's bill."""
+        bill = self.bills.get(model)
+        if bill is None:
+            price = self.price_of(model) if self.price_of is not None else None
+            bill = self.bills[model] = Bill(price)
+        bill.add(usage)
 
     @property
     def done(self) -> int:
@@ -335,7 +343,7 @@ class Engine:
         assert job.estimate is not None
         self.estimator.learn(job.estimate, usage)
         self.stats.usage.add(usage)
-        self.stats.usage_by_model.setdefault(job.estimate.model, Usage()).add(usage)
+        self.stats.charge(job.estimate.model, usage)
         self._record(_result(job, outcome))
 
     def _retry_or_give_up(self, job: Job, outcome: Outcome) -> None:
@@ -443,7 +451,7 @@ def _bad_line_error(item: BadLine) -> dict[str, Any]:
 async def feed_file(engine: Engine, path: str) -> None:
     """Producer: read `path` (or stdin for `-`) into the engine, batch by batch,
     leaving out what earlier runs already finished."""
-    reader = JobReader()
+    reader = JobReader(engine.provider.validate)
     finished = engine.finished
     with open_input(path) as handle:
         async for lines in line_batches(handle):

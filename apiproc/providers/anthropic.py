@@ -1,6 +1,7 @@
 """The Anthropic Messages API: headers, answers, error classes, rate-limit headers.
 
     provider = AnthropicProvider(api_key=key, url="https://api.anthropic.com/v1/messages")
+    problem = provider.validate(params)          # what the chosen anthropic-version refuses
     request = provider.request(params)           # url and body; session_headers on every one
     outcome = provider.classify(200, response_headers, response_bytes)
 
@@ -17,10 +18,13 @@ from typing import Any
 
 from apiproc.jsonio import dumps, loads
 from apiproc.providers.anthropic_models import PRICES_AS_OF, model_facts
+from apiproc.providers.anthropic_versions import VERSION_2023, version_problem
 from apiproc.providers.base import HttpRequest, ModelFacts, Outcome, ServerLimit, Usage, Verdict
 
 DEFAULT_URL = "https://api.anthropic.com/v1/messages"
-DEFAULT_VERSION = "2023-06-01"
+# 2023-06-01 stays the default: it is still accepted, with no announced sunset, and
+# it takes `temperature`, which many files carry; 2026-10-21 is one option away.
+DEFAULT_VERSION = VERSION_2023
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 FATAL_STATUSES = frozenset({401, 402, 403})
 SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
@@ -51,6 +55,7 @@ class AnthropicProvider:
         betas: tuple[str, ...] = (),
     ) -> None:
         self.url = url
+        self.version = version
         self._headers = {
             "x-api-key": api_key,
             "anthropic-version": version,
@@ -63,6 +68,9 @@ class AnthropicProvider:
     @property
     def session_headers(self) -> Mapping[str, str]:
         return self._headers
+
+    def validate(self, params: dict[str, Any]) -> str | None:
+        return version_problem(params, self.version)
 
     def request(self, params: dict[str, Any]) -> HttpRequest:
         return HttpRequest(self.url, self.body(params))

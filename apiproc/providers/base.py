@@ -1,15 +1,17 @@
 """The provider protocol and the plain data types every part of apiproc speaks.
 
     provider: Provider = AnthropicProvider(api_key=key)
+    problem = provider.validate(job.params)          # None, or why the API would refuse it
     request = provider.request(job.params)           # url, body, headers of one attempt
     outcome = provider.classify(status, headers, body)
     facts = provider.model("claude-haiku-4-5")        # limit class, prices, cache rules
 
-Everything that differs between APIs lives behind `Provider`: how a request is built,
-what an answer means (success, retry, permanent, fatal, rate limited), the usage and the
-rate-limit headers it reports, and the facts of each model. The engine, the limiter, the
-prompt-cache planner and the report see only the types defined here. This module
-imports nothing from apiproc, so dependencies point one way: into it.
+Everything that differs between APIs lives behind `Provider`: which requests it would
+certainly refuse, how a request is built, what an answer means (success, retry,
+permanent, fatal, rate limited), the usage and the rate-limit headers it reports, and the
+facts of each model. The engine, the limiter, the prompt-cache planner and the report
+see only the types defined here. This module imports nothing from apiproc, so
+dependencies point one way: into it.
 """
 
 from __future__ import annotations
@@ -57,28 +59,43 @@ BATCH_DISCOUNT = 0.5
 
 @dataclass(slots=True, frozen=True)
 class Price:
-    """USD per million tokens."""
+    """USD per million tokens, for one request.
+
+    A tiered price has `long_prompt`: the rates of every token, output included, of a
+    request whose prompt (input + cache writes + cache reads) is longer than
+    `long_prompt_over` tokens. So a request is priced on its own usage, never a sum.
+    """
 
     input: float
     cache_write_5m: float
     cache_write_1h: float
     cache_read: float
     output: float
+    long_prompt: Price | None = None
+    long_prompt_over: int = 0
+
+    def for_prompt(self, prompt_tokens: int) -> Price:
+        """The rates of a request whose prompt is `prompt_tokens` long."""
+        if self.long_prompt is not None and prompt_tokens > self.long_prompt_over:
+            return self.long_prompt
+        return self
 
     def cost(self, usage: Usage, batch: bool = False) -> float:
+        """Dollars for one request's usage."""
+        rates = self.for_prompt(usage.total_input)
         write_1h = usage.cache_write_1h_tokens
         write_5m = usage.cache_creation_input_tokens - write_1h
         dollars = (
-            usage.input_tokens * self.input
-            + write_5m * self.cache_write_5m
-            + write_1h * self.cache_write_1h
-            + usage.cache_read_input_tokens * self.cache_read
-            + usage.output_tokens * self.output
+            usage.input_tokens * rates.input
+            + write_5m * rates.cache_write_5m
+            + write_1h * rates.cache_write_1h
+            + usage.cache_read_input_tokens * rates.cache_read
+            + usage.output_tokens * rates.output
         ) / 1_000_000
         return dollars * BATCH_DISCOUNT if batch else dollars
 
     def uncached_cost(self, usage: Usage, batch: bool = False) -> float:
-        """What the same usage would cost with no prompt caching at all."""
+        """What the same request would cost with no prompt caching at all."""
         plain = Usage(input_tokens=usage.total_input, output_tokens=usage.output_tokens)
         return self.cost(plain, batch)
 
@@ -139,6 +156,11 @@ class Provider(Protocol):
     @property
     def session_headers(self) -> Mapping[str, str]:
         """Headers sent with every request of the run."""
+
+    def validate(self, params: dict[str, Any]) -> str | None:
+        """Why the API would certainly refuse `params`, saying what to do; None if it would
+        not. `params` already has the shape every provider needs (model, max_tokens,
+        messages)."""
 
     def request(self, params: dict[str, Any]) -> HttpRequest:
         """The HTTP request that sends `params`."""
