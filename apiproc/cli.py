@@ -417,6 +417,13 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
     help="Seconds before a response begins.",
 )
 @click.option("--latency-jitter", type=float, default=0.0, show_default=True)
+@click.option(
+    "--output-tokens-per-second",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Generation speed, which paces a streamed answer (0: instant).",
+)
 @click.option("--rate-429", type=float, default=0.0, show_default=True)
 @click.option("--rate-529", type=float, default=0.0, show_default=True)
 @click.option("--rate-500", type=float, default=0.0, show_default=True)
@@ -424,6 +431,20 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
 @click.option("--rate-drop", type=float, default=0.0, show_default=True)
 @click.option("--rate-stall", type=float, default=0.0, show_default=True)
 @click.option("--stall-seconds", type=float, default=30.0, show_default=True)
+@click.option(
+    "--rate-stream-error",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Share of answers overloaded partway: an error event in a stream, else a 529.",
+)
+@click.option(
+    "--ping-interval",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Seconds of silence in a stream before a ping event (0: none).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--output-tokens",
