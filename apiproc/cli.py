@@ -36,6 +36,7 @@ from apiproc.errors import (
 from apiproc.limiter import Limits
 from apiproc.loop import run as run_loop
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
+from apiproc.providers.base import TRANSPORTS
 from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter, print_estimate
 from apiproc.runner import run_job
@@ -43,6 +44,7 @@ from apiproc.settings import (
     DEFAULT_ATTEMPTS,
     DEFAULT_CONCURRENCY,
     DEFAULT_GRACE_PERIOD,
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_TIMEOUT,
     Settings,
@@ -139,7 +141,27 @@ def main() -> None:
     type=float,
     default=DEFAULT_TIMEOUT,
     show_default=True,
-    help="Seconds one attempt may take; long generations are legitimate.",
+    help="Seconds one non-streamed attempt may take; long generations are legitimate. A "
+    "streamed attempt may take this long, or longer when its max_tokens needs it: an hour "
+    "per 128,000 tokens.",
+)
+@_option(
+    "--transport",
+    type=click.Choice(TRANSPORTS),
+    default="auto",
+    show_default=True,
+    help='stream: send every request as a stream; plain: none (a line\'s "stream" is '
+    "dropped); auto: stream the lines that ask for it, and those whose max_tokens could "
+    "outlast --timeout at an hour per 128,000 tokens (over 21,333 at 600 s), or exceed a "
+    "model's non-streaming cap. Streamed answers are written exactly like the others.",
+)
+@_option(
+    "--idle-timeout",
+    type=float,
+    default=DEFAULT_IDLE_TIMEOUT,
+    show_default=True,
+    help="While streaming, seconds without a byte (pings count) before the connection is "
+    "taken for stalled and the request retried.",
 )
 @_option(
     "--logging-level",
@@ -273,6 +295,8 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         retry_base_delay=options["retry_base_delay"],
         max_concurrency=options["max_concurrency"],
         timeout=options["timeout"],
+        transport=options["transport"],
+        idle_timeout=options["idle_timeout"],
         anthropic_version=options["anthropic_version"],
         anthropic_betas=tuple(options["anthropic_beta"]),
         output_format=options["output_format"],
