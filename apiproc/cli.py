@@ -38,6 +38,7 @@ from apiproc.limiter import Limits
 from apiproc.loop import run as run_loop
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
 from apiproc.providers.anthropic_versions import API_VERSIONS
+from apiproc.providers.base import TRANSPORTS
 from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter, print_estimate
 from apiproc.runner import run_job
@@ -45,6 +46,7 @@ from apiproc.settings import (
     DEFAULT_ATTEMPTS,
     DEFAULT_CONCURRENCY,
     DEFAULT_GRACE_PERIOD,
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_TIMEOUT,
     Settings,
@@ -141,7 +143,27 @@ def main() -> None:
     type=float,
     default=DEFAULT_TIMEOUT,
     show_default=True,
-    help="Seconds one attempt may take; long generations are legitimate.",
+    help="Seconds one non-streamed attempt may take; long generations are legitimate. A "
+    "streamed attempt may take this long, or longer when its max_tokens needs it: an hour "
+    "per 128,000 tokens.",
+)
+@_option(
+    "--transport",
+    type=click.Choice(TRANSPORTS),
+    default="auto",
+    show_default=True,
+    help='stream: send every request as a stream; plain: none (a line\'s "stream" is '
+    "dropped); auto: stream the lines that ask for it, and those whose max_tokens could "
+    "outlast --timeout at an hour per 128,000 tokens (over 21,333 at 600 s), or exceed a "
+    "model's non-streaming cap. Streamed answers are written exactly like the others.",
+)
+@_option(
+    "--idle-timeout",
+    type=float,
+    default=DEFAULT_IDLE_TIMEOUT,
+    show_default=True,
+    help="While streaming, seconds without a byte (pings count) before the connection is "
+    "taken for stalled and the request retried.",
 )
 @_option(
     "--logging-level",
@@ -282,6 +304,8 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         retry_base_delay=options["retry_base_delay"],
         max_concurrency=options["max_concurrency"],
         timeout=options["timeout"],
+        transport=options["transport"],
+        idle_timeout=options["idle_timeout"],
         anthropic_version=options["anthropic_version"],
         anthropic_betas=tuple(options["anthropic_beta"]),
         output_format=options["output_format"],
@@ -437,6 +461,13 @@ def estimate(
     help="Seconds before a response begins.",
 )
 @click.option("--latency-jitter", type=float, default=0.0, show_default=True)
+@click.option(
+    "--output-tokens-per-second",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Generation speed, which paces a streamed answer (0: instant).",
+)
 @click.option("--rate-429", type=float, default=0.0, show_default=True)
 @click.option("--rate-529", type=float, default=0.0, show_default=True)
 @click.option("--rate-500", type=float, default=0.0, show_default=True)
@@ -444,6 +475,20 @@ def estimate(
 @click.option("--rate-drop", type=float, default=0.0, show_default=True)
 @click.option("--rate-stall", type=float, default=0.0, show_default=True)
 @click.option("--stall-seconds", type=float, default=30.0, show_default=True)
+@click.option(
+    "--rate-stream-error",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Share of answers overloaded partway: an error event in a stream, else a 529.",
+)
+@click.option(
+    "--ping-interval",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Seconds of silence in a stream before a ping event (0: none).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--output-tokens",

@@ -257,7 +257,7 @@ def test_unknown_model_is_404_not_found_error() -> None:
         ({"messages": []}, "messages: at least one message is required"),
         ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role: Input should"),
         ({"system": 42}, "system: Input should be a valid string or list"),
-        ({"stream": True}, "stream: streaming is not supported by this simulator"),
+        ({"stream": "yes"}, "stream: Input should be a valid boolean"),
     ],
 )
 def test_invalid_body_is_400_with_the_field_named(change: dict[str, Any], message: str) -> None:

@@ -4,6 +4,7 @@
     problem = provider.validate(job.params)          # None, or why the API would refuse it
     request = provider.request(job.params)           # url, body, headers of one attempt
     outcome = provider.classify(status, headers, body)
+    decoder = provider.decoder(status, headers)      # a streamed answer: feed(), finish()
     facts = provider.model("claude-haiku-4-5")        # limit class, prices, cache rules
 
 Everything that differs between APIs lives behind `Provider`: which requests it would
@@ -138,6 +139,11 @@ class Outcome:
         return str((self.error or {}).get("type", "api_error"))
 
 
+# How requests travel: streamed when the line asks or max_tokens calls for it (auto), always
+# streamed, or never (plain).
+TRANSPORTS = ("auto", "stream", "plain")
+
+
 @dataclass(slots=True, frozen=True)
 class HttpRequest:
     """One attempt on the wire; `headers` add to the session's own."""
@@ -145,6 +151,18 @@ class HttpRequest:
     url: str
     body: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
+    stream: bool = False  # the answer comes as a stream of events
+    time_limit: float | None = None  # seconds the whole attempt may take; None: the run's
+
+
+class StreamDecoder(Protocol):
+    """Reads one streamed answer as its bytes arrive; the provider makes one per attempt."""
+
+    def feed(self, chunk: bytes) -> Usage | None:
+        """Take the next bytes; the usage so far when they reported new figures, else None."""
+
+    def finish(self) -> Outcome:
+        """The attempt's outcome, once the stream has ended."""
 
 
 class Provider(Protocol):
@@ -167,6 +185,9 @@ class Provider(Protocol):
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         """Turn one HTTP answer into an Outcome."""
+
+    def decoder(self, status: int, headers: Mapping[str, str]) -> StreamDecoder | None:
+        """A decoder when this answer is a stream of events; None: read the body whole."""
 
     def model(self, model: str) -> ModelFacts:
         """The facts of `model` (a safe default for a model this provider does not know)."""

@@ -190,8 +190,6 @@ def _check_body(
     _check_tool_choice(fields)
     _check_thinking(fields, None if counting else max_tokens)
     _check_options(fields)
-    if fields.get("stream") is True:
-        raise invalid("stream: streaming is not supported by this simulator; send stream=false")
     prompt = build_prompt(fields, spec)
     _check_context(prompt, spec, dialect.betas)
     return Checked(fields, spec, prompt, max_tokens)
