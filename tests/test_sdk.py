@@ -1,8 +1,8 @@
 """The official `anthropic` SDK 2.x, as an independent judge, talks to `apiproc simulate`.
 
 The SDK sends `anthropic-version: 2026-10-21` and the key as `Authorization: Bearer`; it
-must complete messages and token counts, see the API's errors as its own exception types,
-and retry a 429 by its `retry-after` header.
+must complete messages, streams and token counts, see the API's errors as its own
+exception types, and retry a 429 by its `retry-after` header.
 """
 
 from __future__ import annotations
@@ -109,6 +109,40 @@ def test_the_sdk_counts_tokens_as_the_messages_endpoint_bills_them(
     assert isinstance(counted, anthropic.types.MessageTokensCount)
     billed = sdk.messages.create(model=MODEL, max_tokens=16, messages=QUESTION)
     assert counted.input_tokens == billed.usage.input_tokens > 0
+
+
+def test_the_sdk_streams_a_message_and_assembles_what_a_plain_call_returns(
+    server: SimulateProcess,
+) -> None:
+    sdk = client(server.base_url)
+    with sdk.messages.stream(model=MODEL, max_tokens=64, messages=QUESTION) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert isinstance(final, anthropic.types.Message)
+    assert text and final.content[0].type == "text" and final.content[0].text == text
+    assert final.id.startswith("msg_") and final.model == MODEL
+    assert final.stop_reason in ("end_turn", "max_tokens")
+    counted = sdk.messages.count_tokens(model=MODEL, messages=QUESTION)
+    assert final.usage.input_tokens == counted.input_tokens
+    assert 1 <= final.usage.output_tokens <= 64
+
+
+def test_the_sdk_reads_the_raw_stream_events_in_the_documented_order(
+    server: SimulateProcess,
+) -> None:
+    events = list(
+        client(server.base_url).messages.create(
+            model=MODEL, max_tokens=64, messages=QUESTION, stream=True
+        )
+    )
+    kinds = [event.type for event in events]
+    assert kinds[:2] == ["message_start", "content_block_start"]
+    assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert set(kinds[2:-3]) == {"content_block_delta"}
+    start, delta = events[0], events[-2]
+    assert start.message.usage.input_tokens > 0 and start.message.stop_reason is None
+    assert delta.delta.stop_reason in ("end_turn", "max_tokens")
+    assert 1 <= delta.usage.output_tokens <= 64
 
 
 def test_the_sdk_sees_a_sampling_parameter_as_a_bad_request(server: SimulateProcess) -> None:
