@@ -92,6 +92,8 @@ async def _run(
         url=settings.request_url,
         version=settings.anthropic_version,
         betas=settings.anthropic_betas,
+        transport=settings.transport,
+        timeout=settings.timeout,
     )
     with ResultWriter(settings.output_path, settings.output_format, settings.fsync) as writer:
         engine = Engine(settings, provider, writer, finished=finished)

@@ -42,6 +42,9 @@ SIMULATOR_OPTIONS = {
     "rate_drop": "--rate-drop",
     "rate_stall": "--rate-stall",
     "stall_seconds": "--stall-seconds",
+    "rate_stream_error": "--rate-stream-error",
+    "ping_interval": "--ping-interval",
+    "output_tokens_per_second": "--output-tokens-per-second",
     "seed": "--seed",
     "output_tokens": "--output-tokens",
 }
