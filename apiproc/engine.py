@@ -59,8 +59,8 @@ from apiproc.limiter import (
     RequestTooLarge,
     Reservation,
 )
-from apiproc.pricing import PriceOf
-from apiproc.providers.base import Outcome, Provider, Usage, Verdict
+from apiproc.pricing import Bill, PriceOf
+from apiproc.providers.base import HttpRequest, Outcome, Provider, Usage, Verdict
 from apiproc.results import Result, ResultWriter
 from apiproc.resume import Earlier, Finished
 from apiproc.retry import backoff_delay
@@ -70,6 +70,7 @@ from apiproc.tokens import TokenEstimator
 log = logging.getLogger("apiproc")
 
 INPUT_QUEUE_SIZE = 1024
+CONNECT_TIMEOUT = 30.0
 # Error types of apiproc's own that a later run may not meet (the rest are the API's).
 OWN_TRANSIENT_ERRORS = frozenset({"connection_error", "timeout_error", "internal_error"})
 
@@ -84,7 +85,7 @@ class RunStats:
     retries: int = 0
     rate_limited: int = 0
     usage: Usage = field(default_factory=Usage)
-    usage_by_model: dict[str, Usage] = field(default_factory=dict)
+    bills: dict[str, Bill] = field(default_factory=dict)  # cost by model, priced per answer
     started: float = 0.0
     finished: float = 0.0
     fatal: str | None = None
@@ -102,6 +103,14 @@ class RunStats:
     # The provider's prices, for the cost in progress lines and the summary.
     price_of: PriceOf | None = field(default=None, repr=False)
     prices_as_of: str = ""
+
+    def charge(self, model: str, usage: Usage) -> None:
+        """Add one answer's usage to its model's bill."""
+        bill = self.bills.get(model)
+        if bill is None:
+            price = self.price_of(model) if self.price_of is not None else None
+            bill = self.bills[model] = Bill(price)
+        bill.add(usage)
 
     @property
     def done(self) -> int:
@@ -177,7 +186,7 @@ class Engine:
     async def run(self, produce: Callable[[Engine], Any]) -> RunStats:
         """Run to the end; `produce(engine)` is the coroutine that feeds `engine.put()`."""
         self.stats.started = time.monotonic()
-        timeout = aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=30)
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=CONNECT_TIMEOUT)
         connector = aiohttp.TCPConnector(limit=self.settings.max_concurrency, limit_per_host=0)
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, headers=self.provider.session_headers
@@ -300,7 +309,7 @@ class Engine:
         """One attempt, guarded: whatever raises in here, the job ends recorded or retried
         (or, after a stop, left for a rerun)."""
         try:
-            outcome = await self._send(job)
+            outcome = await self._send(job, reservation)
         except Exception as error:  # a bug of ours: keep its traceback, never lose the job
             log.exception("internal error while sending %s", job.custom_id)
             outcome = Outcome(Verdict.PERMANENT, error=_internal_error(error))
@@ -361,27 +370,52 @@ class Engine:
             counted_input += usage.cache_read_input_tokens
         return Cost(requests=1, input_tokens=counted_input, output_tokens=usage.output_tokens)
 
-    async def _send(self, job: Job) -> Outcome:
+    async def _send(self, job: Job, reservation: Reservation) -> Outcome:
+        """One attempt on the wire. A streamed answer is read as it arrives: its usage is
+        charged as reported, and a silence longer than the idle timeout cuts it short."""
         assert self._session is not None
         request = self.provider.request(job.params)
         try:
             async with self._session.post(
-                request.url, data=request.body, headers=request.headers or None
+                request.url,
+                data=request.body,
+                headers=request.headers or None,
+                timeout=self._stream_timeout(request) if request.stream else None,
             ) as response:
-                payload = await response.read()
-                return self.provider.classify(response.status, response.headers, payload)
+                decoder = self.provider.decoder(response.status, response.headers)
+                if decoder is None:
+                    payload = await response.read()
+                    return self.provider.classify(response.status, response.headers, payload)
+                async for chunk in response.content.iter_any():
+                    usage = decoder.feed(chunk)
+                    if usage is not None:
+                        self.limiter.progress(reservation, self._counted(job, usage))
+                return decoder.finish()
+        except aiohttp.SocketTimeoutError:
+            message = f"no byte for {self.settings.idle_timeout:g} s: the answer stalled"
+            return Outcome(Verdict.RETRY, error={"type": "timeout_error", "message": message})
         except asyncio.TimeoutError:
-            message = f"no complete answer within {self.settings.timeout:g} s"
+            limit = request.time_limit or self.settings.timeout
+            message = f"no complete answer within {limit:g} s"
             return Outcome(Verdict.RETRY, error={"type": "timeout_error", "message": message})
         except aiohttp.ClientError as error:
             message = f"{type(error).__name__}: {error}".rstrip(": ")
             return Outcome(Verdict.RETRY, error={"type": "connection_error", "message": message})
 
+    def _stream_timeout(self, request: HttpRequest) -> aiohttp.ClientTimeout:
+        """A streamed attempt: no byte for `idle_timeout` is a stall (pings count as bytes);
+        the whole may take the provider's time limit, which allows for long generations."""
+        return aiohttp.ClientTimeout(
+            total=request.time_limit or self.settings.timeout,
+            sock_connect=CONNECT_TIMEOUT,
+            sock_read=self.settings.idle_timeout,
+        )
+
     def _succeeded(self, job: Job, outcome: Outcome) -> None:
         usage = outcome.usage or Usage()
         model = job.estimate.model if job.estimate else str(job.params.get("model"))
         self.stats.usage.add(usage)
-        self.stats.usage_by_model.setdefault(model, Usage()).add(usage)
+        self.stats.charge(model, usage)
         self._record_job(job, outcome)
         if job.estimate is not None:
             self.estimator.learn(job.estimate, usage)
@@ -555,7 +589,7 @@ async def feed_file(engine: Engine, path: str) -> None:
     leaving out what earlier runs already finished. A line whose id has a result that
     answered another request is not sent either: it is counted in `stats.changed`
     (a file's changed lines are found before the run; stdin's only as they come)."""
-    reader = JobReader(fingerprints=True)
+    reader = JobReader(engine.provider.validate, fingerprints=True)
     finished = engine.finished
     with open_input(path) as handle:
         async for lines in line_batches(handle):

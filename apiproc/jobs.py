@@ -1,7 +1,7 @@
 """Input lines to jobs: three line formats, stable ids, validation, bad-line records.
 
     with open_input("requests.jsonl") as lines:
-        for item in read_jobs(lines):
+        for item in read_jobs(lines, check=provider.validate):
             ...  # a Job to send, or a BadLine to record as errored
 
 A line is one JSON object in one of these shapes:
@@ -13,7 +13,8 @@ A line is one JSON object in one of these shapes:
 - an OpenAI batch line `{"custom_id": ..., "method": "POST", "url": ..., "body": {...}}`:
   `body` is sent.
 A line without an id gets `line-<number>`. Blank lines are skipped. The file is read
-line by line, never whole.
+line by line, never whole. A line is checked for the shape every request needs here, then
+by the provider's `check` for what its API would certainly refuse.
 
 A request's fingerprint is a short hash of it as read (key order and spacing aside),
 before apiproc adds anything: resume skips an id only when the fingerprint of its line
@@ -27,7 +28,7 @@ import hashlib
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
@@ -40,6 +41,9 @@ MAX_CUSTOM_ID = 64
 READ_HINT = 1 << 16
 FINGERPRINT_BYTES = 8  # 16 hex characters
 ROLES = ("user", "assistant")
+
+# The provider's own check of a well-shaped request: None, or why its API would refuse it.
+Check = Callable[[dict[str, Any]], "str | None"]
 
 
 @dataclass(slots=True)
@@ -120,8 +124,9 @@ class JobReader:
     `fingerprints`, every item gets the fingerprint of its request as read.
     """
 
-    def __init__(self, fingerprints: bool = False) -> None:
+    def __init__(self, check: Check | None = None, fingerprints: bool = False) -> None:
         self.line_no = 0
+        self._check = check
         self.fingerprints = fingerprints
         self._given: set[str] = set()
         self._derived = bytearray()
@@ -131,7 +136,7 @@ class JobReader:
         self.line_no += 1
         if not raw.strip():
             return None
-        item = parse_line(raw, self.line_no)
+        item = parse_line(raw, self.line_no, self._check)
         if self._taken(item.custom_id):
             item = BadLine(
                 custom_id=self._free_id(),
@@ -184,9 +189,9 @@ def _derived_line(custom_id: str) -> int | None:
     return None
 
 
-def read_jobs(lines: Iterable[bytes]) -> Iterator[Job | BadLine]:
+def read_jobs(lines: Iterable[bytes], check: Check | None = None) -> Iterator[Job | BadLine]:
     """Turn raw lines into jobs and bad lines, in file order."""
-    reader = JobReader()
+    reader = JobReader(check)
     for raw in lines:
         item = reader.feed(raw)
         if item is not None:
@@ -215,7 +220,7 @@ async def line_batches(handle: IO[bytes]) -> AsyncIterator[list[bytes]]:
         yield [tail]
 
 
-def parse_line(raw: bytes, line_no: int) -> Job | BadLine:
+def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | BadLine:
     """One input line to a Job, or a BadLine saying what is wrong with it."""
     derived = f"line-{line_no}"
     try:
@@ -237,7 +242,7 @@ def parse_line(raw: bytes, line_no: int) -> Job | BadLine:
         return BadLine(derived, line_no, problem, metadata, _text(raw))
     if not isinstance(params, dict):
         return BadLine(custom_id, line_no, "params must be a JSON object", metadata, _text(raw))
-    problem = validate_params(params)
+    problem = validate_params(params) or (check(params) if check is not None else None)
     if problem:
         return BadLine(custom_id, line_no, problem, metadata, _text(raw))
     if sent_metadata is not None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from apiproc.errors import OutputError, ResumeMismatch
-from apiproc.jobs import JobReader, open_input, request_fingerprint
+from apiproc.jobs import Check, JobReader, open_input, request_fingerprint
 from apiproc.jsonio import loads
 
 log = logging.getLogger("apiproc")
@@ -109,13 +109,16 @@ def scan_output(path: str, output_format: str, resend: Resend | None = None) -> 
     return finished
 
 
-def changed_requests(requests_path: str, finished: Finished) -> list[str]:
+def changed_requests(
+    requests_path: str, finished: Finished, check: Check | None = None
+) -> list[str]:
     """Ids whose line in the input differs from the request their result answered: one
-    pass over the input, before anything is sent. Only batch lines carry fingerprints."""
+    pass over the input, before anything is sent, reading lines as the run will (`check`
+    is the provider's). Only batch lines carry fingerprints."""
     if finished.output_format != "batch" or not finished.fingerprinted:
         return []
     changed = []
-    reader = JobReader(fingerprints=True)
+    reader = JobReader(check, fingerprints=True)
     with open_input(requests_path) as handle:
         for raw in handle:
             item = reader.feed(raw)

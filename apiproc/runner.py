@@ -21,7 +21,7 @@ from typing import Any
 
 from apiproc.engine import OWN_TRANSIENT_ERRORS, Engine, RunStats, feed_file
 from apiproc.errors import EXIT_ON_SIGNAL, ResumeMismatch
-from apiproc.jobs import rereadable
+from apiproc.jobs import Check, rereadable
 from apiproc.lock import OutputLock
 from apiproc.loop import run as run_loop
 from apiproc.providers import AnthropicProvider, Provider
@@ -120,7 +120,8 @@ def prepare_output(settings: Settings, provider: Provider | None = None) -> Fini
             output,
         )
     if rereadable(settings.requests_path):  # stdin or a pipe is checked as it is read
-        _send_changed_again_or_refuse(settings, finished)
+        check = provider.validate if provider is not None else None
+        _send_changed_again_or_refuse(settings, finished, check)
     return finished
 
 
@@ -134,8 +135,10 @@ def _resend(settings: Settings, provider: Provider | None) -> Resend | None:
     return lambda error_type: error_type in OWN_TRANSIENT_ERRORS or transient(error_type)
 
 
-def _send_changed_again_or_refuse(settings: Settings, finished: Finished) -> None:
-    changed = changed_requests(settings.requests_path, finished)
+def _send_changed_again_or_refuse(
+    settings: Settings, finished: Finished, check: Check | None
+) -> None:
+    changed = changed_requests(settings.requests_path, finished, check)
     if not changed:
         return
     what = (
@@ -161,6 +164,8 @@ async def _run(
         url=settings.request_url,
         version=settings.anthropic_version,
         betas=settings.anthropic_betas,
+        transport=settings.transport,
+        timeout=settings.timeout,
     )
     finished = prepare_output(settings, provider)
     with ResultWriter(settings.output_path, settings.output_format, settings.fsync) as writer:
