@@ -5,9 +5,16 @@
     apiproc simulate --port 8080 --requests-per-minute 3000 --latency 0.2
 
 Options only: each command builds a `Settings` and hands it to the engine.
-Exit status: 0 all requests succeeded; 1 some requests errored; 2 usage or input/output
-file error; 3 the run was stopped by an authentication, permission, billing or
-spend-limit error; 130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
+Exit status (the first that applies, in this order):
+    4   results received (and paid for) could not be written to the output;
+    141 the output's reader went away (a broken pipe, as with `| head -1`);
+    130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM;
+    3   stopped by an authentication, permission, billing or spend-limit answer;
+    2   usage or input/output file error, the output in use by another run, or lines that
+        differ from the requests answered under their ids;
+    4   a request read has no result line (never 0 then);
+    1   some requests are recorded as errored;
+    0   every request read has a succeeded line.
 """
 
 from __future__ import annotations

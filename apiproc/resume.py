@@ -233,11 +233,14 @@ def sidecar_path(output_path: str) -> str:
     return f"{output_path}.apiproc.json"
 
 
-def check_output_identity(requests_path: str, output_path: str, output_format: str) -> None:
+def check_output_identity(
+    requests_path: str, output_path: str, output_format: str, fresh: bool = False
+) -> None:
     """Refuse to resume in another format (its lines would match nothing, and everything
-    would be sent again); record the format and the input when the output has no record."""
+    would be sent again); record the format and the input when the output has no record,
+    or holds no line yet (`fresh`)."""
     sidecar = Path(sidecar_path(output_path))
-    recorded = _read_record(sidecar)
+    recorded = {} if fresh else _read_record(sidecar)
     written_as = recorded.get("output_format")
     if written_as and written_as != output_format:
         raise ResumeMismatch(

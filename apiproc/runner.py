@@ -99,8 +99,9 @@ def prepare_output(settings: Settings, provider: Provider | None = None) -> Fini
         return None  # stdout, a pipe or a device: nothing to read back
     if settings.overwrite:
         start_afresh(output)
-    check_output_identity(settings.requests_path, output, settings.output_format)
-    if not os.path.exists(output) or os.path.getsize(output) == 0:
+    fresh = not os.path.exists(output) or os.path.getsize(output) == 0
+    check_output_identity(settings.requests_path, output, settings.output_format, fresh)
+    if fresh:
         return None
     finished = scan_output(output, settings.output_format, _resend(settings, provider))
     if finished.repaired_bytes:
