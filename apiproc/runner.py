@@ -142,9 +142,11 @@ def _send_changed_again_or_refuse(
     changed = changed_requests(settings.requests_path, finished, check)
     if not changed:
         return
+    lines = f"{len(changed):,} lines of" if len(changed) > 1 else "1 line of"
     what = (
-        f"{len(changed):,} lines of {settings.requests_path} differ from the requests "
-        f"answered under the same id in {settings.output_path} ({first_few(changed)})"
+        f"{lines} {settings.requests_path} differ{'s' if len(changed) == 1 else ''} from "
+        f"the requests answered under the same id in {settings.output_path} "
+        f"({first_few(changed)})"
     )
     if not settings.force:
         raise ResumeMismatch(

@@ -52,7 +52,8 @@ def test_a_regenerated_input_whose_line_5_changed_is_refused_before_anything_is_
     write_jsonl(source, regenerated(rows, 5, max_tokens=99))
     refused = run(simulator, source, output)
     assert refused.returncode == 2
-    assert "1 lines of" in refused.stderr and "(line-5)" in refused.stderr
+    assert "1 line of" in refused.stderr and "differs from" in refused.stderr
+    assert "(line-5)" in refused.stderr
     assert "--force" in refused.stderr and "Traceback" not in refused.stderr
     assert len(completed(simulator)) == 10  # nothing was sent
     assert output.read_bytes() == before
