@@ -210,8 +210,8 @@ class Engine:
         return self.stats
 
     async def put(self, item: Job | BadLine) -> None:
-        self.stats.read += 1
         await self._queue.put(item)
+        self.stats.read += 1
         self._changed.set()
 
     async def _produce(self, produce: Callable[[Engine], Any]) -> None:
@@ -503,7 +503,7 @@ class Engine:
             return
         everything = asyncio.gather(*self._tasks, return_exceptions=True)
         hurry = asyncio.ensure_future(self._hurry.wait())
-        await asyncio.wait({everything, hurry}, timeout=grace, return_when="FIRST_COMPLETED")
+        await asyncio.wait({everything, hurry}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
         hurry.cancel()
         pending = [task for task in self._tasks if not task.done()]
         for task in pending:
@@ -548,11 +548,12 @@ class Engine:
         if isinstance(error, WriteFailed):
             stats.write_error = str(error)
             stats.broken_pipe = error.broken_pipe
+            others = len(self._tasks) - (asyncio.current_task() in self._tasks)
             log.error(
                 "%s Stopping: nothing new is sent; the requests in flight (%d) are finished "
                 "and written if the output takes them.",
                 error,
-                max(0, len(self._tasks) - 1),
+                others,
             )
         else:  # a bug of ours: keep its traceback
             stats.write_error = f"internal error while writing: {type(error).__name__}: {error}"

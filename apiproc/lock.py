@@ -17,11 +17,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from apiproc.errors import OutputError, OutputInUse
+
+log = logging.getLogger("apiproc")
 
 LOCK_SUFFIX = ".apiproc.lock"
 
@@ -92,6 +95,13 @@ class OutputLock:
             return
         except BlockingIOError:
             holder = _holder(fd)
+        except OSError as error:  # a file system without locks (some network mounts)
+            log.warning(
+                "cannot lock %s (%s): a second run on this output would not be turned away",
+                self.path,
+                error.strerror,
+            )
+            return
         if not self.wait:
             raise OutputInUse(
                 f"{self.output_path} is being written by another apiproc run ({holder}). "

@@ -277,6 +277,7 @@ def test_a_signal_after_a_fatal_stop_cuts_the_wait_for_requests_in_flight_short(
     assert "SIGINT cut the wait short; " in stderr and "in flight were abandoned" in stderr
     assert "Resume:" in stderr
     assert simulator.stats.succeeded == 0  # nothing answered: they were not waited for
+    assert (tmp_path / "out.jsonl").read_text() == ""  # and no error line for the rest
 
 
 def test_fsync_option_runs(simulator: Simulator, tmp_path: Path) -> None:
