@@ -339,6 +339,9 @@ class Engine:
         except aiohttp.SocketTimeoutError:
             message = f"no byte for {self.settings.idle_timeout:g} s: the answer stalled"
             return Outcome(Verdict.RETRY, error={"type": "timeout_error", "message": message})
+        except aiohttp.ConnectionTimeoutError:
+            message = f"no connection within {CONNECT_TIMEOUT:g} s"
+            return Outcome(Verdict.RETRY, error={"type": "connection_error", "message": message})
         except asyncio.TimeoutError:
             limit = request.time_limit or self.settings.timeout
             message = f"no complete answer within {limit:g} s"
