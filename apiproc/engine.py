@@ -325,7 +325,7 @@ class Engine:
                 request.url,
                 data=request.body,
                 headers=request.headers or None,
-                timeout=self._stream_timeout(request) if request.stream else None,
+                timeout=self._timeout(request),
             ) as response:
                 decoder = self.provider.decoder(response.status, response.headers)
                 if decoder is None:
@@ -350,9 +350,12 @@ class Engine:
             message = f"{type(error).__name__}: {error}".rstrip(": ")
             return Outcome(Verdict.RETRY, error={"type": "connection_error", "message": message})
 
-    def _stream_timeout(self, request: HttpRequest) -> aiohttp.ClientTimeout:
-        """A streamed attempt: no byte for `idle_timeout` is a stall (pings count as bytes);
-        the whole may take the provider's time limit, which allows for long generations."""
+    def _timeout(self, request: HttpRequest) -> aiohttp.ClientTimeout:
+        """`--timeout` bounds a plain attempt. In a streamed one, no byte for `idle_timeout`
+        is a stall (pings count as bytes), and the whole may take the provider's time limit,
+        which allows for long generations."""
+        if not request.stream:
+            return aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=CONNECT_TIMEOUT)
         return aiohttp.ClientTimeout(
             total=request.time_limit or self.settings.timeout,
             sock_connect=CONNECT_TIMEOUT,

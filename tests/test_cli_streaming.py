@@ -215,3 +215,25 @@ def test_an_overloaded_stream_that_never_recovers_is_recorded_as_overloaded(
     assert record["attempts"] == 2
     assert record["result"]["error"]["error"]["type"] == "overloaded_error"
     assert record["request_id"].startswith("req_")
+
+
+@pytest.mark.simulator(latency=3.0)
+def test_a_plain_attempt_is_still_bounded_by_the_timeout(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [request_line(1)])
+    done = run_against(
+        simulator,
+        source,
+        tmp_path / "out.jsonl",
+        "--transport",
+        "plain",  # auto would stream it: 64 tokens may outlast 0.5 s
+        "--timeout",
+        "0.5",
+        "--max-attempts",
+        "1",
+        key=KEY,
+    )
+    assert done.returncode == 1
+    error = read_jsonl(tmp_path / "out.jsonl")[0]["result"]["error"]["error"]
+    assert error == {"type": "timeout_error", "message": "no complete answer within 0.5 s"}
