@@ -201,6 +201,8 @@ class Simulator:
         self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
         try:
             return await self._answer_messages(request)
+        except ConnectionError:  # the client left mid-request; there is no one to answer
+            return hang_up(request)
         finally:
             self._in_flight -= 1
 
@@ -369,9 +371,14 @@ class Simulator:
         loop = asyncio.get_running_loop()
         message = _message(checked, generation, _usage(plan, generation.output_tokens))
         output = _OutputMeter(exchange.pool, checked, self.config.output_accounting)
-        stream = await EventStream.open(
-            exchange.request, self._headers(exchange), self.config.ping_interval
-        )
+        try:
+            stream = await EventStream.open(
+                exchange.request, self._headers(exchange), self.config.ping_interval
+            )
+        except ConnectionError:  # the client left before the answer began
+            output.ended(loop.time())
+            self._record(exchange, 0, None)
+            return hang_up(exchange.request)
         self.stats.streamed += 1
         try:
             complete = await self._send_events(stream, message, plan, generation, output, midway)
