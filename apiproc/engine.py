@@ -156,7 +156,7 @@ class Engine:
     async def run(self, produce: Callable[[Engine], Any]) -> RunStats:
         """Run to the end; `produce(engine)` is the coroutine that feeds `engine.put()`."""
         self.stats.started = time.monotonic()
-        timeout = aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=CONNECT_TIMEOUT)
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=30)
         connector = aiohttp.TCPConnector(limit=self.settings.max_concurrency, limit_per_host=0)
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, headers=self.provider.session_headers

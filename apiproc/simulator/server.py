@@ -88,7 +88,8 @@ def _message(checked: Checked, generation: Generation, usage: dict[str, Any]) ->
 
 
 def _cumulative(usage: dict[str, Any]) -> dict[str, Any]:
-    """The usage a ``message_delta`` carries: the running totals (§A.4)."""
+    """The usage a ``message_delta`` carries: the running totals (§A.4). A guess: the input
+    figures come too (the docs' example shows only output_tokens; the SDK reads either)."""
     names = (
         "input_tokens",
         "cache_creation_input_tokens",
@@ -414,7 +415,7 @@ class Simulator:
             "content_block_start",
             {"type": "content_block_start", "index": 0, "content_block": block},
         )
-        stream.send("ping", PING)
+        stream.send("ping", PING)  # where the docs' example stream has its first ping
         await stream.idle(generation.first_token_delay)
         self._cache.store(plan, started, loop.time())
         pieces = text_pieces(generation.text, generation.output_tokens)

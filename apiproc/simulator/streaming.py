@@ -50,7 +50,7 @@ class EventStream:
         response = web.StreamResponse(status=200, headers=headers)
         response.content_type = "text/event-stream"
         response.charset = "utf-8"
-        response.headers["cache-control"] = "no-cache"
+        response.headers["cache-control"] = "no-cache"  # a guess: usual for event streams
         await response.prepare(request)
         return cls(request, response, ping_interval)
 
