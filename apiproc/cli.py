@@ -5,30 +5,42 @@
     apiproc simulate --port 8080 --requests-per-minute 3000 --latency 0.2
 
 Options only: each command builds a `Settings` and hands it to the engine.
-Exit status: 0 all requests succeeded; 1 some requests errored; 2 usage or input/output
-file error; 3 the run was stopped by an authentication, permission, billing or
-spend-limit error; 130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
+Exit status (the first that applies, in this order):
+    4   results received (and paid for) could not be written to the output;
+    141 the output's reader went away (a broken pipe, as with `| head -1`);
+    130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM;
+    3   stopped by an authentication, permission, billing or spend-limit answer;
+    2   usage or input/output file error, the output in use by another run, or lines that
+        differ from the requests answered under their ids;
+    4   a request read has no result line (never 0 then);
+    1   some requests are recorded as errored;
+    0   every request read has a succeeded line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import click
 
+from apiproc import runner
 from apiproc.engine import RunStats
 from apiproc.errors import (
+    EXIT_BROKEN_PIPE,
     EXIT_ERRORED,
     EXIT_FATAL,
     EXIT_OK,
     EXIT_ON_SIGNAL,
+    EXIT_UNRECORDED,
     EXIT_USAGE,
     ApiprocError,
     SettingsError,
@@ -37,15 +49,19 @@ from apiproc.limiter import Limits
 from apiproc.limits_file import read_limits_file
 from apiproc.loop import run as run_loop
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
+from apiproc.providers.anthropic_versions import API_VERSIONS
+from apiproc.providers.base import TRANSPORTS
 from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter, print_estimate
-from apiproc.runner import run_job
 from apiproc.settings import (
     DEFAULT_ATTEMPTS,
     DEFAULT_CONCURRENCY,
     DEFAULT_GRACE_PERIOD,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_RATE_LIMIT_RETRIES,
     DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_TIMEOUT,
+    RETRY_ERRORED,
     Settings,
     default_output_path,
     resolve_api_key,
@@ -126,7 +142,15 @@ def main() -> None:
     type=int,
     default=DEFAULT_ATTEMPTS,
     show_default=True,
-    help="Attempts per request before it is recorded as errored.",
+    help="Attempts per request before it is recorded as errored; 429 answers do not count.",
+)
+@_option(
+    "--max-rate-limit-retries",
+    type=int,
+    default=DEFAULT_RATE_LIMIT_RETRIES,
+    show_default=True,
+    help="429 (rate limited) answers a request may get and still be sent again, after "
+    "the server's retry-after; they do not use up --max-attempts.",
 )
 @_option(
     "--retry-base-delay",
@@ -147,7 +171,27 @@ def main() -> None:
     type=float,
     default=DEFAULT_TIMEOUT,
     show_default=True,
-    help="Seconds one attempt may take; long generations are legitimate.",
+    help="Seconds one non-streamed attempt may take; long generations are legitimate. A "
+    "streamed attempt may take this long, or longer when its max_tokens needs it: an hour "
+    "per 128,000 tokens.",
+)
+@_option(
+    "--transport",
+    type=click.Choice(TRANSPORTS),
+    default="auto",
+    show_default=True,
+    help='stream: send every request as a stream; plain: none (a line\'s "stream" is '
+    "dropped); auto: stream the lines that ask for it, and those whose max_tokens could "
+    "outlast --timeout at an hour per 128,000 tokens (over 21,333 at 600 s), or exceed a "
+    "model's non-streaming cap. Streamed answers are written exactly like the others.",
+)
+@_option(
+    "--idle-timeout",
+    type=float,
+    default=DEFAULT_IDLE_TIMEOUT,
+    show_default=True,
+    help="While streaming, seconds without a byte (pings count) before the connection is "
+    "taken for stalled and the request retried.",
 )
 @_option(
     "--logging-level",
@@ -156,7 +200,14 @@ def main() -> None:
     show_default=True,
     help="10/20/30/40 or DEBUG/INFO/WARNING/ERROR.",
 )
-@_option("--anthropic-version", default=DEFAULT_VERSION, show_default=True)
+@_option(
+    "--anthropic-version",
+    type=click.Choice(API_VERSIONS),
+    default=DEFAULT_VERSION,
+    show_default=True,
+    help="API version. 2026-10-21 refuses temperature, top_p and top_k: such lines become "
+    "bad lines, never sent.",
+)
 @_option("--anthropic-beta", multiple=True, help="Beta feature name; repeat for several.")
 @_option(
     "--output-format",
@@ -212,11 +263,26 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Start afresh instead of resuming the output.")
 @_option(
     "--retry-errored",
-    is_flag=True,
-    help="On resume, send again the requests whose result was an error.",
+    type=click.Choice(RETRY_ERRORED),
+    is_flag=False,
+    flag_value="fixable",
+    default=None,
+    metavar="[all]",
+    help="On resume, send again the requests whose result was an error a rerun may fix "
+    "(rate limits, overloaded, server errors, timeouts, connection errors); with 'all', "
+    "permanent 4xx answers too. Their old lines are removed.",
 )
 @click.option(
-    "--force", is_flag=True, help="Resume into an output that was made from a different input."
+    "--force",
+    is_flag=True,
+    help="On resume, send again the requests whose line changed since their result was "
+    "written, replacing those results (without it such a run is refused).",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="When another run is writing the same output, wait for it to end instead of "
+    "refusing to start.",
 )
 @click.option("--fsync", is_flag=True, help="Force every result line to disk before the next.")
 @_option(
@@ -291,9 +357,12 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         limits=_limits(options),
         class_limits=_class_limits(options),
         max_attempts=options["max_attempts"],
+        max_rate_limit_retries=options["max_rate_limit_retries"],
         retry_base_delay=options["retry_base_delay"],
         max_concurrency=options["max_concurrency"],
         timeout=options["timeout"],
+        transport=options["transport"],
+        idle_timeout=options["idle_timeout"],
         anthropic_version=options["anthropic_version"],
         anthropic_betas=tuple(options["anthropic_beta"]),
         output_format=options["output_format"],
@@ -304,6 +373,7 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         overwrite=options["overwrite"],
         retry_errored=options["retry_errored"],
         force=options["force"],
+        wait=options["wait"],
         fsync=options["fsync"],
         grace_period=options["grace_period"],
         allow_insecure_http=options["allow_insecure_http"],
@@ -340,19 +410,28 @@ def execute(settings: Settings, display: Display) -> int:
     install_redaction(settings.api_key)
     resume = resume_command()
 
-    def stopping(name: str) -> None:
+    def stopping(name: str, hurried: bool) -> None:
+        if hurried:
+            reporter.line(
+                f"{name}: no longer waiting for the requests in flight; "
+                "send it again to quit at once."
+            )
+            return
         reporter.line(
             f"{name}: finishing the requests in flight (up to {settings.grace_period:g} s); "
             "send it again to quit at once."
         )
 
+    def waiting(holder: str) -> None:
+        reporter.line(f"Waiting for the run writing {settings.output_path} to end ({holder}).")
+
     try:
-        stats = run_loop(
-            run_job(
-                settings,
-                progress=reporter.follow_with_total(settings.requests_path),
-                on_stopping=stopping,
-            )
+        stats = runner.run(
+            settings,
+            progress=reporter.follow_with_total(settings.requests_path),
+            on_stopping=stopping,
+            owner=resume,
+            on_waiting=waiting,
         )
     except ApiprocError as error:
         reporter.error(redact(str(error), settings.api_key))
@@ -360,6 +439,8 @@ def execute(settings: Settings, display: Display) -> int:
     except KeyboardInterrupt:
         reporter.error("interrupted.")
         return EXIT_INTERRUPTED
+    if stats.broken_pipe and settings.output_path == "-":
+        _silence_stdout()
     reporter.summary(stats, settings.output_path, resume)
     if display.summary_json:
         reporter.write_summary_json(stats, settings.output_path, display.summary_json)
@@ -367,11 +448,27 @@ def execute(settings: Settings, display: Display) -> int:
 
 
 def exit_status(stats: RunStats) -> int:
+    """The status from what the run did; never 0 when a request read has no result line."""
+    if stats.unwritten:
+        return EXIT_BROKEN_PIPE if stats.broken_pipe else EXIT_UNRECORDED
     if stats.interrupted:
         return EXIT_ON_SIGNAL.get(stats.interrupted, EXIT_INTERRUPTED)
     if stats.fatal:
         return EXIT_FATAL
+    if stats.changed:
+        return EXIT_USAGE
+    if stats.unrecorded:
+        return EXIT_UNRECORDED
     return EXIT_OK if stats.errored_total == 0 else EXIT_ERRORED
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout is gone: send whatever else goes there (an interpreter flush
+    at exit) nowhere, instead of raising another broken pipe."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def resume_command() -> str:
@@ -388,19 +485,29 @@ def resume_command() -> str:
 @_option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
 @_option("--max-output-tokens-per-minute", type=float, help="Output tokens per minute.")
 @_option(
+    "--anthropic-version",
+    type=click.Choice(API_VERSIONS),
+    default=DEFAULT_VERSION,
+    show_default=True,
+    help="The API version the run will use; lines it refuses are bad lines.",
+)
+@_option(
     "--show-bad-lines", type=int, default=20, show_default=True, help="How many bad lines to list."
 )
-def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None:
+def estimate(
+    requests: str, show_bad_lines: int, anthropic_version: str, **limits: float | None
+) -> None:
     """Validate REQUESTS and estimate tokens, cost and time, without calling any API.
 
     Exit status 0 when every line is a valid request, 1 when some are not, 2 when the
     file cannot be read.
     """
     from apiproc.preflight import preflight
-    from apiproc.providers.anthropic_models import PRICES_AS_OF, model_facts
+    from apiproc.providers import AnthropicProvider
 
+    provider = AnthropicProvider(api_key="", version=anthropic_version)  # nothing is sent
     try:
-        report = preflight(requests, facts=model_facts)
+        report = preflight(requests, facts=provider.model, check=provider.validate)
     except OSError as error:
         Reporter(sys.stderr).error(f"Cannot read {requests}: {error.strerror}.")
         sys.exit(EXIT_USAGE)
@@ -409,7 +516,8 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
         if value <= 0:
             Reporter(sys.stderr).error("Limits must be positive numbers.")
             sys.exit(EXIT_USAGE)
-    print_estimate(report, given, show_bad_lines, PRICES_AS_OF)
+    today = datetime.now(timezone.utc).date()
+    print_estimate(report, given, show_bad_lines, provider.prices_as_of, today)
     sys.exit(EXIT_OK if report.bad_lines == 0 else EXIT_ERRORED)
 
 
@@ -438,6 +546,13 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
     help="Seconds before a response begins.",
 )
 @click.option("--latency-jitter", type=float, default=0.0, show_default=True)
+@click.option(
+    "--output-tokens-per-second",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Generation speed, which paces a streamed answer (0: instant).",
+)
 @click.option("--rate-429", type=float, default=0.0, show_default=True)
 @click.option("--rate-529", type=float, default=0.0, show_default=True)
 @click.option("--rate-500", type=float, default=0.0, show_default=True)
@@ -445,6 +560,20 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
 @click.option("--rate-drop", type=float, default=0.0, show_default=True)
 @click.option("--rate-stall", type=float, default=0.0, show_default=True)
 @click.option("--stall-seconds", type=float, default=30.0, show_default=True)
+@click.option(
+    "--rate-stream-error",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Share of answers overloaded partway: an error event in a stream, else a 529.",
+)
+@click.option(
+    "--ping-interval",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Seconds of silence in a stream before a ping event (0: none).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--output-tokens",
@@ -459,7 +588,15 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
     help="Other limits for some model classes, in the format of `run --limits-file` "
     "(requests, input and output tokens per minute); the other classes keep the above.",
 )
-def simulate(output_tokens: str, limits_file: str | None, **options: Any) -> None:
+@click.option(
+    "--today",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="The simulated API's date, which decides the retired models. Default: today (UTC).",
+)
+def simulate(
+    output_tokens: str, limits_file: str | None, today: datetime | None, **options: Any
+) -> None:
     """Run the bundled Messages API simulator on 127.0.0.1 until Ctrl-C."""
     from apiproc.simulator import SimulatorConfig, serve_forever
 
@@ -473,6 +610,7 @@ def simulate(output_tokens: str, limits_file: str | None, **options: Any) -> Non
         record=False,
         output_tokens=(low, high),
         class_limits=_simulated_class_limits(limits_file),
+        today=today.date() if today is not None else None,
         **options,
     )
 

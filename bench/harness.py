@@ -1,4 +1,4 @@
-"""Shared benchmark plumbing: a simulator in its own process, apiproc as a subprocess.
+"""Shared benchmark plumbing: a simulator in its own process, clients as subprocesses.
 
     with SimulatorProcess(requests_per_minute=3000, latency=0.2) as sim:
         run = run_client(workload_path, sim.url, "--max-requests-per-minute", "3000")
@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+FLOOR = ROOT / "bench" / "floor.py"
 STARTUP_TIMEOUT = 60.0
 RUN_TIMEOUT = 900.0
 
@@ -41,6 +43,9 @@ SIMULATOR_OPTIONS = {
     "rate_drop": "--rate-drop",
     "rate_stall": "--rate-stall",
     "stall_seconds": "--stall-seconds",
+    "rate_stream_error": "--rate-stream-error",
+    "ping_interval": "--ping-interval",
+    "output_tokens_per_second": "--output-tokens-per-second",
     "seed": "--seed",
     "output_tokens": "--output-tokens",
 }
@@ -74,11 +79,18 @@ class SimulatorProcess:
             if found:
                 self.base = found.group(1)
                 self.url = self.base + "/v1/messages"
+                self._drain_stderr()
                 return self
             if not line and self.process.poll() is not None:
                 break
         self.__exit__()
         raise RuntimeError("the simulator did not start")
+
+    def _drain_stderr(self) -> None:
+        """Keep reading the simulator's stderr: a full pipe would block the simulator."""
+        stream = self.process.stderr if self.process else None
+        if stream is not None:
+            threading.Thread(target=_discard, args=(stream,), daemon=True).start()
 
     def __exit__(self, *exc_info: object) -> None:
         if self.process and self.process.poll() is None:
@@ -95,6 +107,11 @@ class SimulatorProcess:
     def reset(self) -> None:
         request = urllib.request.Request(self.base + "/_sim/reset", method="POST")
         urllib.request.urlopen(request, timeout=10).close()
+
+
+def _discard(stream: Any) -> None:
+    for _ in stream:
+        pass
 
 
 @dataclass(slots=True)
@@ -132,6 +149,32 @@ def run_client(workload: Path, url: str, *options: str, output: Path | None = No
         "3600",
         *options,
     ]
+    return measure(args, output)
+
+
+def run_floor(
+    workload: Path, url: str, output: Path, concurrency: int, uvloop: bool = False
+) -> ClientRun:
+    """Run the floor client (bench/floor.py) to completion, measured as `run_client` is."""
+    args = [
+        sys.executable,
+        str(FLOOR),
+        str(workload),
+        str(output),
+        "--url",
+        url,
+        "--key",
+        "sk-bench",
+        "--concurrency",
+        str(concurrency),
+        *(["--uvloop"] if uvloop else []),
+    ]
+    return measure(args, output)
+
+
+def measure(args: list[str], output: Path) -> ClientRun:
+    """Run one client process to completion: wall time, and CPU time and peak RSS of that
+    process alone (wait4), start-up included."""
     with tempfile.TemporaryFile("w+") as errors:
         started = time.monotonic()
         process = subprocess.Popen(
@@ -161,7 +204,8 @@ def _wait4(process: subprocess.Popen[str], timeout: float) -> tuple[int, int, An
             return pid, status, usage
         time.sleep(0.02)
     process.kill()
-    raise TimeoutError(f"apiproc did not finish within {timeout:.0f} s")
+    process.wait()
+    raise TimeoutError(f"the client did not finish within {timeout:.0f} s: {process.args}")
 
 
 def theoretical_seconds(stats: dict[str, Any], limits: dict[str, float]) -> float:

@@ -79,6 +79,7 @@ class RateLimiter:
             self._lock = asyncio.Lock()
         async with self._lock:
             await self.discovery.turn()
+            self.check(cost)  # the limits the server just told may be too small for it
             while (delay := self.wait_time(cost, self.clock.now())) > 0:
                 self.ramp.binding = True
                 await self._sleep_or_wake(delay)

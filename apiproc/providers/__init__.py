@@ -14,6 +14,7 @@ from apiproc.providers.base import (
     Price,
     Provider,
     ServerLimit,
+    StreamDecoder,
     Usage,
     Verdict,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Price",
     "Provider",
     "ServerLimit",
+    "StreamDecoder",
     "Usage",
     "Verdict",
 ]
