@@ -247,9 +247,10 @@ class Engine:
 
     async def _route(self) -> None:
         while not self._stopping:
-            item = await self._next()
-            if item is None:
+            taken = await self._next()
+            if taken is None:
                 return
+            item, ready = taken
             if isinstance(item, BadLine):
                 self._record(
                     Result(
@@ -264,19 +265,19 @@ class Engine:
                 continue
             if self.cache.park(item):
                 continue  # given back through _release once its prefix is warm
-            self._enqueue(item)
+            self._enqueue(item, ready)
 
-    async def _next(self) -> Job | BadLine | None:
-        """A ready retry, else the next input item; None when everything is done."""
+    async def _next(self) -> tuple[Job | BadLine, bool] | None:
+        """A ready retry (True), else the next input item (False); None when all is done."""
         while True:
             if self._ready:
-                return self._ready.popleft()
+                return self._ready.popleft(), True
             if not self._queue.empty() and not self.cache.full and self._waiting.has_room:
                 self._read += 1
                 if self._read % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let the admitters and answers in while reading
                     continue
-                return self._queue.get_nowait()
+                return self._queue.get_nowait(), False
             idle = not self._tasks and not self._timers and not self._classes
             if idle and self.cache.release_all():
                 continue  # parked, but nothing in flight is warming their prefix
@@ -287,8 +288,9 @@ class Engine:
 
     # ---- admission, one admitter per rate-limit class -----------------------------------
 
-    def _enqueue(self, job: Job) -> None:
-        """Queue `job` behind the others of its class; start the class's admitter."""
+    def _enqueue(self, job: Job, ready: bool) -> None:
+        """Queue `job` behind the others of its class, a ready retry (or a job let go by
+        the prompt cache) before new input, as it came first; start the class's admitter."""
         if job.estimate is None:
             job.estimate = self.estimator.estimate(job.params)  # its size, for the look-ahead
         limit_class = self.provider.model(str(job.params.get("model", ""))).limit_class
@@ -296,14 +298,14 @@ class Engine:
         if queue is None:
             queue = self._classes[limit_class] = _ClassQueue()
             queue.admitter = asyncio.create_task(self._admit_class(limit_class, queue))
-        queue.jobs.append(job)
+        (queue.ready if ready else queue.fresh).append(job)
         self._waiting.add(job)
 
     async def _admit_class(self, limit_class: str, queue: _ClassQueue) -> None:
         """Admit the class's jobs in order; end when its queue is empty."""
         try:
-            while queue.jobs and not self._stopping:
-                job = queue.jobs.popleft()
+            while (queue.ready or queue.fresh) and not self._stopping:
+                job = (queue.ready or queue.fresh).popleft()
                 if not self._waiting.has_room:
                     self._changed.set()  # room to read further ahead again
                 self._waiting.remove(job)
@@ -635,7 +637,8 @@ class Engine:
 class _ClassQueue:
     """The jobs of one rate-limit class waiting for admission, and their admitter."""
 
-    jobs: deque[Job] = field(default_factory=deque)
+    ready: deque[Job] = field(default_factory=deque)  # retries and jobs let go by the cache
+    fresh: deque[Job] = field(default_factory=deque)  # new input
     admitter: asyncio.Task[None] | None = None
 
 

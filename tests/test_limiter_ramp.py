@@ -52,7 +52,7 @@ def test_limiter_widens_once_per_confirmed_round_trip_while_binding() -> None:
     clock = ManualClock()
     lim = limiter(clock, ramp=True, requests_per_minute=6_000)
     first = [lim.take(request()) for _ in range(100)]
-    lim.ramp.binding = True  # a waiter found the burst exhausted
+    lim.waits(request(), 0.0)  # a waiter found the burst exhausted
     start = lim.burst
     for reservation in first:
         lim.finish(reservation, answered(request()))
@@ -84,9 +84,10 @@ def test_429_when_headers_show_no_room_keeps_the_burst() -> None:
 class ServerBucket:
     limit: float
     level: float
+    others: float = 0.0  # per minute used by other clients of the same account
 
     def refill(self, seconds: float) -> None:
-        self.level = min(self.limit, self.level + seconds * self.limit / 60)
+        self.level = min(self.limit, self.level + seconds * (self.limit - self.others) / 60)
 
 
 def run_against_server(
@@ -105,7 +106,7 @@ def run_against_server(
         while len(sent) < 20_000 and lim.wait_time(cost, clock.now()) == 0:
             sent.append(lim.take(cost))
         if len(sent) < 20_000:
-            lim.ramp.binding = True  # the next request waits for the burst
+            lim.waits(cost, clock.now())  # the next request waits for the burst
         clock.advance(round_trip)
         for bucket in server.values():
             bucket.refill(round_trip)
@@ -140,3 +141,16 @@ def test_after_a_lower_server_limit_the_ramp_reaches_the_servers_full_bucket() -
     run_against_server(lim, clock, server, request(20, 60), rounds=150)
     assert lim.limit("tokens") == 2_400_000
     assert lim.burst > 0.99  # before rescaling, the ramp stalled near 0.85
+
+
+def test_a_bucket_nobody_waits_for_does_not_hold_the_ramp_back() -> None:
+    # Requests bind. The combined tokens never do, but other use keeps the server's
+    # figure at 90 % of the limit, below the ramped bucket, which is clamped to it.
+    clock = ManualClock()
+    lim = limiter(clock, ramp=True, requests_per_minute=3_000, tokens_per_minute=2_400_000)
+    server = {
+        "requests": ServerBucket(3_000, 3_000),
+        "tokens": ServerBucket(2_400_000, 2_160_000, others=2_400_000),
+    }
+    run_against_server(lim, clock, server, request(20, 60), rounds=150)
+    assert lim.burst > 0.99

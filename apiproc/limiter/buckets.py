@@ -13,7 +13,7 @@ much was really used, and how much the server says remains.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from apiproc.limiter.cost import Cost, RequestTooLarge
@@ -91,6 +91,18 @@ class Buckets:
             delay = max(delay, (target - bucket.level) / bucket.rate)
         return delay
 
+    def short(self, cost: Cost, burst: float, now: float) -> set[str]:
+        """The dimensions whose buckets have no room for `cost` now."""
+        missing = set()
+        for bucket in self:
+            needed = cost.of(bucket.dimension)
+            if needed <= 0:
+                continue
+            bucket.refill(now, burst)
+            if bucket.level + EPSILON < min(needed, burst * bucket.limit):
+                missing.add(bucket.dimension)
+        return missing
+
     def take(self, cost: Cost) -> None:
         for bucket in self:
             bucket.level -= cost.of(bucket.dimension)
@@ -146,13 +158,16 @@ class Buckets:
         """The largest fraction of a bucket's limit that `cost` takes."""
         return max((cost.of(b.dimension) / b.limit for b in self), default=0.0)
 
-    def room(self, server: Mapping[str, ServerLimit], burst: float, now: float) -> float:
-        """Room the server's latest figures show beyond what these buckets hold, as a
-        fraction of the limit (the smallest over the dimensions the server reports)."""
+    def room(
+        self, server: Mapping[str, ServerLimit], burst: float, now: float, of: Iterable[str]
+    ) -> float:
+        """Room the server's latest figures show beyond what the buckets of dimensions `of`
+        hold, as a fraction of the limit (the smallest over those the server reports)."""
         room = 1.0
-        for bucket in self:
-            figures = server.get(bucket.dimension)
-            if figures is None or figures.remaining is None:
+        for dimension in of:
+            bucket = self._by_dimension.get(dimension)
+            figures = server.get(dimension)
+            if bucket is None or figures is None or figures.remaining is None:
                 continue
             bucket.refill(now, burst)
             room = min(room, (figures.remaining - max(bucket.level, 0.0)) / bucket.limit)

@@ -61,6 +61,9 @@ class RateLimiter:
         self._paused_until = 0.0
         self._server: dict[str, ServerLimit] = {}
         self._warned: set[str] = set()
+        # Dimensions a request waited for since the burst last widened: only their room
+        # may hold the burst back (a bucket nobody waits for cannot be what paces us).
+        self._binding: set[str] = set()
         self._lock: asyncio.Lock | None = None
         self._wake: asyncio.Future[None] | None = None
         now = self.clock.now()
@@ -81,7 +84,7 @@ class RateLimiter:
             await self.discovery.turn()
             self.check(cost)  # the limits the server just told may be too small for it
             while (delay := self.wait_time(cost, self.clock.now())) > 0:
-                self.ramp.binding = True
+                self.waits(cost, self.clock.now())
                 await self._sleep_or_wake(delay)
                 self.check(cost)  # the server may have lowered a limit meanwhile
             self.discovery.sent()
@@ -137,6 +140,11 @@ class RateLimiter:
         """Seconds until `cost` can be admitted, 0 if now (ignoring other waiters)."""
         delay = self.buckets.wait_time(cost, self.ramp.burst, now)
         return max(0.0, delay, self._paused_until - now)
+
+    def waits(self, cost: Cost, now: float) -> None:
+        """A request must wait for `cost`: the burst binds, by the buckets short of room."""
+        self.ramp.binding = True
+        self._binding |= self.buckets.short(cost, self.ramp.burst, now)
 
     def take(self, cost: Cost) -> Reservation:
         """Admit `cost` now; the caller has checked `wait_time() == 0`."""
@@ -260,10 +268,11 @@ class RateLimiter:
         if not self.ramp.may_widen(reservation.seq, now):
             return
         burst = self.ramp.burst
-        room = self.buckets.room(self._server, burst, now)
+        room = self.buckets.room(self._server, burst, now, of=self._binding)
         wider = self.ramp.widen(self.buckets.share(reservation.cost), room, self._seq)
         if wider > burst:
             self.buckets.widen(burst, wider, now)
+            self._binding.clear()
 
     @property
     def _label(self) -> str:
