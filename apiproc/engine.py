@@ -120,7 +120,8 @@ class Engine:
             settings.limits, clock=self.clock, ramp=settings.ramp, discover=True
         )
         self.estimator = estimator or TokenEstimator(
-            settings.output_accounting, prior=lambda model: provider.model(model).token_ratio
+            settings.output_accounting or provider.output_accounting,
+            prior=lambda model: provider.model(model).token_ratio,
         )
         self.rng = rng or random.Random()
         self.stats = RunStats(
@@ -443,7 +444,7 @@ def _bad_line_error(item: BadLine) -> dict[str, Any]:
 async def feed_file(engine: Engine, path: str) -> None:
     """Producer: read `path` (or stdin for `-`) into the engine, batch by batch,
     leaving out what earlier runs already finished."""
-    reader = JobReader()
+    reader = JobReader(validate=engine.provider.validate)
     finished = engine.finished
     with open_input(path) as handle:
         async for lines in line_batches(handle):

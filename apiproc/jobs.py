@@ -22,7 +22,7 @@ import asyncio
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
@@ -34,6 +34,8 @@ from apiproc.tokens import Estimate
 MAX_CUSTOM_ID = 64
 READ_HINT = 1 << 16
 ROLES = ("user", "assistant")
+
+Validate = Callable[[dict[str, Any]], "str | None"]
 
 
 @dataclass(slots=True)
@@ -87,7 +89,8 @@ class JobReader:
     (`line-<n>`) cost one bit each, so memory stays flat for files without ids.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, validate: Validate | None = None) -> None:
+        self.validate = validate or validate_params
         self.line_no = 0
         self._given: set[str] = set()
         self._derived = bytearray()
@@ -97,7 +100,7 @@ class JobReader:
         self.line_no += 1
         if not raw.strip():
             return None
-        item = parse_line(raw, self.line_no)
+        item = parse_line(raw, self.line_no, self.validate)
         if self._taken(item.custom_id):
             item = BadLine(
                 custom_id=self._free_id(),
@@ -147,9 +150,9 @@ def _derived_line(custom_id: str) -> int | None:
     return None
 
 
-def read_jobs(lines: Iterable[bytes]) -> Iterator[Job | BadLine]:
+def read_jobs(lines: Iterable[bytes], validate: Validate | None = None) -> Iterator[Job | BadLine]:
     """Turn raw lines into jobs and bad lines, in file order."""
-    reader = JobReader()
+    reader = JobReader(validate)
     for raw in lines:
         item = reader.feed(raw)
         if item is not None:
@@ -178,8 +181,9 @@ async def line_batches(handle: IO[bytes]) -> AsyncIterator[list[bytes]]:
         yield [tail]
 
 
-def parse_line(raw: bytes, line_no: int) -> Job | BadLine:
-    """One input line to a Job, or a BadLine saying what is wrong with it."""
+def parse_line(raw: bytes, line_no: int, validate: Validate | None = None) -> Job | BadLine:
+    """One input line to a Job, or a BadLine saying what is wrong with it; `validate`
+    is the API's own check of a request body (the Messages API's by default)."""
     derived = f"line-{line_no}"
     try:
         data = loads(raw)
@@ -200,7 +204,7 @@ def parse_line(raw: bytes, line_no: int) -> Job | BadLine:
         return BadLine(derived, line_no, problem, metadata)
     if not isinstance(params, dict):
         return BadLine(custom_id, line_no, "params must be a JSON object", metadata)
-    problem = validate_params(params)
+    problem = (validate or validate_params)(params)
     if problem:
         return BadLine(custom_id, line_no, problem, metadata)
     if sent_metadata is not None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from apiproc.jobs import BadLine, JobReader
+from apiproc.jobs import BadLine, JobReader, Validate
 from apiproc.limiter import Limits
 from apiproc.providers.base import ModelFacts, Usage
 from apiproc.tokens import PRIOR_RATIO, TokenEstimator
@@ -105,29 +105,31 @@ def _seconds(use: dict[str, int], limits: dict[str, float]) -> float:
     return max(max(0.0, use[name] - limit) / (limit / 60.0) for name, limit in limits.items())
 
 
-def preflight(path: str, facts: Facts, workers: int | None = None) -> Preflight:
+def preflight(
+    path: str, facts: Facts, workers: int | None = None, validate: Validate | None = None
+) -> Preflight:
     """Validate and measure every line of `path` without sending anything; `facts(model)`
-    gives each model's token ratio and price.
+    gives each model's token ratio and price, `validate` is the API's check of a body.
 
     A large file is split at line boundaries and measured by one process per core.
     """
-    report = _preflight(path, workers)
+    report = _preflight(path, workers, validate)
     for model, totals in report.by_model.items():
         totals.facts = facts(model)
         totals.ratio = totals.facts.token_ratio
     return report
 
 
-def _preflight(path: str, workers: int | None) -> Preflight:
+def _preflight(path: str, workers: int | None, validate: Validate | None) -> Preflight:
     size = os.path.getsize(path)
     if workers is None:
         workers = min(os.cpu_count() or 1, MAX_WORKERS) if size >= PARALLEL_MIN_BYTES else 1
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return _measure(path, 0, size)[0]
+        return _measure(path, 0, size, validate)[0]
     ranges = _split(path, size, workers)
     TokenEstimator()  # loads tiktoken's encoding once, before the workers fork
     with multiprocessing.get_context("fork").Pool(len(ranges)) as pool:
-        parts = pool.starmap(_measure, [(path, start, end) for start, end in ranges])
+        parts = pool.starmap(_measure, [(path, start, end, validate) for start, end in ranges])
     return _merge(parts)
 
 
@@ -143,11 +145,13 @@ def _split(path: str, size: int, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(starts) if b > a]
 
 
-def _measure(path: str, start: int, end: int) -> tuple[Preflight, dict[str, int]]:
+def _measure(
+    path: str, start: int, end: int, validate: Validate | None = None
+) -> tuple[Preflight, dict[str, int]]:
     """Measure the lines in [start, end); also return their ids with line numbers."""
     estimator = TokenEstimator()
     report = Preflight()
-    reader = JobReader()
+    reader = JobReader(validate)
     ids: dict[str, int] = {}
     pending: list[tuple[str, int, dict]] = []
     with open(path, "rb") as handle:
@@ -166,11 +170,20 @@ def _measure(path: str, start: int, end: int) -> tuple[Preflight, dict[str, int]
             if isinstance(item, BadLine):
                 _add_bad(report, item)
                 continue
-            pending.append((item.params["model"], item.params["max_tokens"], item.params))
+            pending.append((item.params["model"], _ceiling(item.params), item.params))
             if len(pending) >= BATCH_LINES:
                 _count(pending, report, estimator)
     _count(pending, report, estimator)
     return report, ids
+
+
+def _ceiling(params: dict) -> int:
+    """The request's output ceiling; 0 where it sets none (it then adds no known bound)."""
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = params.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return 0
 
 
 def _newlines_before(handle: BinaryIO, offset: int) -> int:

@@ -5,26 +5,26 @@
     outcome = provider.classify(200, response_headers, response_bytes)
 
 Retry decisions follow the HTTP status and the error's `type`, never its message text,
-and `x-should-retry` when the server sends it.
+and `x-should-retry` when the server sends it. The answer rules here (`message_outcome`,
+`messages_verdict`, `parse_usage`) also serve Claude on Bedrock and Vertex, which answer
+with the same message and, for model errors, the same error body.
 """
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from apiproc.jsonio import dumps, loads
+from apiproc.jsonio import dumps
 from apiproc.providers.anthropic_models import PRICES_AS_OF, model_facts
 from apiproc.providers.base import HttpRequest, ModelFacts, Outcome, ServerLimit, Usage, Verdict
+from apiproc.providers.http import count, json_or_none, not_json_error, number, retry_after
 
 DEFAULT_URL = "https://api.anthropic.com/v1/messages"
 DEFAULT_VERSION = "2023-06-01"
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 FATAL_STATUSES = frozenset({401, 402, 403})
 SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
-LONGEST_RETRY_AFTER = 600.0
 # (limiter dimension, limit header, remaining header)
 RATE_LIMIT_HEADERS = tuple(
     (dimension, f"anthropic-ratelimit-{name}-limit", f"anthropic-ratelimit-{name}-remaining")
@@ -42,6 +42,8 @@ class AnthropicProvider:
 
     name = "anthropic"
     prices_as_of = PRICES_AS_OF
+    output_accounting = "generated"  # the 2026 rate-limit docs: generated tokens only
+    cache_breakpoints = True
 
     def __init__(
         self,
@@ -73,33 +75,21 @@ class AnthropicProvider:
     def model(self, model: str) -> ModelFacts:
         return model_facts(model)
 
+    def validate(self, params: dict[str, Any]) -> str | None:
+        return validate_messages(params)
+
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         """Turn one HTTP answer into an Outcome."""
-        parsed = _json_or_none(body)
+        parsed = json_or_none(body)
         server = server_limits(headers)
         request_id = headers.get("request-id")
         if status == 200:
-            if not isinstance(parsed, dict) or parsed.get("type") != "message":
-                return Outcome(
-                    Verdict.RETRY,
-                    status,
-                    error=_not_json_error(status, headers),
-                    request_id=request_id,
-                    server=server,
-                )
-            return Outcome(
-                Verdict.SUCCESS,
-                status,
-                message=parsed,
-                usage=parse_usage(parsed.get("usage")),
-                request_id=request_id,
-                server=server,
-            )
-        error = _api_error(parsed) or _not_json_error(status, headers)
+            return message_outcome(parsed, headers, request_id, server)
+        error = api_error(parsed) or not_json_error(status, headers)
         if isinstance(parsed, dict) and isinstance(parsed.get("request_id"), str):
             request_id = parsed["request_id"]
         outcome = Outcome(
-            _verdict(status, headers, error),
+            messages_verdict(status, headers, error),
             status,
             error=error,
             request_id=request_id,
@@ -110,7 +100,40 @@ class AnthropicProvider:
         return outcome
 
 
-def _verdict(status: int, headers: Mapping[str, str], error: dict[str, Any]) -> Verdict:
+def validate_messages(params: dict[str, Any]) -> str | None:
+    """Why `params` cannot be a Messages request, or None if it looks sound."""
+    from apiproc.jobs import validate_params  # imported late: jobs reads its types from here
+
+    return validate_params(params)
+
+
+def message_outcome(
+    parsed: Any,
+    headers: Mapping[str, str],
+    request_id: str | None,
+    server: dict[str, ServerLimit] | None = None,
+) -> Outcome:
+    """A 200 answer, which should hold a Messages API `message`."""
+    if not isinstance(parsed, dict) or parsed.get("type") != "message":
+        return Outcome(
+            Verdict.RETRY,
+            200,
+            error=not_json_error(200, headers),
+            request_id=request_id,
+            server=server or {},
+        )
+    return Outcome(
+        Verdict.SUCCESS,
+        200,
+        message=parsed,
+        usage=parse_usage(parsed.get("usage")),
+        request_id=request_id,
+        server=server or {},
+    )
+
+
+def messages_verdict(status: int, headers: Mapping[str, str], error: dict[str, Any]) -> Verdict:
+    """What an error answer of the Messages API means for the request and the run."""
     if status in FATAL_STATUSES:
         return Verdict.FATAL
     if status == 429 and _details_code(error) == SPEND_LIMIT_CODE:
@@ -131,11 +154,11 @@ def parse_usage(usage: Any) -> Usage:
     creation = usage.get("cache_creation")
     write_1h = creation.get("ephemeral_1h_input_tokens") if isinstance(creation, dict) else 0
     return Usage(
-        input_tokens=_int(usage.get("input_tokens")),
-        output_tokens=_int(usage.get("output_tokens")),
-        cache_creation_input_tokens=_int(usage.get("cache_creation_input_tokens")),
-        cache_read_input_tokens=_int(usage.get("cache_read_input_tokens")),
-        cache_write_1h_tokens=_int(write_1h),
+        input_tokens=count(usage.get("input_tokens")),
+        output_tokens=count(usage.get("output_tokens")),
+        cache_creation_input_tokens=count(usage.get("cache_creation_input_tokens")),
+        cache_read_input_tokens=count(usage.get("cache_read_input_tokens")),
+        cache_write_1h_tokens=count(write_1h),
     )
 
 
@@ -143,39 +166,15 @@ def server_limits(headers: Mapping[str, str]) -> dict[str, ServerLimit]:
     """The `anthropic-ratelimit-*-limit/-remaining` headers, by limiter dimension."""
     found: dict[str, ServerLimit] = {}
     for dimension, limit_header, remaining_header in RATE_LIMIT_HEADERS:
-        limit = _float(headers.get(limit_header))
-        remaining = _float(headers.get(remaining_header))
+        limit = number(headers.get(limit_header))
+        remaining = number(headers.get(remaining_header))
         if limit is not None or remaining is not None:
             found[dimension] = ServerLimit(limit=limit, remaining=remaining)
     return found
 
 
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds the server asks us to wait: `retry-after-ms`, else `retry-after`."""
-    milliseconds = _float(headers.get("retry-after-ms"))
-    if milliseconds is not None:
-        seconds: float | None = milliseconds / 1000.0
-    else:
-        seconds = _retry_after_seconds(headers.get("retry-after"))
-    if seconds is None or seconds <= 0:
-        return None
-    return min(seconds, LONGEST_RETRY_AFTER)
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    number = _float(value)
-    if number is not None:
-        return number
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return when.timestamp() - time.time()
-
-
-def _api_error(parsed: Any) -> dict[str, Any] | None:
+def api_error(parsed: Any) -> dict[str, Any] | None:
+    """The `error` object of a Messages API error body, if that is what `parsed` is."""
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         error = parsed["error"]
         if "type" in error:
@@ -183,36 +182,6 @@ def _api_error(parsed: Any) -> dict[str, Any] | None:
     return None
 
 
-def _not_json_error(status: int, headers: Mapping[str, str]) -> dict[str, Any]:
-    kind = headers.get("content-type", "unknown content type").split(";")[0]
-    return {
-        "type": "api_error",
-        "message": f"HTTP {status} with a body that is not an API answer ({kind})",
-    }
-
-
 def _details_code(error: dict[str, Any]) -> str | None:
     details = error.get("details")
     return details.get("error_code") if isinstance(details, dict) else None
-
-
-def _json_or_none(body: bytes) -> Any:
-    if not body:
-        return None
-    try:
-        return loads(body)
-    except ValueError:
-        return None
-
-
-def _float(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -1,6 +1,7 @@
 """The provider protocol and the plain data types every part of apiproc speaks.
 
-    provider: Provider = AnthropicProvider(api_key=key)
+    provider: Provider = build_provider("openai", api_key=key)
+    problem = provider.validate(params)              # None, or why it cannot be sent
     request = provider.request(job.params)           # url, body, headers of one attempt
     outcome = provider.classify(status, headers, body)
     facts = provider.model("claude-haiku-4-5")        # limit class, prices, cache rules
@@ -135,6 +136,11 @@ class Provider(Protocol):
 
     name: str
     prices_as_of: str
+    # How the API counts output against its limits unless told otherwise: "generated"
+    # (tokens as they are produced) or "max_tokens" (the ceiling, reserved at the start).
+    output_accounting: str
+    # Whether requests may carry cache breakpoints (`cache_control`) for apiproc to add.
+    cache_breakpoints: bool
 
     @property
     def session_headers(self) -> Mapping[str, str]:
@@ -148,3 +154,6 @@ class Provider(Protocol):
 
     def model(self, model: str) -> ModelFacts:
         """The facts of `model` (a safe default for a model this provider does not know)."""
+
+    def validate(self, params: dict[str, Any]) -> str | None:
+        """Why `params` cannot be a request to this API, or None if it looks sound."""
