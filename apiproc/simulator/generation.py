@@ -1,7 +1,7 @@
 """What the simulated model "writes" for an accepted request, and how long it takes.
 
-    generation = generate(config, checked, chance)
-    generation.output_tokens, generation.stop_reason, generation.text
+    generation = generate(config, raw_body, max_tokens, chance)
+    generation.output_tokens, generation.clipped, generation.text
 
 The answer is seeded from the request body, so the same request always gets the same answer;
 only the latency jitter comes from the simulator's shared generator.
@@ -14,7 +14,6 @@ import random
 from dataclasses import dataclass
 
 from apiproc.simulator.config import SimulatorConfig
-from apiproc.simulator.validation import Checked
 
 FILLER_WORDS = ("the", "sim", "ran", "a", "new", "day", "so", "it", "is", "ok", "and", "we")
 
@@ -24,25 +23,28 @@ class Generation:
     """What the model "writes" for one accepted request."""
 
     output_tokens: int
-    stop_reason: str
+    clipped: bool  # stopped at the request's max_tokens
     text: str
     first_token_delay: float
     generation_time: float
 
 
-def generate(config: SimulatorConfig, checked: Checked, chance: random.Random) -> Generation:
-    """Draw the answer's length and text from the body, its latency from ``chance``."""
+def generate(
+    config: SimulatorConfig, raw: bytes, max_tokens: int | None, chance: random.Random
+) -> Generation:
+    """Draw the answer's length and text from the body `raw`, its latency from ``chance``;
+    `max_tokens` None sets no ceiling."""
     # Seeded from the body so that the same request always gets the same answer.
-    seed = hashlib.sha256(f"{config.seed}|".encode() + checked.raw).digest()
+    seed = hashlib.sha256(f"{config.seed}|".encode() + raw).digest()
     rng = random.Random(seed)
     low, high = config.output_tokens
     drawn = max(1, rng.randint(low, high))  # output_tokens is never zero (§A.3)
-    clipped = drawn > checked.max_tokens
-    tokens = checked.max_tokens if clipped else drawn
+    clipped = max_tokens is not None and drawn > max_tokens
+    tokens = max_tokens if clipped and max_tokens is not None else drawn
     speed = config.output_tokens_per_second
     return Generation(
         output_tokens=tokens,
-        stop_reason="max_tokens" if clipped else "end_turn",
+        clipped=clipped,
         text=_filler_text(tokens, rng),
         first_token_delay=config.latency + chance.uniform(0.0, config.latency_jitter),
         generation_time=tokens / speed if speed > 0 else 0.0,

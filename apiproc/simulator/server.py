@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
@@ -25,25 +25,16 @@ from aiohttp import web
 from apiproc.simulator.cache import CachePlan, PromptCache
 from apiproc.simulator.config import SeenRequest, SimulatorConfig, SimulatorStats, check_config
 from apiproc.simulator.errors import ApiError
+from apiproc.simulator.exchange import Exchange, new_id
 from apiproc.simulator.faults import INJECTED_RETRY_AFTER, PROXY_502_PAGE, draw_fault, hang_up
 from apiproc.simulator.generation import Generation, generate
 from apiproc.simulator.limits import RatePool, Rejection, rate_limit_message, spend_cap_message
 from apiproc.simulator.models import MODELS, ModelSpec
+from apiproc.simulator.openai_chat import ChatCompletions
 from apiproc.simulator.validation import Checked, parse_json, read_dialect, validate
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # "32 MB" for Messages and Token Counting (§A.1)
 SHUTDOWN_GRACE_SECONDS = 0.25
-
-_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def _new_id(prefix: str, length: int) -> str:
-    value = secrets.randbits(6 * length)
-    chars = []
-    for _ in range(length):
-        value, digit = divmod(value, len(_ID_ALPHABET))
-        chars.append(_ID_ALPHABET[digit])
-    return prefix + "".join(chars)
 
 
 def _usage(plan: CachePlan, output_tokens: int) -> dict[str, Any]:
@@ -60,18 +51,6 @@ def _usage(plan: CachePlan, output_tokens: int) -> dict[str, Any]:
     }
 
 
-@dataclass(slots=True)
-class _Exchange:
-    """One request while it is being answered."""
-
-    request: web.Request
-    received: float  # wall clock
-    request_id: str
-    counted: bool  # part of SimulatorStats (the Messages endpoint)
-    body: dict[str, Any] | None = None
-    pool: RatePool | None = None
-
-
 class Simulator:
     """The fake API server; start it, point a client at ``messages_url``, read ``stats``.
 
@@ -84,14 +63,15 @@ class Simulator:
         check_config(self.config)
         self.stats = SimulatorStats()
         self.seen: list[SeenRequest] = []
-        self._chance = random.Random(self.config.seed)  # faults and latency jitter
-        self._org_id = str(uuid.UUID(int=random.Random(self.config.seed).getrandbits(128)))
+        self.chance = random.Random(self.config.seed)  # faults and latency jitter
+        self.org_id = str(uuid.UUID(int=random.Random(self.config.seed).getrandbits(128)))
         self._pools: dict[str, RatePool] = {}
         self._cache = PromptCache()
-        self._accepted = 0
+        self.accepted = 0
         self._in_flight = 0
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        self._chat = ChatCompletions(self)
 
     # -- lifecycle
 
@@ -128,43 +108,58 @@ class Simulator:
     def messages_url(self) -> str:
         return f"{self.base_url}/v1/messages"
 
+    @property
+    def chat_completions_url(self) -> str:
+        return f"{self.base_url}/v1/chat/completions"
+
+    def url_for(self, api: str) -> str:
+        """The endpoint a client of `api` ("anthropic" or "openai") sends to."""
+        return self.chat_completions_url if api == "openai" else self.messages_url
+
     # -- endpoints
 
     def _add_routes(self, router: web.UrlDispatcher) -> None:
         """Every endpoint the simulator answers; the catch-all 404 must stay last."""
         router.add_post("/v1/messages", self._messages)
         router.add_post("/v1/messages/count_tokens", self._count_tokens)
+        router.add_post("/v1/chat/completions", self._chat.answer)
         router.add_get("/_sim/stats", self._stats)
         router.add_post("/_sim/reset", self._reset)
         router.add_route("*", "/{tail:.*}", self._not_found)
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
+        with self.in_flight():
+            return await self._answer_messages(request)
+
+    @contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Count a request of a generation endpoint as in flight while it is answered."""
         self._in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
         try:
-            return await self._answer_messages(request)
+            yield
         finally:
             self._in_flight -= 1
 
     async def _answer_messages(self, request: web.Request) -> web.StreamResponse:
-        exchange = self._begin(request, counted=True)
+        exchange = self.begin(request, counted=True)
         try:
             checked = await self._read_checked(exchange, counting=False)
         except ApiError as error:
             return self._error(exchange, error)
-        if self._spend_cap_reached():
+        if self.spend_cap_reached():
             cap = ApiError(429, "rate_limit_error", spend_cap_message())
             return self._error(
                 exchange, cap, details={"error_code": "enforced_spend_limit_reached"}
             )
-        fault = draw_fault(self.config, self._chance)
+        fault = draw_fault(self.config, self.chance)
         if fault is not None:
             self.stats.faults_injected += 1
             return await self._inject(exchange, fault, checked.spec)
         return await self._serve(exchange, checked)
 
     async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
-        exchange = self._begin(request, counted=False)
+        exchange = self.begin(request, counted=False)
         try:
             checked = await self._read_checked(exchange, counting=True)
         except ApiError as error:
@@ -179,23 +174,23 @@ class Simulator:
         return web.json_response(self.stats.as_dict())
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
-        exchange = self._begin(request, counted=False)
+        exchange = self.begin(request, counted=False)
         missing = ApiError(404, "not_found_error", "The requested resource could not be found.")
         return self._error(exchange, missing)
 
     # -- request intake
 
-    def _begin(self, request: web.Request, *, counted: bool) -> _Exchange:
+    def begin(self, request: web.Request, *, counted: bool) -> Exchange:
         received = time.time()
         if counted:
             self.stats.requests += 1
             if self.stats.first_request_at is None:
                 self.stats.first_request_at = received
-        return _Exchange(request, received, _new_id("req_011C", 20), counted)
+        return Exchange(request, received, new_id("req_011C", 20), counted)
 
-    async def _read_checked(self, exchange: _Exchange, *, counting: bool) -> Checked:
+    async def _read_checked(self, exchange: Exchange, *, counting: bool) -> Checked:
         """Steps 1-2: size, headers, JSON, body; raises ApiError for the error response."""
-        raw = await self._read_body(exchange.request)
+        raw = await self.read_body(exchange.request)
         self._check_auth(exchange.request)
         headers = exchange.request.headers
         dialect = read_dialect(
@@ -212,7 +207,7 @@ class Simulator:
         checked.raw = raw
         return checked
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def read_body(self, request: web.Request) -> bytes:
         too_large = ApiError(
             413, "request_too_large", "Request exceeds the maximum allowed number of bytes."
         )
@@ -239,15 +234,15 @@ class Simulator:
             self._pools[spec.rate_pool] = pool
         return pool
 
-    def _spend_cap_reached(self) -> bool:
+    def spend_cap_reached(self) -> bool:
         limit = self.config.spend_limit_after
-        return limit is not None and self._accepted >= limit
+        return limit is not None and self.accepted >= limit
 
     # -- faults
 
-    async def _inject(self, exchange: _Exchange, fault: str, spec: ModelSpec) -> web.StreamResponse:
+    async def _inject(self, exchange: Exchange, fault: str, spec: ModelSpec) -> web.StreamResponse:
         if fault == "429":
-            message = rate_limit_message(self._pool(spec).requests, self._org_id, spec.id)
+            message = rate_limit_message(self._pool(spec).requests, self.org_id, spec.id)
             error = ApiError(429, "rate_limit_error", message)
             return self._error(exchange, error, retry_after=INJECTED_RETRY_AFTER)
         if fault == "529":
@@ -255,16 +250,16 @@ class Simulator:
         if fault == "500":
             return self._error(exchange, ApiError(500, "api_error", "Internal server error"))
         if fault == "502":
-            self._record(exchange, 502, None)
+            self.record(exchange, 502, None)
             return web.Response(status=502, text=PROXY_502_PAGE, content_type="text/html")
-        self._record(exchange, 0, None)
+        self.record(exchange, 0, None)
         if fault == "stall":
             await asyncio.sleep(self.config.stall_seconds)
         return hang_up(exchange.request)
 
     # -- success path
 
-    async def _serve(self, exchange: _Exchange, checked: Checked) -> web.StreamResponse:
+    async def _serve(self, exchange: Exchange, checked: Checked) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         started = loop.time()
         pool, spec = self._pool(checked.spec), checked.spec
@@ -279,9 +274,9 @@ class Simulator:
             return self._rate_limited(exchange, rejection, spec)
         if reserve:
             pool.output.add(-checked.max_tokens, started)
-        self._accepted += 1
+        self.accepted += 1
         self._cache.refresh(plan, started)
-        generation = generate(self.config, checked, self._chance)
+        generation = generate(self.config, checked.raw, checked.max_tokens, self.chance)
         await asyncio.sleep(generation.first_token_delay)
         self._cache.store(plan, started, loop.time())
         await asyncio.sleep(generation.generation_time)
@@ -290,16 +285,16 @@ class Simulator:
         return self._succeed(exchange, checked, plan, generation)
 
     def _succeed(
-        self, exchange: _Exchange, checked: Checked, plan: CachePlan, generation: Generation
+        self, exchange: Exchange, checked: Checked, plan: CachePlan, generation: Generation
     ) -> web.StreamResponse:
         usage = _usage(plan, generation.output_tokens)
         message = {
-            "id": _new_id("msg_01", 22),
+            "id": new_id("msg_01", 22),
             "type": "message",
             "role": "assistant",
             "model": checked.body["model"],
             "content": [{"type": "text", "text": generation.text}],
-            "stop_reason": generation.stop_reason,
+            "stop_reason": "max_tokens" if generation.clipped else "end_turn",
             "stop_sequence": None,
             "usage": usage,
         }
@@ -314,10 +309,10 @@ class Simulator:
         return self._reply(exchange, 200, message, usage=usage)
 
     def _rate_limited(
-        self, exchange: _Exchange, rejection: Rejection, spec: ModelSpec
+        self, exchange: Exchange, rejection: Rejection, spec: ModelSpec
     ) -> web.StreamResponse:
         self.stats.rate_limited += 1
-        message = rate_limit_message(rejection.limit, self._org_id, spec.id)
+        message = rate_limit_message(rejection.limit, self.org_id, spec.id)
         error = ApiError(429, "rate_limit_error", message)
         return self._error(exchange, error, retry_after=rejection.retry_after)
 
@@ -325,7 +320,7 @@ class Simulator:
 
     def _error(
         self,
-        exchange: _Exchange,
+        exchange: Exchange,
         error: ApiError,
         *,
         retry_after: int | None = None,
@@ -336,7 +331,7 @@ class Simulator:
             body["details"] = details
         if error.status == 413:
             # Cloudflare answers this before the API: no request id, no rate-limit headers.
-            self._record(exchange, 413, None, with_request_id=False)
+            self.record(exchange, 413, None, with_request_id=False)
             return web.json_response({"type": "error", "error": body}, status=413)
         payload = {"type": "error", "error": body, "request_id": exchange.request_id}
         extra = {"retry-after": str(retry_after)} if retry_after is not None else {}
@@ -344,7 +339,7 @@ class Simulator:
 
     def _reply(
         self,
-        exchange: _Exchange,
+        exchange: Exchange,
         status: int,
         payload: dict[str, Any],
         *,
@@ -353,17 +348,28 @@ class Simulator:
     ) -> web.StreamResponse:
         headers = {
             "request-id": exchange.request_id,
-            "anthropic-organization-id": self._org_id,
+            "anthropic-organization-id": self.org_id,
         }
         if exchange.pool is not None:
             headers.update(exchange.pool.headers(asyncio.get_running_loop().time()))
         headers.update(extra or {})
-        self._record(exchange, status, usage)
+        return self.respond(exchange, status, payload, headers, usage)
+
+    def respond(
+        self,
+        exchange: Exchange,
+        status: int,
+        payload: Any,
+        headers: dict[str, str],
+        usage: dict[str, Any] | None = None,
+    ) -> web.StreamResponse:
+        """Record the exchange and answer with `payload` as JSON; every endpoint ends here."""
+        self.record(exchange, status, usage)
         return web.json_response(payload, status=status, headers=headers)
 
-    def _record(
+    def record(
         self,
-        exchange: _Exchange,
+        exchange: Exchange,
         status: int,
         usage: dict[str, Any] | None,
         *,
