@@ -35,6 +35,7 @@ from apiproc.errors import (
 )
 from apiproc.limiter import Limits
 from apiproc.loop import run as run_loop
+from apiproc.providers import APIS
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
 from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter, print_estimate
@@ -85,7 +86,11 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="apiproc")
 def main() -> None:
-    """Send a JSONL file of Anthropic Messages requests as fast as the rate limits allow."""
+    """Send a JSONL file of LLM API requests as fast as the rate limits allow.
+
+    Anthropic Messages (the default), OpenAI-compatible Chat Completions (--api openai),
+    Claude on Bedrock (--api bedrock, bedrock-mantle) and on Vertex AI (--api vertex).
+    """
 
 
 @main.command()
@@ -99,8 +104,26 @@ def main() -> None:
     help="Output JSONL ('-' for stdout). Default: <input stem>_results.jsonl beside the "
     "input, or stdout when reading stdin.",
 )
-@_option("--request-url", default=DEFAULT_URL, show_default=True, help="Messages endpoint.")
-@_option("--api-key", help="API key. Default: ANTHROPIC_API_KEY from the environment or .env.")
+@click.option(
+    "--api",
+    type=click.Choice(APIS),
+    default="anthropic",
+    show_default=True,
+    help="Which API to send to: the Messages API, an OpenAI-compatible Chat Completions "
+    "server, Claude on Bedrock (InvokeModel or the bedrock-mantle Messages API) or on Vertex AI.",
+)
+@_option(
+    "--request-url",
+    help="Endpoint. Default: the API's own (openai: a base URL such as "
+    "http://localhost:8000/v1 will do; bedrock, vertex: the base URL before the model path).",
+)
+@click.option("--region", help="Cloud region for --api bedrock, bedrock-mantle and vertex.")
+@click.option("--project", help="Google Cloud project for --api vertex.")
+@_option(
+    "--api-key",
+    help="API key. Default: ANTHROPIC_API_KEY, or OPENAI_API_KEY for --api openai, from the "
+    "environment or .env. Bedrock and Vertex sign in with the cloud's own credentials.",
+)
 @_option(
     "--max-requests-per-minute",
     type=float,
@@ -160,10 +183,9 @@ def main() -> None:
 @_option(
     "--output-accounting",
     type=click.Choice(["generated", "max_tokens"]),
-    default="generated",
-    show_default=True,
-    help="How the API counts output tokens against its limit: only generated tokens "
-    "(current docs) or max_tokens at the start (older docs).",
+    help="How the API counts output tokens against its limit: only generated tokens, or "
+    "max_tokens at the start. Default: generated for the Messages API (current docs), "
+    "max_tokens for the others.",
 )
 @_option(
     "--use-caching",
@@ -245,7 +267,11 @@ def run(requests: str, output: str | None, **options: Any) -> None:
 def _api_key(options: dict[str, Any]) -> str:
     """The key from the options, the environment or .env; a clear exit when there is none."""
     try:
-        return resolve_api_key(options["api_key"], simulate=options.get("simulate", False))
+        return resolve_api_key(
+            options["api_key"],
+            simulate=options.get("simulate", False),
+            api=options.get("api", "anthropic"),
+        )
     except SettingsError as error:
         Reporter(sys.stderr).error(str(error))
         sys.exit(EXIT_USAGE)
@@ -268,6 +294,9 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         output_path=output or default_output_path(requests),
         api_key=api_key,
         request_url=options["request_url"],
+        api=options["api"],
+        region=options["region"],
+        project=options["project"],
         limits=_limits(options),
         max_attempts=options["max_attempts"],
         retry_base_delay=options["retry_base_delay"],
@@ -362,6 +391,13 @@ def resume_command() -> str:
 
 @main.command()
 @click.argument("requests", metavar="REQUESTS", type=click.Path(dir_okay=False))
+@click.option(
+    "--api",
+    type=click.Choice(APIS),
+    default="anthropic",
+    show_default=True,
+    help="Which API's request rules and prices to apply.",
+)
 @_option("--max-requests-per-minute", type=float, help="Requests per minute.")
 @_option("--max-tokens-per-minute", type=float, help="Combined tokens per minute.")
 @_option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
@@ -369,17 +405,18 @@ def resume_command() -> str:
 @_option(
     "--show-bad-lines", type=int, default=20, show_default=True, help="How many bad lines to list."
 )
-def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None:
+def estimate(requests: str, api: str, show_bad_lines: int, **limits: float | None) -> None:
     """Validate REQUESTS and estimate tokens, cost and time, without calling any API.
 
     Exit status 0 when every line is a valid request, 1 when some are not, 2 when the
     file cannot be read.
     """
     from apiproc.preflight import preflight
-    from apiproc.providers.anthropic_models import PRICES_AS_OF, model_facts
+    from apiproc.providers import rules_for
 
+    rules = rules_for(api)
     try:
-        report = preflight(requests, facts=model_facts)
+        report = preflight(requests, facts=rules.model, validate=rules.validate)
     except OSError as error:
         Reporter(sys.stderr).error(f"Cannot read {requests}: {error.strerror}.")
         sys.exit(EXIT_USAGE)
@@ -388,7 +425,7 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
         if value <= 0:
             Reporter(sys.stderr).error("Limits must be positive numbers.")
             sys.exit(EXIT_USAGE)
-    print_estimate(report, given, show_bad_lines, PRICES_AS_OF)
+    print_estimate(report, given, show_bad_lines, rules.prices_as_of)
     sys.exit(EXIT_OK if report.bad_lines == 0 else EXIT_ERRORED)
 
 

@@ -2,10 +2,11 @@
 
     stats = run_loop(run_job(settings, progress=reporter.follow(...)))
 
-The engine moves data; this module prepares what it moves it between. It repairs and
-scans the existing output to resume from it, builds the provider, starts the bundled
-simulator for `--simulate`, opens the writer, and turns SIGINT/SIGTERM into a graceful
-stop (a second signal exits at once; every written line is whole).
+The engine moves data; this module prepares what it moves it between. It builds the
+provider the settings name, repairs and scans the existing output to resume from it,
+starts the bundled simulator for `--simulate`, opens the writer, and turns
+SIGINT/SIGTERM into a graceful stop (a second signal exits at once; every written line
+is whole).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from apiproc.engine import Engine, RunStats, feed_file
-from apiproc.errors import EXIT_ON_SIGNAL
-from apiproc.providers import AnthropicProvider
+from apiproc.errors import EXIT_ON_SIGNAL, SettingsError
+from apiproc.providers import Provider, build_provider
 from apiproc.results import (
     Finished,
     ResultWriter,
@@ -51,7 +52,7 @@ async def run_job(
         from apiproc.simulator import Simulator
 
         async with Simulator() as simulator:
-            settings.request_url = simulator.messages_url
+            settings.request_url = simulator.url_for(settings.api)
             return await _run(settings, progress, on_stopping)
     return await _run(settings, progress, on_stopping)
 
@@ -86,13 +87,8 @@ def prepare_output(settings: Settings) -> Finished | None:
 async def _run(
     settings: Settings, progress: Progress | None, on_stopping: Callable[[str], None] | None
 ) -> RunStats:
+    provider = make_provider(settings)
     finished = prepare_output(settings)
-    provider = AnthropicProvider(
-        api_key=settings.api_key,
-        url=settings.request_url,
-        version=settings.anthropic_version,
-        betas=settings.anthropic_betas,
-    )
     with ResultWriter(settings.output_path, settings.output_format, settings.fsync) as writer:
         engine = Engine(settings, provider, writer, finished=finished)
         reporter = asyncio.create_task(progress(engine)) if progress else None
@@ -103,6 +99,25 @@ async def _run(
                 if reporter is not None:
                     reporter.cancel()
                     await asyncio.gather(reporter, return_exceptions=True)
+
+
+def make_provider(settings: Settings) -> Provider:
+    """The provider the settings ask for, checked against the options that need its help."""
+    provider = build_provider(
+        settings.api,
+        api_key=settings.api_key,
+        url=settings.request_url,
+        version=settings.anthropic_version,
+        betas=settings.anthropic_betas,
+        region=settings.region,
+        project=settings.project,
+    )
+    if settings.use_caching and not provider.cache_breakpoints:
+        raise SettingsError(
+            f"--use-caching adds cache_control breakpoints, which --api {provider.name} does "
+            "not take; leave it out."
+        )
+    return provider
 
 
 @contextmanager
