@@ -219,7 +219,8 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
         f"Rate:      {_per_minute(stats.done, elapsed):,.0f} requests/min, "
         f"{_per_minute(counted_input, elapsed):,.0f} input tokens/min (cache reads aside), "
         f"{_per_minute(usage.output_tokens, elapsed):,.0f} output tokens/min",
-        f"Cost:      {cost_text(stats)} (prices of {stats.prices_as_of})",
+        f"Cost:      {cost_text(stats)}"
+        + (f" (prices of {stats.prices_as_of})" if stats.prices_as_of else ""),
         f"Output:    {'stdout' if output_path == '-' else output_path}",
     ]
     if stats.estimates:
@@ -378,9 +379,10 @@ def print_estimate(
         f"Input estimate: cl100k count x {' or '.join(ratios) or '1'} (the model's tokenizer "
         "counts more; a run learns the real ratio)"
     )
+    dated = f"prices of {prices_as_of}; " if prices_as_of else ""
     console.print(
         f"Cost online: ${low:,.2f} to ${high:,.2f}; with the Batches API: "
-        f"${batch_low:,.2f} to ${batch_high:,.2f} (prices of {prices_as_of}; "
+        f"${batch_low:,.2f} to ${batch_high:,.2f} ({dated}"
         "from no output to every max_tokens used)"
     )
     if unknown:
