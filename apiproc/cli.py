@@ -435,6 +435,13 @@ def estimate(requests: str, api: str, show_bad_lines: int, **limits: float | Non
 @click.option("--input-tokens-per-minute", type=float, default=2_000_000, show_default=True)
 @click.option("--output-tokens-per-minute", type=float, default=400_000, show_default=True)
 @click.option(
+    "--tokens-per-minute",
+    type=float,
+    default=2_400_000,
+    show_default=True,
+    help="The OpenAI endpoint's one budget for input and output tokens.",
+)
+@click.option(
     "--output-accounting",
     type=click.Choice(["generated", "max_tokens"]),
     default="generated",
@@ -470,7 +477,11 @@ def estimate(requests: str, api: str, show_bad_lines: int, **limits: float | Non
     help="Range of generated lengths, clipped to max_tokens.",
 )
 def simulate(output_tokens: str, **options: Any) -> None:
-    """Run the bundled Messages API simulator on 127.0.0.1 until Ctrl-C."""
+    """Run the bundled API simulator on 127.0.0.1 until Ctrl-C.
+
+    It serves the Messages API at /v1/messages and OpenAI Chat Completions at
+    /v1/chat/completions.
+    """
     from apiproc.simulator import SimulatorConfig, serve_forever
 
     try:
