@@ -35,7 +35,7 @@ from apiproc.errors import (
 )
 from apiproc.limiter import Limits
 from apiproc.loop import run as run_loop
-from apiproc.providers import APIS
+from apiproc.providers import APIS, url_from_environment
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
 from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter, print_estimate
@@ -293,7 +293,7 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         requests_path=requests,
         output_path=output or default_output_path(requests),
         api_key=api_key,
-        request_url=options["request_url"],
+        request_url=options["request_url"] or url_from_environment(options["api"]),
         api=options["api"],
         region=options["region"],
         project=options["project"],

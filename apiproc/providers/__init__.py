@@ -50,6 +50,14 @@ REGION_VARIABLES: dict[str, tuple[str, ...]] = {
     "vertex": ("CLOUD_ML_REGION",),
 }
 PROJECT_VARIABLE = "ANTHROPIC_VERTEX_PROJECT_ID"
+# Where an API's base URL is found when --request-url is not given, as its SDK looks.
+URL_VARIABLES: dict[str, str] = {"openai": "OPENAI_BASE_URL"}
+
+
+def url_from_environment(api: str) -> str | None:
+    """The endpoint the environment names for `api` (OPENAI_BASE_URL), if any."""
+    variable = URL_VARIABLES.get(api)
+    return os.environ.get(variable) or None if variable else None
 
 
 def build_provider(
@@ -70,7 +78,7 @@ def build_provider(
     if api == "openai":
         from apiproc.providers.openai import OpenAIProvider
 
-        return OpenAIProvider(api_key, url or os.environ.get("OPENAI_BASE_URL"))
+        return OpenAIProvider(api_key, url)
     if api in ("bedrock", "bedrock-mantle"):
         from apiproc.providers.bedrock import BedrockMantleProvider, BedrockProvider
 
@@ -147,4 +155,5 @@ __all__ = [
     "Verdict",
     "build_provider",
     "rules_for",
+    "url_from_environment",
 ]
