@@ -1,19 +1,21 @@
 """Input lines to jobs: three line formats, stable ids, validation, bad-line records.
 
     with open_input("requests.jsonl") as lines:
-        for item in read_jobs(lines):
+        for item in read_jobs(lines, check=provider.validate):
             ...  # a Job to send, or a BadLine to record as errored
 
 A line is one JSON object in one of these shapes:
-- a Messages API request body; its top-level `metadata` object is passed through to the
-  output and not sent, except `metadata.user_id`, which is the API's own field and is sent;
+- a request body (of the Messages API, or of the API `--api` names); its top-level
+  `metadata` object is passed through to the output and not sent, except
+  `metadata.user_id`, which is the API's own field and is sent;
   an optional top-level `custom_id` names the request and is not sent;
 - a Message Batches line `{"custom_id": ..., "params": {...}, "metadata": ...}`: `params`
   is sent as is, `metadata` passed through;
 - an OpenAI batch line `{"custom_id": ..., "method": "POST", "url": ..., "body": {...}}`:
   `body` is sent.
 A line without an id gets `line-<number>`. Blank lines are skipped. The file is read
-line by line, never whole.
+line by line, never whole. A line is checked for the shape every request needs here, then
+by the provider's `check` for what its API would certainly refuse.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from apiproc.tokens import Estimate
 
 MAX_CUSTOM_ID = 64
 READ_HINT = 1 << 16
-ROLES = ("user", "assistant")
 
-Validate = Callable[[dict[str, Any]], "str | None"]
+# The provider's own check of a well-shaped request: None, or why its API would refuse it.
+Check = Callable[[dict[str, Any]], "str | None"]
 
 
 @dataclass(slots=True)
@@ -89,9 +91,9 @@ class JobReader:
     (`line-<n>`) cost one bit each, so memory stays flat for files without ids.
     """
 
-    def __init__(self, validate: Validate | None = None) -> None:
-        self.validate = validate or validate_params
+    def __init__(self, check: Check | None = None) -> None:
         self.line_no = 0
+        self._check = check
         self._given: set[str] = set()
         self._derived = bytearray()
 
@@ -100,7 +102,7 @@ class JobReader:
         self.line_no += 1
         if not raw.strip():
             return None
-        item = parse_line(raw, self.line_no, self.validate)
+        item = parse_line(raw, self.line_no, self._check)
         if self._taken(item.custom_id):
             item = BadLine(
                 custom_id=self._free_id(),
@@ -150,9 +152,9 @@ def _derived_line(custom_id: str) -> int | None:
     return None
 
 
-def read_jobs(lines: Iterable[bytes], validate: Validate | None = None) -> Iterator[Job | BadLine]:
+def read_jobs(lines: Iterable[bytes], check: Check | None = None) -> Iterator[Job | BadLine]:
     """Turn raw lines into jobs and bad lines, in file order."""
-    reader = JobReader(validate)
+    reader = JobReader(check)
     for raw in lines:
         item = reader.feed(raw)
         if item is not None:
@@ -181,9 +183,8 @@ async def line_batches(handle: IO[bytes]) -> AsyncIterator[list[bytes]]:
         yield [tail]
 
 
-def parse_line(raw: bytes, line_no: int, validate: Validate | None = None) -> Job | BadLine:
-    """One input line to a Job, or a BadLine saying what is wrong with it; `validate`
-    is the API's own check of a request body (the Messages API's by default)."""
+def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | BadLine:
+    """One input line to a Job, or a BadLine saying what is wrong with it."""
     derived = f"line-{line_no}"
     try:
         data = loads(raw)
@@ -204,7 +205,7 @@ def parse_line(raw: bytes, line_no: int, validate: Validate | None = None) -> Jo
         return BadLine(derived, line_no, problem, metadata)
     if not isinstance(params, dict):
         return BadLine(custom_id, line_no, "params must be a JSON object", metadata)
-    problem = (validate or validate_params)(params)
+    problem = validate_params(params) or (check(params) if check is not None else None)
     if problem:
         return BadLine(custom_id, line_no, problem, metadata)
     if sent_metadata is not None:
@@ -213,37 +214,13 @@ def parse_line(raw: bytes, line_no: int, validate: Validate | None = None) -> Jo
 
 
 def validate_params(params: dict[str, Any]) -> str | None:
-    """The reason `params` cannot be a Messages request, or None if it looks sound."""
+    """The reason `params` lacks what every API's request has (a model), or None; the rest
+    is for the provider's check."""
     model = params.get("model")
     if model is None:
         return "model: Field required"
     if not isinstance(model, str) or not model:
         return "model: must be a non-empty string"
-    max_tokens = params.get("max_tokens")
-    if max_tokens is None:
-        return "max_tokens: Field required"
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
-        return "max_tokens: must be a non-negative integer"
-    messages = params.get("messages")
-    if messages is None:
-        return "messages: Field required"
-    if not isinstance(messages, list) or not messages:
-        return "messages: must be a non-empty list"
-    for index, message in enumerate(messages):
-        problem = _message_problem(message)
-        if problem:
-            return f"messages.{index}: {problem}"
-    return None
-
-
-def _message_problem(message: Any) -> str | None:
-    if not isinstance(message, dict):
-        return "must be an object with role and content"
-    if message.get("role") not in ROLES:
-        return "role must be 'user' or 'assistant'"
-    content = message.get("content")
-    if not isinstance(content, (str, list)):
-        return "content must be a string or a list of content blocks"
     return None
 
 

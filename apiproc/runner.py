@@ -109,6 +109,8 @@ def make_provider(settings: Settings) -> Provider:
         url=settings.request_url,
         version=settings.anthropic_version,
         betas=settings.anthropic_betas,
+        transport=settings.transport,
+        timeout=settings.timeout,
         region=settings.region,
         project=settings.project,
     )

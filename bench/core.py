@@ -44,7 +44,7 @@ WORDS = [
 
 
 def long_prompts(
-    count: int, words: int, seed: int = 1, model: str = "claude-sonnet-4-5"
+    count: int, words: int, seed: int = 1, model: str = "claude-sonnet-4-6"
 ) -> list[dict]:
     rng = random.Random(seed)
     return [

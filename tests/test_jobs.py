@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from apiproc.jobs import BadLine, Job, read_jobs
+from apiproc.providers.anthropic import validate_messages
 
 
 def lines(*objects: object) -> list[bytes]:
@@ -62,7 +63,8 @@ def test_bad_lines_name_their_line_and_reason() -> None:
                 {"model": "m", "max_tokens": 5, "messages": []},
                 {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
                 {"custom_id": "c", "params": "nope"},
-            )
+            ),
+            check=validate_messages,
         )
     )
     assert all(isinstance(item, BadLine) for item in items)

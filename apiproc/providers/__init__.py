@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 from apiproc.errors import SettingsError
-from apiproc.providers.anthropic import DEFAULT_VERSION, AnthropicProvider
+from apiproc.providers.anthropic import DEFAULT_TIMEOUT, DEFAULT_VERSION, AnthropicProvider
 from apiproc.providers.base import (
     HttpRequest,
     ModelFacts,
@@ -28,6 +29,7 @@ from apiproc.providers.base import (
     Price,
     Provider,
     ServerLimit,
+    StreamDecoder,
     Usage,
     Verdict,
 )
@@ -67,6 +69,8 @@ def build_provider(
     url: str | None = None,
     version: str = DEFAULT_VERSION,
     betas: tuple[str, ...] = (),
+    transport: str = "auto",
+    timeout: float = DEFAULT_TIMEOUT,
     region: str | None = None,
     project: str | None = None,
 ) -> Provider:
@@ -74,7 +78,12 @@ def build_provider(
     if api == "anthropic":
         from apiproc.providers.anthropic import DEFAULT_URL
 
-        return AnthropicProvider(api_key, url or DEFAULT_URL, version, betas)
+        return AnthropicProvider(api_key, url or DEFAULT_URL, version, betas, transport, timeout)
+    if transport == "stream":
+        raise SettingsError(
+            f"--transport stream: apiproc streams only the Messages API; --api {api} gets "
+            "whole answers, so leave --transport out."
+        )
     if api == "openai":
         from apiproc.providers.openai import OpenAIProvider
 
@@ -109,24 +118,27 @@ class ApiRules(NamedTuple):
     prices_as_of: str
 
 
-def rules_for(api: str) -> ApiRules:
-    """`api`'s rules, for checking and estimating a file offline (no credentials needed)."""
+def rules_for(api: str, version: str = DEFAULT_VERSION) -> ApiRules:
+    """`api`'s rules (under `version` of the Messages API), for checking and estimating a
+    file offline: nothing is sent and no credentials are needed."""
     if api == "openai":
         from apiproc.providers.openai import model_facts, validate_chat
 
         return ApiRules(validate_chat, model_facts, "")
     if api in ("bedrock", "bedrock-mantle", "vertex"):
         from apiproc.providers.anthropic import validate_messages
+        from apiproc.providers.bedrock import validate_mantle
         from apiproc.providers.cloud_models import bedrock_facts, vertex_facts
         from apiproc.providers.vertex import validate_vertex
 
         if api == "vertex":
             return ApiRules(validate_vertex, vertex_facts, "")
-        return ApiRules(validate_messages, bedrock_facts, "")
-    from apiproc.providers.anthropic import validate_messages
-    from apiproc.providers.anthropic_models import PRICES_AS_OF, model_facts
-
-    return ApiRules(validate_messages, model_facts, PRICES_AS_OF)
+        if api == "bedrock":
+            return ApiRules(validate_messages, bedrock_facts, "")
+        # A partial, not a lambda: the checks go to the worker processes of a large file.
+        return ApiRules(partial(validate_mantle, version=version), bedrock_facts, "")
+    anthropic = AnthropicProvider(api_key="", version=version)
+    return ApiRules(anthropic.validate, anthropic.model, anthropic.prices_as_of)
 
 
 def _region(api: str, given: str | None) -> str:
@@ -151,6 +163,7 @@ __all__ = [
     "Price",
     "Provider",
     "ServerLimit",
+    "StreamDecoder",
     "Usage",
     "Verdict",
     "build_provider",

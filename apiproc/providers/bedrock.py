@@ -31,6 +31,7 @@ from apiproc.providers.anthropic import (
     messages_verdict,
     validate_messages,
 )
+from apiproc.providers.anthropic_versions import version_problem
 from apiproc.providers.aws import SigV4Signer
 from apiproc.providers.base import HttpRequest, ModelFacts, Outcome, Verdict
 from apiproc.providers.cloud_models import bedrock_facts
@@ -113,6 +114,9 @@ class BedrockProvider:
         data = dumps(body)
         return HttpRequest(url, data, self.signer.sign("POST", url, data, self._headers))
 
+    def decoder(self, status: int, headers: Mapping[str, str]) -> None:
+        return None  # whole answers only
+
     def model(self, model: str) -> ModelFacts:
         return bedrock_facts(model)
 
@@ -142,6 +146,7 @@ class BedrockMantleProvider:
     ) -> None:
         base = (url or mantle_url(region)).rstrip("/")
         self.url = base if base.endswith("/v1/messages") else base + "/v1/messages"
+        self.version = version
         self._headers = {
             "anthropic-version": version,
             "content-type": "application/json",
@@ -160,19 +165,28 @@ class BedrockMantleProvider:
         return self._headers
 
     def request(self, params: dict[str, Any]) -> HttpRequest:
-        data = dumps(params)
+        # Whole answers only: a line's own "stream" is left out.
+        data = dumps({key: value for key, value in params.items() if key != "stream"})
         if self.signer is None:
             return HttpRequest(self.url, data)
         return HttpRequest(self.url, data, self.signer.sign("POST", self.url, data, self._headers))
+
+    def decoder(self, status: int, headers: Mapping[str, str]) -> None:
+        return None  # whole answers only
 
     def model(self, model: str) -> ModelFacts:
         return bedrock_facts(model)
 
     def validate(self, params: dict[str, Any]) -> str | None:
-        return validate_messages(params)
+        return validate_mantle(params, self.version)
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         return classify_bedrock(status, headers, body)
+
+
+def validate_mantle(params: dict[str, Any], version: str) -> str | None:
+    """The Messages rules, under the `anthropic-version` the requests are sent with."""
+    return validate_messages(params) or version_problem(params, version)
 
 
 def classify_bedrock(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:

@@ -87,6 +87,9 @@ class OpenAIProvider:
     def request(self, params: dict[str, Any]) -> HttpRequest:
         return HttpRequest(self.url, dumps(params))
 
+    def decoder(self, status: int, headers: Mapping[str, str]) -> None:
+        return None  # whole answers only
+
     def model(self, model: str) -> ModelFacts:
         return model_facts(model)
 

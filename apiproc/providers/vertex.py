@@ -155,6 +155,9 @@ class VertexProvider:
         authorization = {"authorization": f"Bearer {self.tokens.token()}"}
         return HttpRequest(url, dumps(body), authorization)
 
+    def decoder(self, status: int, headers: Mapping[str, str]) -> None:
+        return None  # whole answers only
+
     def model(self, model: str) -> ModelFacts:
         return vertex_facts(model)
 
