@@ -331,3 +331,29 @@ def test_a_cloud_api_without_a_region_says_how_to_give_one(tmp_path: Path) -> No
     done = run_cli("run", str(source), "--api", "bedrock", "-o", str(tmp_path / "o.jsonl"), env=env)
     assert done.returncode == 2
     assert "--api bedrock needs a region: pass --region" in done.stderr
+
+
+def test_cloud_models_keep_the_claude_tokenizer_and_cache_rules_but_not_its_price() -> None:
+    from apiproc.providers.anthropic_models import model_facts
+    from apiproc.providers.cloud_models import bedrock_facts, vertex_facts
+
+    claude = model_facts("claude-opus-4-7")
+    for facts in (
+        bedrock_facts("us.anthropic.claude-opus-4-7-v1:0"),
+        vertex_facts("claude-opus-4-7"),
+    ):
+        assert facts.token_ratio == claude.token_ratio
+        assert facts.min_cacheable_tokens == claude.min_cacheable_tokens
+        assert facts.price is None and claude.price is not None
+    assert bedrock_facts(PROFILE).limit_class == PROFILE
+    assert vertex_facts(VERTEX_MODEL).limit_class == "claude-sonnet-4-5"
+
+
+def test_only_the_messages_api_streams(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [line(1)])
+    done = run_cli(
+        "run", str(source), "--api", "openai", "--simulate", "--transport", "stream",
+        "-o", str(tmp_path / "o.jsonl"),
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--transport stream" in done.stderr and "Traceback" not in done.stderr

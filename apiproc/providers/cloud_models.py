@@ -11,14 +11,10 @@ region and are not in the reference notes, so they are left unknown (the summary
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
-from apiproc.providers.anthropic_models import (
-    PRIOR_RATIO,
-    counts_cache_reads,
-    min_cacheable_tokens,
-    model_family,
-)
+from apiproc.providers.anthropic_models import model_facts, model_family
 from apiproc.providers.base import ModelFacts
 
 # Bedrock model ids: [geography.]anthropic.<model>-v<N>:<M>, or an ARN ending in one.
@@ -56,9 +52,6 @@ def vertex_facts(model: str) -> ModelFacts:
 
 
 def _claude_facts(name: str, limit_class: str) -> ModelFacts:
-    return ModelFacts(
-        limit_class=limit_class,
-        token_ratio=PRIOR_RATIO,
-        min_cacheable_tokens=min_cacheable_tokens(name),
-        cache_reads_count=counts_cache_reads(name),
-    )
+    """The Claude model's own facts (tokenizer, cache rules), with the cloud's limit
+    class; no price, and no end of life: each cloud retires models on its own dates."""
+    return replace(model_facts(name), limit_class=limit_class, price=None, end_of_life=None)
