@@ -136,7 +136,8 @@ def main() -> None:
 @_option(
     "--max-tokens-per-minute",
     type=float,
-    help="Combined input+output tokens per minute (the classic limit).",
+    help="Combined input+output tokens per minute (the classic limit; OpenAI's and "
+    "Bedrock's tokens-per-minute budget).",
 )
 @_option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
 @_option("--max-output-tokens-per-minute", type=float, help="Output tokens per minute.")
