@@ -54,6 +54,11 @@ class SimulatorConfig:
     api_key: str | None = None  # None: any non-empty key is accepted
     spend_limit_after: int | None = None  # accepted requests before the spend-cap 429
     record: bool = True  # keep a SeenRequest per request
+    # Batches (the OpenAI Batch API here): how long a batch takes, what its results hold.
+    batch_processing_seconds: float = 1.0  # from creation until a batch ends
+    batch_cancel_seconds: float = 0.1  # from a cancel until the batch ends
+    batch_errored_rate: float = 0.0  # share of results errored for a transient reason
+    batch_expired_rate: float = 0.0  # share of results expired
     # The simulated API's date (models past their end of life answer 404); None: the real
     # UTC date, read at each request.
     today: date | None = None
@@ -124,3 +129,8 @@ def check_config(config: SimulatorConfig) -> None:
     low, high = config.output_tokens
     if not 0 <= low <= high:
         raise ValueError("output_tokens must be a (low, high) range with 0 <= low <= high")
+    shares = (config.batch_errored_rate, config.batch_expired_rate)
+    if min(shares) < 0 or sum(shares) > 1:
+        raise ValueError("batch_errored_rate and batch_expired_rate must be shares adding to <= 1")
+    if config.batch_processing_seconds < 0 or config.batch_cancel_seconds < 0:
+        raise ValueError("batch processing and cancel times must not be negative")

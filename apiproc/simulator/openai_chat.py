@@ -106,6 +106,23 @@ class ChatError(Exception):
         self.body = {"message": message, "type": error_type, "param": param, "code": code}
 
 
+def key_problem(request: web.Request, expected: str | None) -> ChatError | None:
+    """The 401 for a missing or wrong `Authorization: Bearer` key; None when it is good."""
+    authorization = request.headers.get("authorization", "")
+    if authorization[:7].lower() != "bearer " or not authorization[7:].strip():
+        return ChatError(
+            401,
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        )
+    key = authorization[7:].strip()
+    if expected is not None and key != expected:
+        return ChatError(
+            401, f"Incorrect API key provided: {key[:3]}...{key[-4:]}.", code="invalid_api_key"
+        )
+    return None
+
+
 # ---- the budgets ------------------------------------------------------------------------
 
 
@@ -262,11 +279,6 @@ def _message_texts(message: dict[str, Any]) -> Iterator[tuple[str, bool]]:
         yield json.dumps(message["tool_calls"], sort_keys=True), False
 
 
-def _ceiling(body: dict[str, Any]) -> int | None:
-    value = body.get("max_completion_tokens", body.get("max_tokens"))
-    return value if isinstance(value, int) else None
-
-
 # ---- the endpoint -----------------------------------------------------------------------
 
 
@@ -299,28 +311,13 @@ class ChatCompletions:
             raw = await self.sim.read_body(exchange.request)
         except ApiError:
             raise ChatError(413, "Request body too large.") from None
-        self._check_key(exchange.request)
+        refusal = key_problem(exchange.request, self.sim.config.api_key)
+        if refusal is not None:
+            raise refusal
         body = check_body(raw)
         exchange.body = body
         exchange.pool = self._pool(body["model"])
         return raw, body
-
-    def _check_key(self, request: web.Request) -> None:
-        authorization = request.headers.get("authorization", "")
-        if authorization[:7].lower() != "bearer " or not authorization[7:].strip():
-            raise ChatError(
-                401,
-                "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-            )
-        key = authorization[7:].strip()
-        expected = self.sim.config.api_key
-        if expected is not None and key != expected:
-            raise ChatError(
-                401,
-                f"Incorrect API key provided: {key[:3]}...{key[-4:]}.",
-                code="invalid_api_key",
-            )
 
     def _pool(self, model: str) -> ChatPool:
         pool = self._pools.get(model)
@@ -356,16 +353,16 @@ class ChatCompletions:
         loop = asyncio.get_running_loop()
         pool: ChatPool = exchange.pool
         prompt = prompt_tokens(body)
-        ceiling = _ceiling(body)
+        most = ceiling(body)
         choices = body.get("n") or 1
-        reserved = prompt + (ceiling or 0) * choices
+        reserved = prompt + (most or 0) * choices
         refused = pool.refusal(reserved, loop.time())
         if refused is not None:
             self.sim.stats.rate_limited += 1
             need = 1 if refused is pool.requests else reserved
             return self._error(exchange, self._rate_limit_error(exchange, refused.unit, need))
         self.sim.accepted += 1
-        generation = generate(self.sim.config, raw, ceiling, self.sim.chance)
+        generation = generate(self.sim.config, raw, most, self.sim.chance)
         await asyncio.sleep(generation.first_token_delay + generation.generation_time)
         completion = generation.output_tokens * choices
         pool.tokens.add(reserved - (prompt + completion), loop.time())
@@ -374,49 +371,13 @@ class ChatCompletions:
     def _succeed(
         self, exchange: Exchange, body: dict[str, Any], prompt: int, generation: Generation
     ) -> web.StreamResponse:
-        choices = body.get("n") or 1
-        completion = generation.output_tokens * choices
-        usage = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {
-                "reasoning_tokens": 0,
-                "audio_tokens": 0,
-                "accepted_prediction_tokens": 0,
-                "rejected_prediction_tokens": 0,
-            },
-        }
-        message = {
-            "role": "assistant",
-            "content": generation.text,
-            "refusal": None,
-            "annotations": [],
-        }
-        completion_object = {
-            "id": new_id("chatcmpl-", 29),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body["model"],
-            "choices": [
-                {
-                    "index": index,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": "length" if generation.clipped else "stop",
-                }
-                for index in range(choices)
-            ],
-            "usage": usage,
-            "service_tier": "default",
-            "system_fingerprint": "fp_simulated",
-        }
+        completion = chat_completion(body, prompt, generation)
+        usage = completion["usage"]
         stats = self.sim.stats
         stats.succeeded += 1
         stats.input_tokens += prompt
-        stats.output_tokens += completion
-        return self.sim.respond(exchange, 200, completion_object, self._headers(exchange), usage)
+        stats.output_tokens += usage["completion_tokens"]
+        return self.sim.respond(exchange, 200, completion, self._headers(exchange), usage)
 
     def _rate_limit_error(self, exchange: Exchange, unit: str, need: int) -> ChatError:
         model = (exchange.body or {}).get("model", "")
@@ -458,6 +419,49 @@ class ChatCompletions:
         if exchange.pool is not None and self.sim.config.rate_limit_headers:
             headers.update(exchange.pool.headers(asyncio.get_running_loop().time()))
         return headers
+
+
+def chat_completion(body: dict[str, Any], prompt: int, generation: Generation) -> dict[str, Any]:
+    """The `chat.completion` object of a generated answer, with its usage."""
+    choices = body.get("n") or 1
+    completion = generation.output_tokens * choices
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+    message = {"role": "assistant", "content": generation.text, "refusal": None, "annotations": []}
+    return {
+        "id": new_id("chatcmpl-", 29),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "choices": [
+            {
+                "index": index,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": "length" if generation.clipped else "stop",
+            }
+            for index in range(choices)
+        ],
+        "usage": usage,
+        "service_tier": "default",
+        "system_fingerprint": "fp_simulated",
+    }
+
+
+def ceiling(body: dict[str, Any]) -> int | None:
+    """The request's output ceiling (`max_completion_tokens`, else `max_tokens`)."""
+    value = body.get("max_completion_tokens", body.get("max_tokens"))
+    return value if isinstance(value, int) else None
 
 
 def _quota_error() -> ChatError:

@@ -39,7 +39,9 @@ from apiproc.simulator.faults import (
 from apiproc.simulator.generation import Generation, answer_key, generate
 from apiproc.simulator.limits import RatePool, Rejection, rate_limit_message, spend_cap_message
 from apiproc.simulator.models import MODELS, ModelSpec
+from apiproc.simulator.openai_batches import OpenAIBatches
 from apiproc.simulator.openai_chat import ChatCompletions
+from apiproc.simulator.openai_files import OpenAIFiles
 from apiproc.simulator.streaming import PING, EventStream, text_pieces
 from apiproc.simulator.validation import Checked, parse_json, read_dialect, validate
 
@@ -131,6 +133,8 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._chat = ChatCompletions(self)
+        self.openai_files = OpenAIFiles(self)
+        self.openai_batches = OpenAIBatches(self, self.openai_files)
 
     # -- lifecycle
 
@@ -182,6 +186,8 @@ class Simulator:
         router.add_post("/v1/messages", self._messages)
         router.add_post("/v1/messages/count_tokens", self._count_tokens)
         router.add_post("/v1/chat/completions", self._chat.answer)
+        self.openai_files.add_routes(router)
+        self.openai_batches.add_routes(router)
         router.add_get("/_sim/stats", self._stats)
         router.add_post("/_sim/reset", self._reset)
         router.add_route("*", "/{tail:.*}", self._not_found)
