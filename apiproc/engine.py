@@ -165,7 +165,7 @@ class Engine:
     async def run(self, produce: Callable[[Engine], Any]) -> RunStats:
         """Run to the end; `produce(engine)` is the coroutine that feeds `engine.put()`."""
         self.stats.started = time.monotonic()
-        timeout = aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=CONNECT_TIMEOUT)
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=30)
         connector = aiohttp.TCPConnector(limit=self.settings.max_concurrency, limit_per_host=0)
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, headers=self.provider.session_headers
@@ -334,7 +334,7 @@ class Engine:
                 request.url,
                 data=request.body,
                 headers=request.headers or None,
-                timeout=self._stream_timeout(request) if request.stream else None,
+                timeout=self._timeout(request),
             ) as response:
                 decoder = self.provider.decoder(response.status, response.headers)
                 if decoder is None:
@@ -348,6 +348,9 @@ class Engine:
         except aiohttp.SocketTimeoutError:
             message = f"no byte for {self.settings.idle_timeout:g} s: the answer stalled"
             return Outcome(Verdict.RETRY, error={"type": "timeout_error", "message": message})
+        except aiohttp.ConnectionTimeoutError:
+            message = f"no connection within {CONNECT_TIMEOUT:g} s"
+            return Outcome(Verdict.RETRY, error={"type": "connection_error", "message": message})
         except asyncio.TimeoutError:
             limit = request.time_limit or self.settings.timeout
             message = f"no complete answer within {limit:g} s"
@@ -356,9 +359,12 @@ class Engine:
             message = f"{type(error).__name__}: {error}".rstrip(": ")
             return Outcome(Verdict.RETRY, error={"type": "connection_error", "message": message})
 
-    def _stream_timeout(self, request: HttpRequest) -> aiohttp.ClientTimeout:
-        """A streamed attempt: no byte for `idle_timeout` is a stall (pings count as bytes);
-        the whole may take the provider's time limit, which allows for long generations."""
+    def _timeout(self, request: HttpRequest) -> aiohttp.ClientTimeout:
+        """`--timeout` bounds a plain attempt. In a streamed one, no byte for `idle_timeout`
+        is a stall (pings count as bytes), and the whole may take the provider's time limit,
+        which allows for long generations."""
+        if not request.stream:
+            return aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=CONNECT_TIMEOUT)
         return aiohttp.ClientTimeout(
             total=request.time_limit or self.settings.timeout,
             sock_connect=CONNECT_TIMEOUT,

@@ -292,19 +292,25 @@ class ChatCompletions:
 
     async def answer(self, request: web.Request) -> web.StreamResponse:
         with self.sim.in_flight():
-            exchange = self.sim.begin(request, counted=True)
-            exchange.request_id = new_id("req_", 32)
             try:
-                raw, body = await self._read(exchange)
-            except ChatError as error:
-                return self._error(exchange, error)
-            if self.sim.spend_cap_reached():
-                return self._error(exchange, _quota_error())
-            fault = draw_fault(self.sim.config, self.sim.chance)
-            if fault is not None:
-                self.sim.stats.faults_injected += 1
-                return await self._inject(exchange, fault)
-            return await self._serve(exchange, raw, body)
+                return await self._answer(request)
+            except ConnectionError:  # the client left mid-request; there is no one to answer
+                return hang_up(request)
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        exchange = self.sim.begin(request, counted=True)
+        exchange.request_id = new_id("req_", 32)
+        try:
+            raw, body = await self._read(exchange)
+        except ChatError as error:
+            return self._error(exchange, error)
+        if self.sim.spend_cap_reached():
+            return self._error(exchange, _quota_error())
+        fault = draw_fault(self.sim.config, self.sim.chance)
+        if fault is not None:
+            self.sim.stats.faults_injected += 1
+            return await self._inject(exchange, fault)
+        return await self._serve(exchange, raw, body)
 
     async def _read(self, exchange: Exchange) -> tuple[bytes, dict[str, Any]]:
         try:
