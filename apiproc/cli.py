@@ -5,15 +5,23 @@
     apiproc simulate --port 8080 --requests-per-minute 3000 --latency 0.2
 
 Options only: each command builds a `Settings` and hands it to the engine.
-Exit status: 0 all requests succeeded; 1 some requests errored; 2 usage or input/output
-file error; 3 the run was stopped by an authentication, permission, billing or
-spend-limit error; 130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
+Exit status (the first that applies, in this order):
+    4   results received (and paid for) could not be written to the output;
+    141 the output's reader went away (a broken pipe, as with `| head -1`);
+    130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM;
+    3   stopped by an authentication, permission, billing or spend-limit answer;
+    2   usage or input/output file error, the output in use by another run, or lines that
+        differ from the requests answered under their ids;
+    4   a request read has no result line (never 0 then);
+    1   some requests are recorded as errored;
+    0   every request read has a succeeded line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -24,12 +32,15 @@ from typing import Any
 
 import click
 
+from apiproc import runner
 from apiproc.engine import RunStats
 from apiproc.errors import (
+    EXIT_BROKEN_PIPE,
     EXIT_ERRORED,
     EXIT_FATAL,
     EXIT_OK,
     EXIT_ON_SIGNAL,
+    EXIT_UNRECORDED,
     EXIT_USAGE,
     ApiprocError,
     SettingsError,
@@ -42,14 +53,15 @@ from apiproc.providers.anthropic_versions import API_VERSIONS
 from apiproc.providers.base import TRANSPORTS
 from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter, print_estimate
-from apiproc.runner import run_job
 from apiproc.settings import (
     DEFAULT_ATTEMPTS,
     DEFAULT_CONCURRENCY,
     DEFAULT_GRACE_PERIOD,
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_RATE_LIMIT_RETRIES,
     DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_TIMEOUT,
+    RETRY_ERRORED,
     Settings,
     default_output_path,
     resolve_api_key,
@@ -146,7 +158,15 @@ def main() -> None:
     type=int,
     default=DEFAULT_ATTEMPTS,
     show_default=True,
-    help="Attempts per request before it is recorded as errored.",
+    help="Attempts per request before it is recorded as errored; 429 answers do not count.",
+)
+@_option(
+    "--max-rate-limit-retries",
+    type=int,
+    default=DEFAULT_RATE_LIMIT_RETRIES,
+    show_default=True,
+    help="429 (rate limited) answers a request may get and still be sent again, after "
+    "the server's retry-after; they do not use up --max-attempts.",
 )
 @_option(
     "--retry-base-delay",
@@ -258,11 +278,26 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Start afresh instead of resuming the output.")
 @_option(
     "--retry-errored",
-    is_flag=True,
-    help="On resume, send again the requests whose result was an error.",
+    type=click.Choice(RETRY_ERRORED),
+    is_flag=False,
+    flag_value="fixable",
+    default=None,
+    metavar="[all]",
+    help="On resume, send again the requests whose result was an error a rerun may fix "
+    "(rate limits, overloaded, server errors, timeouts, connection errors); with 'all', "
+    "permanent 4xx answers too. Their old lines are removed.",
 )
 @click.option(
-    "--force", is_flag=True, help="Resume into an output that was made from a different input."
+    "--force",
+    is_flag=True,
+    help="On resume, send again the requests whose line changed since their result was "
+    "written, replacing those results (without it such a run is refused).",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="When another run is writing the same output, wait for it to end instead of "
+    "refusing to start.",
 )
 @click.option("--fsync", is_flag=True, help="Force every result line to disk before the next.")
 @_option(
@@ -331,6 +366,7 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         project=options["project"],
         limits=_limits(options),
         max_attempts=options["max_attempts"],
+        max_rate_limit_retries=options["max_rate_limit_retries"],
         retry_base_delay=options["retry_base_delay"],
         max_concurrency=options["max_concurrency"],
         timeout=options["timeout"],
@@ -346,6 +382,7 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         overwrite=options["overwrite"],
         retry_errored=options["retry_errored"],
         force=options["force"],
+        wait=options["wait"],
         fsync=options["fsync"],
         grace_period=options["grace_period"],
         allow_insecure_http=options["allow_insecure_http"],
@@ -382,19 +419,28 @@ def execute(settings: Settings, display: Display) -> int:
     install_redaction(settings.api_key)
     resume = resume_command()
 
-    def stopping(name: str) -> None:
+    def stopping(name: str, hurried: bool) -> None:
+        if hurried:
+            reporter.line(
+                f"{name}: no longer waiting for the requests in flight; "
+                "send it again to quit at once."
+            )
+            return
         reporter.line(
             f"{name}: finishing the requests in flight (up to {settings.grace_period:g} s); "
             "send it again to quit at once."
         )
 
+    def waiting(holder: str) -> None:
+        reporter.line(f"Waiting for the run writing {settings.output_path} to end ({holder}).")
+
     try:
-        stats = run_loop(
-            run_job(
-                settings,
-                progress=reporter.follow_with_total(settings.requests_path),
-                on_stopping=stopping,
-            )
+        stats = runner.run(
+            settings,
+            progress=reporter.follow_with_total(settings.requests_path),
+            on_stopping=stopping,
+            owner=resume,
+            on_waiting=waiting,
         )
     except ApiprocError as error:
         reporter.error(redact(str(error), settings.api_key))
@@ -402,6 +448,8 @@ def execute(settings: Settings, display: Display) -> int:
     except KeyboardInterrupt:
         reporter.error("interrupted.")
         return EXIT_INTERRUPTED
+    if stats.broken_pipe and settings.output_path == "-":
+        _silence_stdout()
     reporter.summary(stats, settings.output_path, resume)
     if display.summary_json:
         reporter.write_summary_json(stats, settings.output_path, display.summary_json)
@@ -409,11 +457,27 @@ def execute(settings: Settings, display: Display) -> int:
 
 
 def exit_status(stats: RunStats) -> int:
+    """The status from what the run did; never 0 when a request read has no result line."""
+    if stats.unwritten:
+        return EXIT_BROKEN_PIPE if stats.broken_pipe else EXIT_UNRECORDED
     if stats.interrupted:
         return EXIT_ON_SIGNAL.get(stats.interrupted, EXIT_INTERRUPTED)
     if stats.fatal:
         return EXIT_FATAL
+    if stats.changed:
+        return EXIT_USAGE
+    if stats.unrecorded:
+        return EXIT_UNRECORDED
     return EXIT_OK if stats.errored_total == 0 else EXIT_ERRORED
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout is gone: send whatever else goes there (an interpreter flush
+    at exit) nowhere, instead of raising another broken pipe."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def resume_command() -> str:

@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 from apiproc.jsonio import dumps
 from apiproc.providers.anthropic import (
+    TRANSIENT_ERROR_TYPES,
     api_error,
     message_outcome,
     messages_verdict,
@@ -117,6 +118,9 @@ class BedrockProvider:
     def decoder(self, status: int, headers: Mapping[str, str]) -> None:
         return None  # whole answers only
 
+    def transient_error(self, error_type: str) -> bool:
+        return transient_error(error_type)
+
     def model(self, model: str) -> ModelFacts:
         return bedrock_facts(model)
 
@@ -174,6 +178,9 @@ class BedrockMantleProvider:
     def decoder(self, status: int, headers: Mapping[str, str]) -> None:
         return None  # whole answers only
 
+    def transient_error(self, error_type: str) -> bool:
+        return transient_error(error_type)
+
     def model(self, model: str) -> ModelFacts:
         return bedrock_facts(model)
 
@@ -182,6 +189,11 @@ class BedrockMantleProvider:
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         return classify_bedrock(status, headers, body)
+
+
+def transient_error(error_type: str) -> bool:
+    """An AWS exception (or a Messages API error passed through) that may not recur."""
+    return error_type in TRANSIENT or error_type in TRANSIENT_ERROR_TYPES
 
 
 def validate_mantle(params: dict[str, Any], version: str) -> str | None:

@@ -33,6 +33,9 @@ FATAL_STATUSES = frozenset({401, 403})
 # 429 "You exceeded your current quota": not retryable (§H.4).
 FATAL_CODES = frozenset({"insufficient_quota"})
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# Error types of answers that may not recur later: rate limits (by budget) and the server's
+# own failures; the others answer the request itself.
+TRANSIENT_ERROR_TYPES = frozenset({"requests", "tokens", "server_error", "api_error"})
 # (limiter dimension, header suffix)
 RATE_LIMIT_DIMENSIONS = (("requests", "requests"), ("tokens", "tokens"))
 # A per-minute budget is whole again within a minute; a longer reset is a longer budget
@@ -89,6 +92,9 @@ class OpenAIProvider:
 
     def decoder(self, status: int, headers: Mapping[str, str]) -> None:
         return None  # whole answers only
+
+    def transient_error(self, error_type: str) -> bool:
+        return error_type in TRANSIENT_ERROR_TYPES
 
     def model(self, model: str) -> ModelFacts:
         return model_facts(model)

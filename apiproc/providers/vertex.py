@@ -28,6 +28,7 @@ from urllib.parse import quote
 from apiproc.errors import MissingExtra, SettingsError
 from apiproc.jsonio import dumps
 from apiproc.providers.anthropic import (
+    TRANSIENT_ERROR_TYPES,
     api_error,
     message_outcome,
     messages_verdict,
@@ -157,6 +158,9 @@ class VertexProvider:
 
     def decoder(self, status: int, headers: Mapping[str, str]) -> None:
         return None  # whole answers only
+
+    def transient_error(self, error_type: str) -> bool:
+        return error_type in TRANSIENT or error_type in TRANSIENT_ERROR_TYPES
 
     def model(self, model: str) -> ModelFacts:
         return vertex_facts(model)

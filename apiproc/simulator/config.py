@@ -53,6 +53,8 @@ class SimulatorConfig:
     seed: int = 0
     api_key: str | None = None  # None: any non-empty key is accepted
     spend_limit_after: int | None = None  # accepted requests before the spend-cap 429
+    # accepted requests before the 400 of a spend limit the organisation set itself
+    user_spend_limit_after: int | None = None
     record: bool = True  # keep a SeenRequest per request
     # Batches (the OpenAI Batch API here): how long a batch takes, what its results hold.
     batch_processing_seconds: float = 1.0  # from creation until a batch ends
@@ -83,8 +85,8 @@ class SimulatorStats:
     ``POST /v1/chat/completions``); status 0 counts requests left without a response.
 
     ``rate_limited`` counts rate-limit 429s only; injected faults (including injected 429s)
-    are in ``faults_injected``; spend-cap 429s only in ``by_status``. Token sums are over
-    successful responses. Times are wall-clock seconds.
+    are in ``faults_injected``; spend-cap 429s and spend-limit 400s only in ``by_status``.
+    Token sums are over successful responses. Times are wall-clock seconds.
     """
 
     requests: int = 0

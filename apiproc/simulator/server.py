@@ -37,7 +37,13 @@ from apiproc.simulator.faults import (
     hang_up,
 )
 from apiproc.simulator.generation import Generation, answer_key, generate
-from apiproc.simulator.limits import RatePool, Rejection, rate_limit_message, spend_cap_message
+from apiproc.simulator.limits import (
+    RatePool,
+    Rejection,
+    rate_limit_message,
+    spend_cap_message,
+    user_spend_limit_message,
+)
 from apiproc.simulator.models import MODELS, ModelSpec
 from apiproc.simulator.openai_batches import OpenAIBatches
 from apiproc.simulator.openai_chat import ChatCompletions
@@ -221,6 +227,9 @@ class Simulator:
             return self._error(
                 exchange, cap, details={"error_code": "enforced_spend_limit_reached"}
             )
+        if self._reached(self.config.user_spend_limit_after):
+            limit = ApiError(400, "invalid_request_error", user_spend_limit_message())
+            return self._error(exchange, limit)
         fault = draw_fault(self.config, self.chance)
         if fault is not None:
             self.stats.faults_injected += 1
@@ -311,8 +320,10 @@ class Simulator:
         return self.config.today or datetime.now(timezone.utc).date()
 
     def spend_cap_reached(self) -> bool:
-        limit = self.config.spend_limit_after
-        return limit is not None and self.accepted >= limit
+        return self._reached(self.config.spend_limit_after)
+
+    def _reached(self, spend_limit_after: int | None) -> bool:
+        return spend_limit_after is not None and self.accepted >= spend_limit_after
 
     # -- faults
 
@@ -388,7 +399,7 @@ class Simulator:
             )
         except ConnectionError:  # the client left before the answer began
             output.ended(loop.time())
-            self._record(exchange, 0, None)
+            self.record(exchange, 0, None)
             return hang_up(exchange.request)
         self.stats.streamed += 1
         try:
