@@ -357,3 +357,17 @@ def test_only_the_messages_api_streams(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "--transport stream" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_each_provider_says_which_errors_a_rerun_may_fix() -> None:
+    from apiproc.providers.bedrock import transient_error
+    from apiproc.providers.openai import OpenAIProvider
+
+    openai_provider = OpenAIProvider(api_key="k")
+    assert openai_provider.transient_error("tokens") and openai_provider.transient_error("requests")
+    assert not openai_provider.transient_error("invalid_request_error")
+    assert transient_error("ThrottlingException") and transient_error("overloaded_error")
+    assert not transient_error("ValidationException")
+    vertex = VertexProvider(PROJECT, "global", tokens=_Token())
+    assert vertex.transient_error("RESOURCE_EXHAUSTED")
+    assert not vertex.transient_error("PERMISSION_DENIED")
