@@ -109,7 +109,13 @@ class ClientRun:
             return [json.loads(line) for line in handle]
 
 
-def run_client(workload: Path, url: str, *options: str, output: Path | None = None) -> ClientRun:
+def run_client(
+    workload: Path,
+    url: str,
+    *options: str,
+    output: Path | None = None,
+    timeout: float = RUN_TIMEOUT,
+) -> ClientRun:
     """Run `apiproc run` to completion; measure its wall time, CPU time and peak RSS
     (of that one process, read with wait4)."""
     if output is None:
@@ -130,11 +136,16 @@ def run_client(workload: Path, url: str, *options: str, output: Path | None = No
         "3600",
         *options,
     ]
-    return measure(args, output)
+    return measure(args, output, timeout)
 
 
 def run_floor(
-    workload: Path, url: str, output: Path, concurrency: int, uvloop: bool = False
+    workload: Path,
+    url: str,
+    output: Path,
+    concurrency: int,
+    uvloop: bool = False,
+    timeout: float = RUN_TIMEOUT,
 ) -> ClientRun:
     """Run the floor client (bench/floor.py) to completion, measured as `run_client` is."""
     args = [
@@ -150,10 +161,10 @@ def run_floor(
         str(concurrency),
         *(["--uvloop"] if uvloop else []),
     ]
-    return measure(args, output)
+    return measure(args, output, timeout)
 
 
-def measure(args: list[str], output: Path) -> ClientRun:
+def measure(args: list[str], output: Path, timeout: float = RUN_TIMEOUT) -> ClientRun:
     """Run one client process to completion: wall time, and CPU time and peak RSS of that
     process alone (wait4), start-up included."""
     with tempfile.TemporaryFile("w+") as errors:
@@ -166,7 +177,7 @@ def measure(args: list[str], output: Path) -> ClientRun:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             text=True,
         )
-        _, status, usage = _wait4(process, RUN_TIMEOUT)
+        _, status, usage = _wait4(process, timeout)
         wall = time.monotonic() - started
         errors.seek(0)
         stderr = errors.read()
