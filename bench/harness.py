@@ -174,7 +174,7 @@ def measure(args: list[str], output: Path, timeout: float = RUN_TIMEOUT) -> Clie
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=errors,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=client_environment(),
             text=True,
         )
         _, status, usage = _wait4(process, timeout)
@@ -185,6 +185,14 @@ def measure(args: list[str], output: Path, timeout: float = RUN_TIMEOUT) -> Clie
     return ClientRun(
         os.waitstatus_to_exitcode(status), wall, cpu, usage.ru_maxrss / 1024, stderr, output
     )
+
+
+def client_environment() -> dict[str, str]:
+    """This environment, with bytecode cached as on a user's machine: without the cache
+    every launch would compile apiproc's modules again and start-up would measure that."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def _wait4(process: subprocess.Popen[str], timeout: float) -> tuple[int, int, Any]:
