@@ -76,7 +76,7 @@ class Comparison:
 
 
 def run(client: str, workload: Path, sim: SimulatorProcess, *apiproc_options: str) -> ClientRun:
-    """One complete run of `client` over `workload`; the output file is removed after."""
+    """One complete run of `client` over `workload`; its output files are removed after."""
     output = workload.with_suffix(f".{client}.out")
     # Long inputs on a busy machine: allow at least SLOWEST_RATE requests per second.
     with open(workload, "rb") as handle:
@@ -86,7 +86,8 @@ def run(client: str, workload: Path, sim: SimulatorProcess, *apiproc_options: st
     else:
         options = ("--overwrite", "--max-concurrency", str(CONCURRENCY), *apiproc_options)
         done = run_client(workload, sim.url, *options, output=output, timeout=timeout)
-    output.unlink(missing_ok=True)
+    for written in output.parent.glob(output.name + "*"):  # apiproc's sidecar too
+        written.unlink()
     if done.returncode != 0:
         raise RuntimeError(f"{client} exited {done.returncode}: {done.stderr[-2000:]}")
     return done
