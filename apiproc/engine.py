@@ -437,7 +437,7 @@ def _result(
 
 
 def _bad_line_error(item: BadLine) -> dict[str, Any]:
-    return {"type": "invalid_request_error", "message": item.message}
+    return {"type": "invalid_request_error", "message": item.message, "code": item.code}
 
 
 async def feed_file(engine: Engine, path: str) -> None:

@@ -13,7 +13,8 @@ A line is one JSON object in one of these shapes:
 - an OpenAI batch line `{"custom_id": ..., "method": "POST", "url": ..., "body": {...}}`:
   `body` is sent.
 A line without an id gets `line-<number>`. Blank lines are skipped. The file is read
-line by line, never whole.
+line by line, never whole. Every bad line carries a reason code (`INVALID_JSON_LINE`, ...)
+in the spirit of the batch APIs' own input validation, the same in every mode.
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ from apiproc.jsonio import loads
 from apiproc.tokens import Estimate
 
 MAX_CUSTOM_ID = 64
+# Reason codes of bad lines.
+INVALID_JSON_LINE = "invalid_json_line"
+MISSING_REQUIRED_PARAMETER = "missing_required_parameter"
+INVALID_REQUEST = "invalid_request"
+INVALID_CUSTOM_ID = "invalid_custom_id"
+DUPLICATE_CUSTOM_ID = "duplicate_custom_id"
+STREAMING_UNSUPPORTED = "streaming_unsupported"
+REQUEST_TOO_LARGE = "request_too_large"
 READ_HINT = 1 << 16
 ROLES = ("user", "assistant")
 
@@ -56,6 +65,7 @@ class BadLine:
     line_no: int
     reason: str
     metadata: Any = None
+    code: str = INVALID_REQUEST
 
     @property
     def message(self) -> str:
@@ -104,6 +114,7 @@ class JobReader:
                 line_no=self.line_no,
                 reason=f"duplicate custom_id {item.custom_id!r}: ids must be unique in a file",
                 metadata=item.metadata,
+                code=DUPLICATE_CUSTOM_ID,
             )
         self._remember(item.custom_id)
         return item
@@ -184,9 +195,10 @@ def parse_line(raw: bytes, line_no: int) -> Job | BadLine:
     try:
         data = loads(raw)
     except ValueError as error:
-        return BadLine(derived, line_no, f"not valid JSON ({_short(error)})")
+        reason = f"not valid JSON ({_short(error)})"
+        return BadLine(derived, line_no, reason, code=INVALID_JSON_LINE)
     if not isinstance(data, dict):
-        return BadLine(derived, line_no, "not a JSON object")
+        return BadLine(derived, line_no, "not a JSON object", code=INVALID_JSON_LINE)
     custom_id, problem = _custom_id(data, derived)
     if "params" in data:
         params, metadata, sent_metadata = data["params"], data.get("metadata"), None
@@ -197,12 +209,12 @@ def parse_line(raw: bytes, line_no: int) -> Job | BadLine:
         metadata = data.get("metadata")
         sent_metadata = _sent_metadata(metadata)
     if problem:
-        return BadLine(derived, line_no, problem, metadata)
+        return BadLine(derived, line_no, problem, metadata, INVALID_CUSTOM_ID)
     if not isinstance(params, dict):
         return BadLine(custom_id, line_no, "params must be a JSON object", metadata)
     problem = validate_params(params)
     if problem:
-        return BadLine(custom_id, line_no, problem, metadata)
+        return BadLine(custom_id, line_no, problem, metadata, problem_code(problem))
     if sent_metadata is not None:
         params["metadata"] = sent_metadata
     return Job(custom_id=custom_id, params=params, line_no=line_no, metadata=metadata)
@@ -230,6 +242,12 @@ def validate_params(params: dict[str, Any]) -> str | None:
         if problem:
             return f"messages.{index}: {problem}"
     return None
+
+
+def problem_code(problem: str) -> str:
+    """The reason code of a `validate_params` problem."""
+    # Our own messages follow the API's pydantic wording: "<field>: Field required".
+    return MISSING_REQUIRED_PARAMETER if problem.endswith("Field required") else INVALID_REQUEST
 
 
 def _message_problem(message: Any) -> str | None:
