@@ -43,6 +43,11 @@ SIMULATOR_OPTIONS = {
     "stall_seconds": "--stall-seconds",
     "seed": "--seed",
     "output_tokens": "--output-tokens",
+    "batch_processing_seconds": "--batch-processing-seconds",
+    "batch_errored_rate": "--batch-errored-rate",
+    "batch_expired_rate": "--batch-expired-rate",
+    "batch_requests_per_minute": "--batch-requests-per-minute",
+    "batch_queue_limit": "--batch-queue-limit",
 }
 
 

@@ -11,6 +11,7 @@ the server saw, never by what the client says it did.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,19 @@ class SimulatorConfig:
     api_key: str | None = None  # None: any non-empty key is accepted
     spend_limit_after: int | None = None  # accepted requests before the spend-cap 429
     record: bool = True  # keep a SeenRequest per request
+    # Message Batches (§E): how long a batch takes, what its results hold, its limits.
+    batch_processing_seconds: float = 1.0  # from creation until a batch ends
+    batch_cancel_seconds: float = 0.1  # from a cancel until the batch ends
+    batch_errored_rate: float = 0.0  # share of results errored for a transient reason
+    batch_expired_rate: float = 0.0  # share of results expired
+    batch_requests_per_minute: float = 1_000  # every batch endpoint together (2026 copy)
+    batch_queue_limit: int = 200_000  # requests in unfinished batches (2026 copy)
+    batch_max_requests: int = 100_000
+    batch_max_bytes: int = 256_000_000  # "256 MB", read as the smaller figure
+    batch_results_days: float = 29.0
+    # Tests: awaited at points of a batch's life ("create", "created", "retrieve", "results");
+    # returning True drops the connection there.
+    batch_hook: Callable[[str, dict[str, Any]], Awaitable[bool | None]] | None = None
 
 
 @dataclass(slots=True)
@@ -106,3 +120,10 @@ def check_config(config: SimulatorConfig) -> None:
     low, high = config.output_tokens
     if not 0 <= low <= high:
         raise ValueError("output_tokens must be a (low, high) range with 0 <= low <= high")
+    shares = (config.batch_errored_rate, config.batch_expired_rate)
+    if min(shares) < 0 or sum(shares) > 1:
+        raise ValueError("batch_errored_rate and batch_expired_rate must be shares adding to <= 1")
+    if config.batch_requests_per_minute <= 0 or config.batch_queue_limit < 1:
+        raise ValueError("the Batches API limits must be positive")
+    if config.batch_processing_seconds < 0 or config.batch_cancel_seconds < 0:
+        raise ValueError("batch processing and cancel times must not be negative")
