@@ -13,6 +13,8 @@ results shape:
      "error": {"type": "...", "message": "..."}, "request_id": "req_..."}}, ...}
 
 `metadata` appears only when the input line had it; `request_id` when the API gave one.
+A batch request that was canceled or expired as many times as it may be attempted ends
+as `{"type": "canceled"}` or `{"type": "expired"}`, the batch results' own shapes.
 The `cookbook` format writes the classic `[request, response, metadata]` arrays instead.
 Each line is written with one `write` on an append-only descriptor, so a line is
 never interleaved or half-written by this process.
@@ -48,6 +50,7 @@ class Result:
     params: Any = None
     request_id: str | None = None
     attempts: int = 0
+    outcome: str | None = None  # "canceled" or "expired": a batch request never processed
 
     @property
     def succeeded(self) -> bool:
@@ -55,12 +58,16 @@ class Result:
 
     @property
     def error_type(self) -> str:
+        if self.outcome is not None:
+            return self.outcome
         return str((self.error or {}).get("type", "api_error"))
 
 
 def batch_record(result: Result) -> dict[str, Any]:
     if result.message is not None:
         outcome: dict[str, Any] = {"type": "succeeded", "message": result.message}
+    elif result.outcome is not None:
+        outcome = {"type": result.outcome}
     else:
         outcome = {
             "type": "errored",
@@ -79,7 +86,9 @@ def batch_record(result: Result) -> dict[str, Any]:
 def cookbook_record(result: Result) -> list[Any]:
     """The classic script's line: [request, response or list of errors, metadata?]."""
     answer: Any = result.message
-    if answer is None:
+    if answer is None and result.outcome is not None:
+        answer = [result.outcome]
+    elif answer is None:
         error = result.error or {}
         answer = [f"{error.get('type', 'error')}: {error.get('message', '')}"]
     record = [result.params, answer]
@@ -127,6 +136,11 @@ class ResultWriter:
             written = os.write(self._fd, view)
             view = view[written:]
         if self.fsync and self._owns_fd:
+            os.fsync(self._fd)
+
+    def sync(self) -> None:
+        """Force what was written to disk (before a step that relies on it is recorded)."""
+        if self._fd is not None and self._owns_fd:
             os.fsync(self._fd)
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from apiproc.engine import Engine, RunStats, feed_file
-from apiproc.errors import EXIT_ON_SIGNAL
+from apiproc.errors import EXIT_ON_SIGNAL, OutputError
 from apiproc.providers import AnthropicProvider
 from apiproc.results import (
     Finished,
@@ -40,20 +40,63 @@ async def run_job(
     settings: Settings,
     progress: Progress | None = None,
     on_stopping: Callable[[str], None] | None = None,
-) -> RunStats:
+    batch_display: Callable[[Any], None] | None = None,
+) -> Any:
     """Run one job as the settings say, against the simulator when asked.
 
     `progress(engine)` runs beside the job (to report on the live figures) and is
-    cancelled when it ends. The first SIGINT/SIGTERM stops gracefully (`on_stopping` is
-    told); a second one exits at once — the output stays whole and resumable.
+    cancelled when it ends; in batch mode `batch_display(run)` is called after each poll
+    instead. The first SIGINT/SIGTERM stops gracefully (`on_stopping` is told); a second
+    one exits at once — the output stays whole and resumable.
     """
     if settings.simulate:
         from apiproc.simulator import Simulator
 
         async with Simulator() as simulator:
             settings.request_url = simulator.messages_url
-            return await _run(settings, progress, on_stopping)
+            return await _run_mode(settings, progress, on_stopping, batch_display)
+    return await _run_mode(settings, progress, on_stopping, batch_display)
+
+
+async def _run_mode(
+    settings: Settings,
+    progress: Progress | None,
+    on_stopping: Callable[[str], None] | None,
+    batch_display: Callable[[Any], None] | None,
+) -> Any:
+    if settings.mode == "batch":
+        from apiproc.batch import run_batches
+
+        provider = _provider(settings)
+        return await run_batches(settings, provider, display=batch_display, on_stopping=on_stopping)
+    refuse_while_batches_run(settings.output_path)
     return await _run(settings, progress, on_stopping)
+
+
+def refuse_while_batches_run(output_path: str) -> None:
+    """Online mode must not send requests that batches of the same output still hold."""
+    if output_path == "-":
+        return
+    from apiproc.batch.journal import read_state, state_path
+
+    path = state_path(output_path)
+    if not os.path.exists(path):
+        return
+    state = read_state(path)
+    if state.live() or state.unresolved():
+        raise OutputError(
+            f"{output_path} has batches still running ({path}): collect them with "
+            "--mode batch, or cancel them with `apiproc batch cancel`, before sending online."
+        )
+
+
+def _provider(settings: Settings) -> AnthropicProvider:
+    return AnthropicProvider(
+        api_key=settings.api_key,
+        url=settings.request_url,
+        version=settings.anthropic_version,
+        betas=settings.anthropic_betas,
+    )
 
 
 def prepare_output(settings: Settings) -> Finished | None:
@@ -87,12 +130,7 @@ async def _run(
     settings: Settings, progress: Progress | None, on_stopping: Callable[[str], None] | None
 ) -> RunStats:
     finished = prepare_output(settings)
-    provider = AnthropicProvider(
-        api_key=settings.api_key,
-        url=settings.request_url,
-        version=settings.anthropic_version,
-        betas=settings.anthropic_betas,
-    )
+    provider = _provider(settings)
     with ResultWriter(settings.output_path, settings.output_format, settings.fsync) as writer:
         engine = Engine(settings, provider, writer, finished=finished)
         reporter = asyncio.create_task(progress(engine)) if progress else None
