@@ -573,6 +573,13 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
     show_default=True,
     help="Share of batch results expired.",
 )
+@click.option(
+    "--batch-create-latency",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds a batch create takes (the batch exists halfway).",
+)
 @click.option("--batch-requests-per-minute", type=float, default=1_000, show_default=True)
 @click.option("--batch-queue-limit", type=int, default=200_000, show_default=True)
 @click.option(

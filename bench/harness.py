@@ -44,6 +44,7 @@ SIMULATOR_OPTIONS = {
     "seed": "--seed",
     "output_tokens": "--output-tokens",
     "batch_processing_seconds": "--batch-processing-seconds",
+    "batch_create_latency": "--batch-create-latency",
     "batch_errored_rate": "--batch-errored-rate",
     "batch_expired_rate": "--batch-expired-rate",
     "batch_requests_per_minute": "--batch-requests-per-minute",

@@ -12,6 +12,7 @@ custom_ids, for tests and benchmarks in another process.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -60,6 +61,7 @@ class BatchRoutes:
             )
             if await self._hook("create", {"count": count}):
                 return hang_up(request)
+            await asyncio.sleep(self.service.config.batch_create_latency / 2)
             batch = self.service.create(body, dialect)
         except QueueFull as full:
             return self.simulator._error(exchange, full, retry_after=full.retry_after)
@@ -67,6 +69,7 @@ class BatchRoutes:
             return self.simulator._error(exchange, error)
         if await self._hook("created", {"id": batch["id"], "count": count}):
             return hang_up(request)
+        await asyncio.sleep(self.service.config.batch_create_latency / 2)
         return self.simulator._reply(exchange, 200, batch)
 
     async def _retrieve(self, request: web.Request) -> web.StreamResponse:

@@ -48,6 +48,7 @@ class SimulatorConfig:
     # Message Batches (§E): how long a batch takes, what its results hold, its limits.
     batch_processing_seconds: float = 1.0  # from creation until a batch ends
     batch_cancel_seconds: float = 0.1  # from a cancel until the batch ends
+    batch_create_latency: float = 0.0  # seconds a create takes; the batch exists halfway
     batch_errored_rate: float = 0.0  # share of results errored for a transient reason
     batch_expired_rate: float = 0.0  # share of results expired
     batch_requests_per_minute: float = 1_000  # every batch endpoint together (2026 copy)
