@@ -7,7 +7,8 @@
 Options only: each command builds a `Settings` and hands it to the engine.
 Exit status: 0 all requests succeeded; 1 some requests errored; 2 usage or input/output
 file error; 3 the run was stopped by an authentication, permission, billing or
-spend-limit error; 130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
+spend-limit error; 75 batch mode with --no-wait left batches running (run it again
+later); 130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from apiproc.errors import (
     EXIT_FATAL,
     EXIT_OK,
     EXIT_ON_SIGNAL,
+    EXIT_PENDING,
     EXIT_USAGE,
     ApiprocError,
     SettingsError,
@@ -253,9 +255,14 @@ def main() -> None:
 @_option(
     "--poll-interval",
     type=float,
-    default=30.0,
-    show_default=True,
-    help="Batch mode: seconds between polls; longer while nothing changes.",
+    help="Batch mode: seconds between polls, longer while nothing changes. Default: 30, "
+    "or 1 with --simulate.",
+)
+@_option(
+    "--no-wait",
+    is_flag=True,
+    help="Batch mode: submit what can be submitted, write what has ended, and exit (status "
+    "75 while batches still run): for cron, run the same command again later.",
 )
 @_option("--poll-max-interval", type=float, help="Batch mode: longest wait between polls.")
 @_option(
@@ -347,7 +354,8 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         batch=BatchOptions(
             size=options["batch_size"],
             max_bytes=options["batch_bytes"],
-            poll_interval=options["poll_interval"],
+            poll_interval=options["poll_interval"] or (1.0 if options["simulate"] else 30.0),
+            wait=not options["no_wait"],
             poll_max_interval=options["poll_max_interval"],
             fallback=options["fallback"],
             max_queue=options["max_batch_queue"],
@@ -477,6 +485,8 @@ def exit_status(stats: Any) -> int:
         return EXIT_ON_SIGNAL.get(stats.interrupted, EXIT_INTERRUPTED)
     if stats.fatal:
         return EXIT_FATAL
+    if getattr(stats, "pending", False):
+        return EXIT_PENDING  # batch mode left work at the provider or for a later run
     return EXIT_OK if stats.errored_total == 0 else EXIT_ERRORED
 
 

@@ -46,6 +46,7 @@ class BatchOptions:
     api_rpm: float = 50.0  # calls per minute to the batch endpoints (the lowest tier's limit)
     adopt: str | None = None  # the batch an unconfirmed create made, when the list is ambiguous
     create_settle: float = 10.0  # seconds a create may take to show in the list
+    wait: bool = True  # follow the batches to the end; False: submit, collect, exit (cron)
 
 
 @dataclass(slots=True)

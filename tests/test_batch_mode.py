@@ -502,3 +502,72 @@ def test_the_summary_cost_is_half_the_online_cost_of_the_same_usage(
     assert batch_figures["tokens"] == online_figures["tokens"]  # the same answers, same usage
     assert batch_figures["cost_usd"] == pytest.approx(online_figures["cost_usd"] / 2, rel=1e-6)
     assert batch_figures["online_equivalent_usd"] == pytest.approx(online_figures["cost_usd"])
+
+
+# ---- politeness, cron, formats -------------------------------------------------------------
+
+
+@pytest.mark.simulator(batch_processing_seconds=1.0, batch_requests_per_minute=120)
+def test_polls_are_paced_within_the_batch_endpoints_rate_limit(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", requests(5))
+    output = tmp_path / "out.jsonl"
+    done = run_batch(sim, source, output, "--batch-api-rpm", "100", "--poll-interval", "0.001")
+    assert done.returncode == 0, done.stderr
+    assert sim.batches.service.counters.rate_limited == 0
+    assert succeeded_once(output, 5)
+    assert "batches: 1 running (1 in_progress)" in done.stderr  # a progress line per poll
+
+
+@pytest.mark.simulator(batch_processing_seconds=0.6, batch_requests_per_minute=30)
+def test_a_429_from_the_batch_endpoints_pauses_calls_for_its_retry_after(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", requests(5))
+    output = tmp_path / "out.jsonl"
+    done = run_batch(sim, source, output, "--poll-interval", "0.001")
+    assert done.returncode == 0, done.stderr
+    limited = sim.batches.service.counters.rate_limited
+    assert limited >= 1 and f"({limited:,} answered 429)" in done.stderr
+    assert succeeded_once(output, 5)
+
+
+@pytest.mark.simulator(batch_processing_seconds=0.5)
+def test_no_wait_submits_and_exits_75_and_the_same_command_finishes_later(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", requests(6))
+    output = tmp_path / "out.jsonl"
+    first = run_batch(sim, source, output, "--no-wait", "--batch-size", "3")
+    assert first.returncode == 75, first.stderr
+    assert len(sim.batch_record) == 2 and "Resume:" in first.stderr
+    later = run_batch(sim, source, output, "--batch-size", "3")
+    assert later.returncode == 0, later.stderr
+    assert succeeded_once(output, 6) and len(sim.batch_record) == 2
+
+
+@pytest.mark.simulator(batch_processing_seconds=0.3)
+def test_batch_results_writes_what_ended_after_a_run_was_stopped(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", requests(4))
+    output = tmp_path / "out.jsonl"
+    code, _ = interrupted(sim, Interrupt("retrieve", signal.SIGINT, drop=False), source, output)
+    assert code == 130
+    for _ in range(100):  # bounded: the batch ends 0.3 s after it was created
+        collected = run_cli("batch", "results", str(output), "--api-key", KEY)
+        if collected.returncode != 75:
+            break
+    assert collected.returncode == 0, collected.stderr
+    assert succeeded_once(output, 4) and len(sim.batch_record) == 1
+
+
+def test_the_cookbook_format_works_in_batch_mode_too(sim: Simulator, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", requests(3))
+    output = tmp_path / "out.jsonl"
+    done = run_batch(sim, source, output, "--output-format", "cookbook")
+    assert done.returncode == 0, done.stderr
+    lines = read_jsonl(output)
+    assert sorted(line[2]["row"] for line in lines) == [0, 1, 2]
+    assert all(line[1]["type"] == "message" and "messages" in line[0] for line in lines)

@@ -181,6 +181,9 @@ class BatchRun:
             changed = self._hand_to_online() or changed
             if self._all_done(planner) or (self.mode == COLLECT and not self._online):
                 return
+            if not self.options.wait and self.mode == RUN and not changed:
+                await self._end_online()  # --no-wait: nothing more to do now
+                return
             self.next_poll = self.schedule.next(changed)
             self._show()
             await self._pause(self.next_poll)
@@ -204,7 +207,7 @@ class BatchRun:
         self._stop()
 
     async def _pause(self, seconds: float) -> None:
-        if self._wake.is_set():
+        if self._wake.is_set() or not self.options.wait:
             return
         sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
         waker = asyncio.ensure_future(self._wake.wait())
@@ -556,6 +559,8 @@ class BatchRun:
         self.stats.finished = time.monotonic()
         self.stats.live = self._live_batches()
         self.stats.pooled = sum(span.lines for span in self.state.pool.values())
+        # After a cancel, pooled requests wait for a rerun by choice: nothing is pending.
+        self.stats.pending = bool(self.stats.live) or (self.mode == RUN and self.stats.pooled > 0)
         self.stats.api_calls = self.calls.calls
         self.stats.api_rate_limited = self.calls.rate_limited
 

@@ -45,6 +45,7 @@ class BatchStats:
     batches_written: int = 0
     live: list[LiveBatch] = field(default_factory=list)
     pooled: int = 0  # requests waiting to be sent again when the run stopped
+    pending: bool = False  # work is left for a later run of the same command
     usage: Usage = field(default_factory=Usage)
     usage_by_model: dict[str, Usage] = field(default_factory=dict)
     online: RunStats | None = None  # requests sent through the online path instead
