@@ -20,6 +20,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -39,6 +40,8 @@ from apiproc.errors import (
 from apiproc.limiter import Limits
 from apiproc.loop import run as run_loop
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
+from apiproc.providers.anthropic_versions import API_VERSIONS
+from apiproc.providers.base import TRANSPORTS
 from apiproc.providers.batches import BatchApiError
 from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter, print_estimate
@@ -47,6 +50,7 @@ from apiproc.settings import (
     DEFAULT_ATTEMPTS,
     DEFAULT_CONCURRENCY,
     DEFAULT_GRACE_PERIOD,
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_TIMEOUT,
     MAX_BATCH_SIZE,
@@ -147,7 +151,27 @@ def main() -> None:
     type=float,
     default=DEFAULT_TIMEOUT,
     show_default=True,
-    help="Seconds one attempt may take; long generations are legitimate.",
+    help="Seconds one non-streamed attempt may take; long generations are legitimate. A "
+    "streamed attempt may take this long, or longer when its max_tokens needs it: an hour "
+    "per 128,000 tokens.",
+)
+@_option(
+    "--transport",
+    type=click.Choice(TRANSPORTS),
+    default="auto",
+    show_default=True,
+    help='stream: send every request as a stream; plain: none (a line\'s "stream" is '
+    "dropped); auto: stream the lines that ask for it, and those whose max_tokens could "
+    "outlast --timeout at an hour per 128,000 tokens (over 21,333 at 600 s), or exceed a "
+    "model's non-streaming cap. Streamed answers are written exactly like the others.",
+)
+@_option(
+    "--idle-timeout",
+    type=float,
+    default=DEFAULT_IDLE_TIMEOUT,
+    show_default=True,
+    help="While streaming, seconds without a byte (pings count) before the connection is "
+    "taken for stalled and the request retried.",
 )
 @_option(
     "--logging-level",
@@ -156,7 +180,14 @@ def main() -> None:
     show_default=True,
     help="10/20/30/40 or DEBUG/INFO/WARNING/ERROR.",
 )
-@_option("--anthropic-version", default=DEFAULT_VERSION, show_default=True)
+@_option(
+    "--anthropic-version",
+    type=click.Choice(API_VERSIONS),
+    default=DEFAULT_VERSION,
+    show_default=True,
+    help="API version. 2026-10-21 refuses temperature, top_p and top_k: such lines become "
+    "bad lines, never sent.",
+)
 @_option("--anthropic-beta", multiple=True, help="Beta feature name; repeat for several.")
 @_option(
     "--output-format",
@@ -335,6 +366,8 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         retry_base_delay=options["retry_base_delay"],
         max_concurrency=options["max_concurrency"],
         timeout=options["timeout"],
+        transport=options["transport"],
+        idle_timeout=options["idle_timeout"],
         anthropic_version=options["anthropic_version"],
         anthropic_betas=tuple(options["anthropic_beta"]),
         output_format=options["output_format"],
@@ -504,19 +537,29 @@ def resume_command() -> str:
 @_option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
 @_option("--max-output-tokens-per-minute", type=float, help="Output tokens per minute.")
 @_option(
+    "--anthropic-version",
+    type=click.Choice(API_VERSIONS),
+    default=DEFAULT_VERSION,
+    show_default=True,
+    help="The API version the run will use; lines it refuses are bad lines.",
+)
+@_option(
     "--show-bad-lines", type=int, default=20, show_default=True, help="How many bad lines to list."
 )
-def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None:
+def estimate(
+    requests: str, show_bad_lines: int, anthropic_version: str, **limits: float | None
+) -> None:
     """Validate REQUESTS and estimate tokens, cost and time, without calling any API.
 
     Exit status 0 when every line is a valid request, 1 when some are not, 2 when the
     file cannot be read.
     """
     from apiproc.preflight import preflight
-    from apiproc.providers.anthropic_models import PRICES_AS_OF, model_facts
+    from apiproc.providers import AnthropicProvider
 
+    provider = AnthropicProvider(api_key="", version=anthropic_version)  # nothing is sent
     try:
-        report = preflight(requests, facts=model_facts)
+        report = preflight(requests, facts=provider.model, check=provider.validate)
     except OSError as error:
         Reporter(sys.stderr).error(f"Cannot read {requests}: {error.strerror}.")
         sys.exit(EXIT_USAGE)
@@ -525,7 +568,8 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
         if value <= 0:
             Reporter(sys.stderr).error("Limits must be positive numbers.")
             sys.exit(EXIT_USAGE)
-    print_estimate(report, given, show_bad_lines, PRICES_AS_OF)
+    today = datetime.now(timezone.utc).date()
+    print_estimate(report, given, show_bad_lines, provider.prices_as_of, today)
     sys.exit(EXIT_OK if report.bad_lines == 0 else EXIT_ERRORED)
 
 
@@ -554,6 +598,13 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
     help="Seconds before a response begins.",
 )
 @click.option("--latency-jitter", type=float, default=0.0, show_default=True)
+@click.option(
+    "--output-tokens-per-second",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Generation speed, which paces a streamed answer (0: instant).",
+)
 @click.option("--rate-429", type=float, default=0.0, show_default=True)
 @click.option("--rate-529", type=float, default=0.0, show_default=True)
 @click.option("--rate-500", type=float, default=0.0, show_default=True)
@@ -561,6 +612,20 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
 @click.option("--rate-drop", type=float, default=0.0, show_default=True)
 @click.option("--rate-stall", type=float, default=0.0, show_default=True)
 @click.option("--stall-seconds", type=float, default=30.0, show_default=True)
+@click.option(
+    "--rate-stream-error",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Share of answers overloaded partway: an error event in a stream, else a 529.",
+)
+@click.option(
+    "--ping-interval",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Seconds of silence in a stream before a ping event (0: none).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--batch-processing-seconds",
@@ -599,7 +664,13 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
     metavar="MIN,MAX",
     help="Range of generated lengths, clipped to max_tokens.",
 )
-def simulate(output_tokens: str, **options: Any) -> None:
+@click.option(
+    "--today",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="The simulated API's date, which decides the retired models. Default: today (UTC).",
+)
+def simulate(output_tokens: str, today: datetime | None, **options: Any) -> None:
     """Run the bundled Messages API simulator on 127.0.0.1 until Ctrl-C."""
     from apiproc.simulator import SimulatorConfig, serve_forever
 
@@ -609,7 +680,12 @@ def simulate(output_tokens: str, **options: Any) -> None:
         raise click.BadParameter(
             "give two integers, MIN,MAX", param_hint="--output-tokens"
         ) from None
-    config = SimulatorConfig(record=False, output_tokens=(low, high), **options)
+    config = SimulatorConfig(
+        record=False,
+        output_tokens=(low, high),
+        today=today.date() if today is not None else None,
+        **options,
+    )
 
     def ready(simulator: Any) -> None:
         click.echo(f"Simulator listening on {simulator.messages_url}", err=True)
@@ -630,7 +706,12 @@ def _api_options(function: Callable[..., Any]) -> Callable[..., Any]:
                 help=f"Messages endpoint (default: the state file's, else {DEFAULT_URL}).",
             ),
             _option("--api-key", help="API key. Default: ANTHROPIC_API_KEY or .env."),
-            _option("--anthropic-version", default=DEFAULT_VERSION, show_default=True),
+            _option(
+                "--anthropic-version",
+                type=click.Choice(API_VERSIONS),
+                default=DEFAULT_VERSION,
+                show_default=True,
+            ),
             _option("--anthropic-beta", multiple=True, help="Beta feature name; repeatable."),
             _option("--allow-insecure-http", is_flag=True, help="Allow a plain-http remote host."),
         ]

@@ -52,8 +52,8 @@ from apiproc.limiter import (
     RequestTooLarge,
     Reservation,
 )
-from apiproc.pricing import PriceOf
-from apiproc.providers.base import Outcome, Provider, Usage, Verdict
+from apiproc.pricing import Bill, PriceOf
+from apiproc.providers.base import HttpRequest, Outcome, Provider, Usage, Verdict
 from apiproc.results import Finished, Result, ResultWriter
 from apiproc.retry import backoff_delay
 from apiproc.settings import Settings
@@ -62,6 +62,7 @@ from apiproc.tokens import TokenEstimator
 log = logging.getLogger("apiproc")
 
 INPUT_QUEUE_SIZE = 1024
+CONNECT_TIMEOUT = 30.0
 
 
 @dataclass(slots=True)
@@ -74,7 +75,7 @@ class RunStats:
     retries: int = 0
     rate_limited: int = 0
     usage: Usage = field(default_factory=Usage)
-    usage_by_model: dict[str, Usage] = field(default_factory=dict)
+    bills: dict[str, Bill] = field(default_factory=dict)  # cost by model, priced per answer
     started: float = 0.0
     finished: float = 0.0
     fatal: str | None = None
@@ -86,6 +87,14 @@ class RunStats:
     # The provider's prices, for the cost in progress lines and the summary.
     price_of: PriceOf | None = field(default=None, repr=False)
     prices_as_of: str = ""
+
+    def charge(self, model: str, usage: Usage) -> None:
+        """Add one answer's usage to its model's bill."""
+        bill = self.bills.get(model)
+        if bill is None:
+            price = self.price_of(model) if self.price_of is not None else None
+            bill = self.bills[model] = Bill(price)
+        bill.add(usage)
 
     @property
     def done(self) -> int:
@@ -155,7 +164,7 @@ class Engine:
     async def run(self, produce: Callable[[Engine], Any]) -> RunStats:
         """Run to the end; `produce(engine)` is the coroutine that feeds `engine.put()`."""
         self.stats.started = time.monotonic()
-        timeout = aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=30)
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=CONNECT_TIMEOUT)
         connector = aiohttp.TCPConnector(limit=self.settings.max_concurrency, limit_per_host=0)
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, headers=self.provider.session_headers
@@ -269,7 +278,7 @@ class Engine:
 
     async def _attempt(self, job: Job, reservation: Reservation) -> None:
         try:
-            outcome = await self._send(job)
+            outcome = await self._send(job, reservation)
         except Exception as error:  # a bug of ours: keep its traceback, never lose the job
             log.exception("internal error while sending %s", job.custom_id)
             message = f"internal error: {type(error).__name__}: {error}"
@@ -314,28 +323,53 @@ class Engine:
             counted_input += usage.cache_read_input_tokens
         return Cost(requests=1, input_tokens=counted_input, output_tokens=usage.output_tokens)
 
-    async def _send(self, job: Job) -> Outcome:
+    async def _send(self, job: Job, reservation: Reservation) -> Outcome:
+        """One attempt on the wire. A streamed answer is read as it arrives: its usage is
+        charged as reported, and a silence longer than the idle timeout cuts it short."""
         assert self._session is not None
         request = self.provider.request(job.params)
         try:
             async with self._session.post(
-                request.url, data=request.body, headers=request.headers or None
+                request.url,
+                data=request.body,
+                headers=request.headers or None,
+                timeout=self._stream_timeout(request) if request.stream else None,
             ) as response:
-                payload = await response.read()
-                return self.provider.classify(response.status, response.headers, payload)
+                decoder = self.provider.decoder(response.status, response.headers)
+                if decoder is None:
+                    payload = await response.read()
+                    return self.provider.classify(response.status, response.headers, payload)
+                async for chunk in response.content.iter_any():
+                    usage = decoder.feed(chunk)
+                    if usage is not None:
+                        self.limiter.progress(reservation, self._counted(job, usage))
+                return decoder.finish()
+        except aiohttp.SocketTimeoutError:
+            message = f"no byte for {self.settings.idle_timeout:g} s: the answer stalled"
+            return Outcome(Verdict.RETRY, error={"type": "timeout_error", "message": message})
         except asyncio.TimeoutError:
-            message = f"no complete answer within {self.settings.timeout:g} s"
+            limit = request.time_limit or self.settings.timeout
+            message = f"no complete answer within {limit:g} s"
             return Outcome(Verdict.RETRY, error={"type": "timeout_error", "message": message})
         except aiohttp.ClientError as error:
             message = f"{type(error).__name__}: {error}".rstrip(": ")
             return Outcome(Verdict.RETRY, error={"type": "connection_error", "message": message})
+
+    def _stream_timeout(self, request: HttpRequest) -> aiohttp.ClientTimeout:
+        """A streamed attempt: no byte for `idle_timeout` is a stall (pings count as bytes);
+        the whole may take the provider's time limit, which allows for long generations."""
+        return aiohttp.ClientTimeout(
+            total=request.time_limit or self.settings.timeout,
+            sock_connect=CONNECT_TIMEOUT,
+            sock_read=self.settings.idle_timeout,
+        )
 
     def _succeeded(self, job: Job, outcome: Outcome) -> None:
         usage = outcome.usage or Usage()
         assert job.estimate is not None
         self.estimator.learn(job.estimate, usage)
         self.stats.usage.add(usage)
-        self.stats.usage_by_model.setdefault(job.estimate.model, Usage()).add(usage)
+        self.stats.charge(job.estimate.model, usage)
         self._record(_result(job, outcome))
 
     def _retry_or_give_up(self, job: Job, outcome: Outcome) -> None:
@@ -443,7 +477,7 @@ def _bad_line_error(item: BadLine) -> dict[str, Any]:
 async def feed_file(engine: Engine, path: str) -> None:
     """Producer: read `path` (or stdin for `-`) into the engine, batch by batch,
     leaving out what earlier runs already finished."""
-    reader = JobReader()
+    reader = JobReader(engine.provider.validate)
     finished = engine.finished
     with open_input(path) as handle:
         async for lines in line_batches(handle):

@@ -1,7 +1,7 @@
 """Input lines to jobs: three line formats, stable ids, validation, bad-line records.
 
     with open_input("requests.jsonl") as lines:
-        for item in read_jobs(lines):
+        for item in read_jobs(lines, check=provider.validate):
             ...  # a Job to send, or a BadLine to record as errored
 
 A line is one JSON object in one of these shapes:
@@ -13,8 +13,10 @@ A line is one JSON object in one of these shapes:
 - an OpenAI batch line `{"custom_id": ..., "method": "POST", "url": ..., "body": {...}}`:
   `body` is sent.
 A line without an id gets `line-<number>`. Blank lines are skipped. The file is read
-line by line, never whole. Every bad line carries a reason code (`INVALID_JSON_LINE`, ...)
-in the spirit of the batch APIs' own input validation, the same in every mode.
+line by line, never whole. A line is checked for the shape every request needs here, then
+by the provider's `check` for what its API would certainly refuse. Every bad line carries a
+reason code (`INVALID_JSON_LINE`, ...) in the spirit of the batch APIs' own input
+validation, the same in every mode.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import asyncio
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
@@ -43,6 +45,9 @@ STREAMING_UNSUPPORTED = "streaming_unsupported"
 REQUEST_TOO_LARGE = "request_too_large"
 READ_HINT = 1 << 16
 ROLES = ("user", "assistant")
+
+# The provider's own check of a well-shaped request: None, or why its API would refuse it.
+Check = Callable[[dict[str, Any]], "str | None"]
 
 
 @dataclass(slots=True)
@@ -97,8 +102,9 @@ class JobReader:
     (`line-<n>`) cost one bit each, so memory stays flat for files without ids.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, check: Check | None = None) -> None:
         self.line_no = 0
+        self._check = check
         self._given: set[str] = set()
         self._derived = bytearray()
 
@@ -107,7 +113,7 @@ class JobReader:
         self.line_no += 1
         if not raw.strip():
             return None
-        item = parse_line(raw, self.line_no)
+        item = parse_line(raw, self.line_no, self._check)
         if self._taken(item.custom_id):
             item = BadLine(
                 custom_id=self._free_id(),
@@ -158,9 +164,9 @@ def _derived_line(custom_id: str) -> int | None:
     return None
 
 
-def read_jobs(lines: Iterable[bytes]) -> Iterator[Job | BadLine]:
+def read_jobs(lines: Iterable[bytes], check: Check | None = None) -> Iterator[Job | BadLine]:
     """Turn raw lines into jobs and bad lines, in file order."""
-    reader = JobReader()
+    reader = JobReader(check)
     for raw in lines:
         item = reader.feed(raw)
         if item is not None:
@@ -189,7 +195,7 @@ async def line_batches(handle: IO[bytes]) -> AsyncIterator[list[bytes]]:
         yield [tail]
 
 
-def parse_line(raw: bytes, line_no: int) -> Job | BadLine:
+def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | BadLine:
     """One input line to a Job, or a BadLine saying what is wrong with it."""
     derived = f"line-{line_no}"
     try:
@@ -212,7 +218,7 @@ def parse_line(raw: bytes, line_no: int) -> Job | BadLine:
         return BadLine(derived, line_no, problem, metadata, INVALID_CUSTOM_ID)
     if not isinstance(params, dict):
         return BadLine(custom_id, line_no, "params must be a JSON object", metadata)
-    problem = validate_params(params)
+    problem = validate_params(params) or (check(params) if check is not None else None)
     if problem:
         return BadLine(custom_id, line_no, problem, metadata, problem_code(problem))
     if sent_metadata is not None:

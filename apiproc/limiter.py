@@ -4,6 +4,9 @@
     reservation = await limiter.acquire(Cost(requests=1, input_tokens=900, output_tokens=200))
     limiter.settle(reservation, Cost(requests=1, input_tokens=870, output_tokens=143))
 
+A streamed answer reports its usage as it goes: `progress()` charges what it uses beyond
+its reservation at once, and `settle()` squares the rest at the end.
+
 One token bucket per limited dimension (requests, input tokens, output tokens and the
 classic combined tokens), each holding one minute of its rate and refilled
 continuously, as the API's own buckets are. A request is admitted when every bucket it
@@ -272,6 +275,23 @@ class RateLimiter:
             self.rate_limited(reservation, report.retry_after, report.server)
         elif report.succeeded:
             self.confirm(reservation)
+
+    def progress(self, reservation: Reservation, used_so_far: Cost) -> None:
+        """A streamed answer reported its usage so far: charge what goes beyond the
+        reservation now; anything reserved but unused is returned only when it settles."""
+        if reservation.settled:
+            return
+        held = reservation.cost
+        grown = Cost(
+            requests=max(held.requests, used_so_far.requests),
+            input_tokens=max(held.input_tokens, used_so_far.input_tokens),
+            output_tokens=max(held.output_tokens, used_so_far.output_tokens),
+        )
+        if grown == held:
+            return
+        for bucket in self._buckets.values():
+            bucket.level -= grown.of(bucket.dimension) - held.of(bucket.dimension)
+        reservation.cost = grown  # settle() then works from what is now held
 
     def settle(self, reservation: Reservation, actual: Cost) -> None:
         """Return what was reserved but not used; charge what was used beyond it."""

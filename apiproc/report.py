@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,10 +31,11 @@ from apiproc.engine import Engine, RunStats
 from apiproc.jobs import count_lines
 from apiproc.limiter import Limits
 from apiproc.preflight import Preflight
-from apiproc.pricing import PriceOf, cache_savings, total_cost
+from apiproc.pricing import cache_savings, total_cost
 from apiproc.providers.base import Usage
 
 RATE_WINDOW_SECONDS = 60.0
+RETIREMENT_NOTICE_DAYS = 30
 LIVE_REFRESH_SECONDS = 0.5
 
 
@@ -167,6 +169,20 @@ def live_view(shot: Snapshot) -> Group:
     )
 
 
+def retirement_text(model: str, end: date, today: date) -> str:
+    """What a model's end of life means for this file, with the date."""
+    if end <= today:
+        return (
+            f"{model} reached its end of life on {end.isoformat()}; the API answers 404 "
+            "for it, so move its lines to a current model."
+        )
+    days = (end - today).days
+    return (
+        f"{model} reaches its end of life on {end.isoformat()} (in {days} days); from "
+        "then on the API answers 404 for it."
+    )
+
+
 def cache_hit_rate(usage: Usage) -> float | None:
     """Cache read tokens over cacheable tokens (read or written); None if nothing was."""
     cacheable = usage.cache_read_input_tokens + usage.cache_creation_input_tokens
@@ -179,7 +195,7 @@ def cache_text(stats: RunStats) -> str | None:
     rate = cache_hit_rate(usage)
     if rate is None:
         return None
-    saved = cache_savings(stats.usage_by_model, _price_of(stats))
+    saved = cache_savings(stats.bills)
     effect = f"saved ${saved:,.4f} against" if saved >= 0 else f"cost ${-saved:,.4f} above"
     return (
         f"{usage.cache_creation_input_tokens:,} tokens written, "
@@ -189,8 +205,8 @@ def cache_text(stats: RunStats) -> str | None:
 
 
 def cost_text(stats: RunStats) -> str:
-    dollars, unknown = total_cost(stats.usage_by_model, _price_of(stats))
-    known = len(stats.usage_by_model) - len(unknown)
+    dollars, unknown = total_cost(stats.bills)
+    known = len(stats.bills) - len(unknown)
     parts = [f"${dollars:,.4f}"] if known or not unknown else []
     if unknown:
         parts.append("cost unknown for " + ", ".join(unknown))
@@ -247,7 +263,7 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
 def summary_record(stats: RunStats, output_path: str) -> dict[str, Any]:
     """The summary as JSON, for monitoring (--summary-json)."""
     usage = stats.usage
-    dollars, unknown = total_cost(stats.usage_by_model, _price_of(stats))
+    dollars, unknown = total_cost(stats.bills)
     return {
         "succeeded": stats.succeeded,
         "errored": stats.errored_total,
@@ -274,10 +290,6 @@ def summary_record(stats: RunStats, output_path: str) -> dict[str, Any]:
         "stopped": stats.fatal or stats.interrupted,
         "output": output_path,
     }
-
-
-def _price_of(stats: RunStats) -> PriceOf:
-    return stats.price_of or (lambda model: None)
 
 
 def _per_minute(count: float, seconds: float) -> float:
@@ -350,7 +362,7 @@ class Reporter:
 
 
 def print_estimate(
-    report: Preflight, limits: Limits, show_bad_lines: int, prices_as_of: str
+    report: Preflight, limits: Limits, show_bad_lines: int, prices_as_of: str, today: date
 ) -> None:
     """The `estimate` command's table, on stdout."""
     console = Console(highlight=False)
@@ -390,6 +402,8 @@ def print_estimate(
         console.print("Time: give --max-requests-per-minute / token limits to see it")
     else:
         console.print(f"Time at these limits: {_duration(implied[0])} to {_duration(implied[1])}")
+    for model, end in report.retiring(today, RETIREMENT_NOTICE_DAYS):
+        console.print(f"Warning: {retirement_text(model, end, today)}", markup=False)
     for bad in report.bad[:show_bad_lines]:
         console.print(f"bad line {bad.line_no}: {bad.reason}", markup=False)
     if report.bad_lines > show_bad_lines:

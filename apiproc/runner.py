@@ -96,6 +96,8 @@ def _provider(settings: Settings) -> AnthropicProvider:
         url=settings.request_url,
         version=settings.anthropic_version,
         betas=settings.anthropic_betas,
+        transport=settings.transport,
+        timeout=settings.timeout,
     )
 
 

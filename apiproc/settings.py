@@ -17,16 +17,19 @@ from urllib.parse import urlsplit
 
 from apiproc.errors import SettingsError
 from apiproc.limiter import Limits
-from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
+from apiproc.providers.anthropic import DEFAULT_TIMEOUT, DEFAULT_URL, DEFAULT_VERSION
+from apiproc.providers.base import TRANSPORTS
 from apiproc.results import OUTPUT_FORMATS
 from apiproc.tokens import OUTPUT_ACCOUNTINGS
 
 SIMULATED_API_KEY = "sk-ant-simulated-key"
-DEFAULT_TIMEOUT = 600.0
 DEFAULT_CONCURRENCY = 512
 DEFAULT_ATTEMPTS = 5
 DEFAULT_RETRY_BASE_DELAY = 1.0
 DEFAULT_GRACE_PERIOD = 30.0
+# A guess: the API's ping interval is undocumented; reports put it at about 15-30 s, so three
+# of the longest reported gaps pass before a silent stream counts as stalled.
+DEFAULT_IDLE_TIMEOUT = 90.0
 LOOPBACK_HOSTS = ("localhost", "::1")
 MODES = ("online", "batch")
 FALLBACKS = ("batch", "online")
@@ -60,6 +63,8 @@ class Settings:
     retry_base_delay: float = DEFAULT_RETRY_BASE_DELAY
     max_concurrency: int = DEFAULT_CONCURRENCY
     timeout: float = DEFAULT_TIMEOUT
+    transport: str = "auto"
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     anthropic_version: str = DEFAULT_VERSION
     anthropic_betas: tuple[str, ...] = ()
     output_format: str = "batch"
@@ -90,6 +95,10 @@ class Settings:
             raise SettingsError("--max-concurrency must be at least 1.")
         if self.timeout <= 0:
             raise SettingsError("--timeout must be a positive number of seconds.")
+        if self.transport not in TRANSPORTS:
+            raise SettingsError(f"--transport must be one of {', '.join(TRANSPORTS)}.")
+        if self.idle_timeout <= 0:
+            raise SettingsError("--idle-timeout must be a positive number of seconds.")
         if self.output_format not in OUTPUT_FORMATS:
             raise SettingsError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}.")
         if self.output_accounting not in OUTPUT_ACCOUNTINGS:

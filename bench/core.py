@@ -44,7 +44,7 @@ def long_prompts(count: int, words: int, seed: int = 1) -> list[dict]:
     rng = random.Random(seed)
     return [
         {
-            "model": "claude-sonnet-4-5",
+            "model": "claude-sonnet-4-6",
             "max_tokens": 600,
             "messages": [
                 {

@@ -1,4 +1,4 @@
-"""Shared benchmark plumbing: a simulator in its own process, apiproc as a subprocess.
+"""Shared benchmark plumbing: a simulator in its own process, clients as subprocesses.
 
     with SimulatorProcess(requests_per_minute=3000, latency=0.2) as sim:
         run = run_client(workload_path, sim.url, "--max-requests-per-minute", "3000")
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+FLOOR = ROOT / "bench" / "floor.py"
 STARTUP_TIMEOUT = 20.0
 RUN_TIMEOUT = 900.0
 
@@ -41,6 +42,9 @@ SIMULATOR_OPTIONS = {
     "rate_drop": "--rate-drop",
     "rate_stall": "--rate-stall",
     "stall_seconds": "--stall-seconds",
+    "rate_stream_error": "--rate-stream-error",
+    "ping_interval": "--ping-interval",
+    "output_tokens_per_second": "--output-tokens-per-second",
     "seed": "--seed",
     "output_tokens": "--output-tokens",
     "batch_processing_seconds": "--batch-processing-seconds",
@@ -135,6 +139,32 @@ def run_client(workload: Path, url: str, *options: str, output: Path | None = No
         "3600",
         *options,
     ]
+    return measure(args, output)
+
+
+def run_floor(
+    workload: Path, url: str, output: Path, concurrency: int, uvloop: bool = False
+) -> ClientRun:
+    """Run the floor client (bench/floor.py) to completion, measured as `run_client` is."""
+    args = [
+        sys.executable,
+        str(FLOOR),
+        str(workload),
+        str(output),
+        "--url",
+        url,
+        "--key",
+        "sk-bench",
+        "--concurrency",
+        str(concurrency),
+        *(["--uvloop"] if uvloop else []),
+    ]
+    return measure(args, output)
+
+
+def measure(args: list[str], output: Path) -> ClientRun:
+    """Run one client process to completion: wall time, and CPU time and peak RSS of that
+    process alone (wait4), start-up included."""
     with tempfile.TemporaryFile("w+") as errors:
         started = time.monotonic()
         process = subprocess.Popen(
@@ -164,7 +194,8 @@ def _wait4(process: subprocess.Popen[str], timeout: float) -> tuple[int, int, An
             return pid, status, usage
         time.sleep(0.02)
     process.kill()
-    raise TimeoutError(f"apiproc did not finish within {timeout:.0f} s")
+    process.wait()
+    raise TimeoutError(f"the client did not finish within {timeout:.0f} s: {process.args}")
 
 
 def theoretical_seconds(stats: dict[str, Any], limits: dict[str, float]) -> float:

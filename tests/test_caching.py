@@ -16,7 +16,7 @@ from apiproc.providers.anthropic_models import min_cacheable_tokens, model_facts
 from apiproc.providers.base import Outcome, Usage, Verdict
 from apiproc.tokens import TokenEstimator
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"
 LONG = "a long shared document " * 400
 MARK = {"type": "ephemeral"}
 

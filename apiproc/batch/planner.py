@@ -30,7 +30,6 @@ from apiproc.caching import add_system_breakpoint, cached_prefix
 from apiproc.errors import ResumeMismatch
 from apiproc.jobs import (
     INVALID_CUSTOM_ID,
-    INVALID_REQUEST,
     REQUEST_TOO_LARGE,
     STREAMING_UNSUPPORTED,
     BadLine,
@@ -56,7 +55,7 @@ class BatchRules:
 
     api: BatchApi
     use_caching: bool = False
-    validate: Validate | None = None  # the chosen API version's rules, when the provider has them
+    validate: Validate | None = None  # what the provider's API version would refuse
 
     def params(self, job: Job) -> dict[str, Any]:
         """The params sent for `job` (the same every time they are rebuilt)."""
@@ -75,9 +74,6 @@ class BatchRules:
         if job.params.get("stream") is True:
             reason = "stream: a batch request cannot stream; remove stream or set it to false"
             return _bad(job, reason, STREAMING_UNSUPPORTED)
-        problem = self.validate(job.params) if self.validate is not None else None
-        if problem:
-            return _bad(job, problem, INVALID_REQUEST)
         fits = self.api.framed_size(len(entry), 1) <= limits.max_bytes
         if len(entry) > limits.max_request_bytes or not fits:
             return _too_large(job, entry)
@@ -288,7 +284,7 @@ class Planner:
     def _new_members(self) -> Iterator[tuple[Member, bytes]]:
         """Every line past the journal's position that a batch should carry; bad lines
         (anywhere: an earlier run may have stopped before writing them) are recorded."""
-        reader = JobReader()
+        reader = JobReader(self.rules.validate)
         start, primers = self.state.next_offset, self.state.primer_lines
         offset = 0
         while raw := self._readline_at(offset):
@@ -320,7 +316,7 @@ class Planner:
         """The first request of each cached prompt prefix that several requests share
         (at most `most`), found in one pass over the input."""
         groups: dict[bytes, list[int]] = {}  # prefix key -> [requests, line, offset]
-        reader = JobReader()
+        reader = JobReader(self.rules.validate)
         offset = 0
         self.handle.seek(0)
         while raw := self.handle.readline():

@@ -127,7 +127,7 @@ class BatchRun:
         self.display = display
         self.mode = mode
         self.rules = BatchRules(
-            self.api, use_caching=settings.use_caching, validate=_version_rules(provider)
+            self.api, use_caching=settings.use_caching, validate=provider.validate
         )
         self.limits = _limits(self.api.limits, self.options.size, self.options.max_bytes)
         self.schedule = PollSchedule(self.options.poll_interval, self.options.poll_max_interval)
@@ -573,19 +573,6 @@ def _limits(api: BatchLimits, size: int | None, max_bytes: int | None) -> BatchL
     )
 
 
-def _version_rules(provider: Provider) -> Callable[[dict[str, Any]], str | None] | None:
-    """The provider's validation for the chosen API version, when it offers one."""
-    validate = getattr(provider, "validate", None)
-    if not callable(validate):
-        return None
-
-    def problem(params: dict[str, Any]) -> str | None:
-        answer = validate(params)
-        return answer if isinstance(answer, str) and answer else None
-
-    return problem
-
-
 def _merge_online(stats: BatchStats, online: Any) -> None:
     if stats.online is None:
         stats.online = online
@@ -597,8 +584,10 @@ def _merge_online(stats: BatchStats, online: Any) -> None:
     merged.attempts += online.attempts
     merged.retries += online.retries
     merged.usage.add(online.usage)
-    for model, usage in online.usage_by_model.items():
-        merged.usage_by_model.setdefault(model, type(usage)()).add(usage)
+    for model, bill in online.bills.items():
+        kept = merged.bills.setdefault(model, type(bill)(bill.price))
+        kept.dollars += bill.dollars
+        kept.uncached_dollars += bill.uncached_dollars
 
 
 def _ambiguity(intent: Intent, candidates: list[BatchInfo], journal_path: str) -> str:

@@ -1,12 +1,14 @@
 """What a batch run did, for the progress display, the summary and the exit status.
 
     stats = BatchStats(price_of=lambda model: provider.model(model).price)
-    stats.count(result)                    # every record written to the output
+    stats.count(result, model, usage)      # every record written to the output
     stats.batch_cost(), stats.online_equivalent()
 
 The same counters as an online run where they mean the same (succeeded, errored by
 type, skipped, usage by model), plus what only batches have: batches created and
 written, requests sent again, expired and canceled results seen, live batches left.
+Each answer is priced as it comes (a tiered price depends on its own prompt length), at
+the batch price and, for the saving, at the online price.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from apiproc.pricing import PriceOf, cache_savings, total_cost
+from apiproc.pricing import Bill, PriceOf, cache_savings, total_cost
 from apiproc.providers.base import Usage
 from apiproc.results import Result
 
@@ -47,7 +49,8 @@ class BatchStats:
     pooled: int = 0  # requests waiting to be sent again when the run stopped
     pending: bool = False  # work is left for a later run of the same command
     usage: Usage = field(default_factory=Usage)
-    usage_by_model: dict[str, Usage] = field(default_factory=dict)
+    bills: dict[str, Bill] = field(default_factory=dict)  # at the batch price, by model
+    online_bills: dict[str, Bill] = field(default_factory=dict)  # the same answers online
     online: RunStats | None = None  # requests sent through the online path instead
     api_calls: int = 0
     api_rate_limited: int = 0
@@ -68,7 +71,14 @@ class BatchStats:
             self.errored[kind] = self.errored.get(kind, 0) + 1
         if usage is not None and model is not None:
             self.usage.add(usage)
-            self.usage_by_model.setdefault(model, Usage()).add(usage)
+            self._bill(self.bills, model).add(usage, batch=True)
+            self._bill(self.online_bills, model).add(usage)
+
+    def _bill(self, bills: dict[str, Bill], model: str) -> Bill:
+        bill = bills.get(model)
+        if bill is None:
+            bill = bills[model] = Bill(self.price_of(model) if self.price_of else None)
+        return bill
 
     def saw(self, kind: str) -> None:
         self.outcomes[kind] = self.outcomes.get(kind, 0) + 1
@@ -89,20 +99,15 @@ class BatchStats:
 
     def batch_cost(self) -> tuple[float, list[str]]:
         """Dollars at the batch price for the batch results' usage."""
-        return total_cost(self.usage_by_model, self._price_of(), batch=True)
+        return total_cost(self.bills)
 
     def online_equivalent(self) -> float:
         """What the same usage would have cost through the online path."""
-        return total_cost(self.usage_by_model, self._price_of())[0]
+        return total_cost(self.online_bills)[0]
 
     def online_cost(self) -> float:
         """What the requests sent through the online path instead cost."""
-        if self.online is None:
-            return 0.0
-        return total_cost(self.online.usage_by_model, self._price_of())[0]
+        return 0.0 if self.online is None else total_cost(self.online.bills)[0]
 
     def cache_savings(self) -> float:
-        return cache_savings(self.usage_by_model, self._price_of(), batch=True)
-
-    def _price_of(self) -> PriceOf:
-        return self.price_of or (lambda model: None)
+        return cache_savings(self.bills)

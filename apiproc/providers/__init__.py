@@ -18,6 +18,7 @@ from apiproc.providers.base import (
     Price,
     Provider,
     ServerLimit,
+    StreamDecoder,
     Usage,
     Verdict,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "Price",
     "Provider",
     "ServerLimit",
+    "StreamDecoder",
     "Usage",
     "Verdict",
     "batch_api",

@@ -8,9 +8,15 @@ Used by ``--simulate``, the examples, the tests and the benchmarks. It follows t
 documented API (shared/reference/anthropic-api.md, sections A-C), not what would be
 convenient for a client:
 
-* ``POST /v1/messages`` (non-streaming) and ``POST /v1/messages/count_tokens`` (free,
-  outside the Messages limits), with the documented headers, validation and error shape
-  (``server``, ``validation``).
+* ``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` (free, outside the Messages
+  limits), with the documented headers, validation and error shape (``server``,
+  ``validation``). ``"stream": true`` answers with the documented server-sent events, pings
+  in silences, and output tokens charged as they are generated (``streaming``).
+* Both API versions, each with its own body rules (``anthropic-version`` 2023-06-01, as
+  2023-01-01, and 2026-10-21, which refuses sampling parameters, assistant documents and
+  user citations); the key as ``x-api-key`` or ``Authorization: Bearer`` (``x-api-key``
+  wins); the 2026 models, and 404 for a model past its end of life on the simulated date
+  (``SimulatorConfig.today``), so the official SDK 2.x talks to it as to the API.
 * Rate limits are continuously refilled token buckets (requests, input tokens, output
   tokens), one set per model class, as the docs say limits apply per model (``limits``,
   ``models``). Input tokens are ``input_tokens + cache_creation_input_tokens``; cache reads
@@ -20,7 +26,8 @@ convenient for a client:
 * Prompt caching writes a prefix once the writing response begins, so concurrent identical
   prefixes all pay the write, as the docs warn (``cache``).
 * Faults (429, 529, 500, an HTML 502, dropped and stalled connections) are injected from a
-  seeded random generator (``faults``).
+  seeded random generator (``faults``). A streamed answer may instead stall, or end in an
+  ``overloaded_error`` event, partway through.
 * Message Batches (create, retrieve, list, cancel, delete, results) with their own rate
   limits, a processing time, and shares of errored and expired results (``batches``,
   ``batch_routes``); every batch created is recorded with its ids.

@@ -37,6 +37,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 from typing import Any
 
 from apiproc.simulator.cache import CachePlan, PromptCache
@@ -143,10 +144,12 @@ class BatchService:
         config: SimulatorConfig,
         base_url: Callable[[], str],
         now: Callable[[], float] = time.time,
+        today: Callable[[], date] | None = None,
     ) -> None:
         self.config = config
         self.base_url = base_url
         self.now = now
+        self.today = today or (lambda: config.today or datetime.now(timezone.utc).date())
         self.record: list[BatchRecord] = []
         self.counters = BatchCounters()
         self._batches: dict[str, _Batch] = {}
@@ -337,7 +340,9 @@ class BatchService:
             kind, message = self._chance.choice(TRANSIENT_ERRORS)
             return _errored(kind, message)
         try:
-            checked = validate(json.loads(raw), dialect, counting=False)
+            checked = validate(
+                json.loads(raw), dialect, counting=False, today=self.today(), in_batch=True
+            )
         except ApiError as error:
             return _errored(error.error_type, error.message)
         checked.raw = raw

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 
@@ -41,10 +42,18 @@ class SimulatorConfig:
     rate_drop: float = 0.0  # close the connection without any response
     rate_stall: float = 0.0  # hold the connection stall_seconds, then close it
     stall_seconds: float = 30.0
+    # overloaded_error partway through an answer: an `error` event in a stream, else a 529
+    rate_stream_error: float = 0.0
+    # Seconds of silence in a stream before a ping event; 0 sends none. A guess: the API's
+    # interval is undocumented (reported as roughly 15-30 s).
+    ping_interval: float = 15.0
     seed: int = 0
     api_key: str | None = None  # None: any non-empty key is accepted
     spend_limit_after: int | None = None  # accepted requests before the spend-cap 429
     record: bool = True  # keep a SeenRequest per request
+    # The simulated API's date (models past their end of life answer 404); None: the real
+    # UTC date, read at each request.
+    today: date | None = None
     # Message Batches (§E): how long a batch takes, what its results hold, its limits.
     batch_processing_seconds: float = 1.0  # from creation until a batch ends
     batch_cancel_seconds: float = 0.1  # from a cancel until the batch ends
@@ -88,6 +97,7 @@ class SimulatorStats:
     rate_limited: int = 0
     faults_injected: int = 0
     succeeded: int = 0
+    streamed: int = 0  # answers begun as an event stream ("stream": true)
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
@@ -118,6 +128,8 @@ def check_config(config: SimulatorConfig) -> None:
         raise ValueError("output_accounting must be 'generated' or 'max_tokens'")
     if config.window_seconds is not None and config.window_seconds <= 0:
         raise ValueError("window_seconds must be positive (or None)")
+    if config.ping_interval < 0:
+        raise ValueError("ping_interval must not be negative (0 sends no pings)")
     low, high = config.output_tokens
     if not 0 <= low <= high:
         raise ValueError("output_tokens must be a (low, high) range with 0 <= low <= high")

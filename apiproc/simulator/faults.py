@@ -1,10 +1,13 @@
 """Injected faults: which one (if any) a request gets, and how a dropped connection looks.
 
-    fault = draw_fault(config, chance)  # "429", "529", "500", "502", "drop", "stall" or None
+    fault = draw_fault(config, chance)  # "429", "529", "500", "502", "drop", "stall",
+                                        # "stream_error" or None
     return hang_up(request)  # close the connection without a response
 
 The draw comes from the simulator's seeded generator, so a run with the same seed and the
-same order of requests meets the same faults.
+same order of requests meets the same faults. Most faults come before the answer begins.
+For a streamed answer, ``stall`` and ``stream_error`` strike partway through it
+(``MIDWAY_FAULTS``), after the 200 and some events have been sent.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from aiohttp import web
 from apiproc.simulator.config import SimulatorConfig
 
 INJECTED_RETRY_AFTER = 1
+MIDWAY_FAULTS = frozenset({"stall", "stream_error"})
+# The error event the docs show arriving after a 200 (§A.4).
+OVERLOADED_EVENT = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 
 PROXY_502_PAGE = """<html>
 <head><title>502 Bad Gateway</title></head>
@@ -39,6 +45,7 @@ def draw_fault(config: SimulatorConfig, chance: random.Random) -> str | None:
         ("502", c.rate_502_html),
         ("drop", c.rate_drop),
         ("stall", c.rate_stall),
+        ("stream_error", c.rate_stream_error),
     ):
         edge += rate
         if draw < edge:

@@ -3,13 +3,15 @@
     generation = generate(config, checked, chance)
     generation.output_tokens, generation.stop_reason, generation.text
 
-The answer is seeded from the request body, so the same request always gets the same answer;
-only the latency jitter comes from the simulator's shared generator.
+The answer is seeded from the request body, so the same request always gets the same answer
+(streamed or not, when the body says which); only the latency jitter comes from the
+simulator's shared generator.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from dataclasses import dataclass
 
@@ -33,7 +35,7 @@ class Generation:
 def generate(config: SimulatorConfig, checked: Checked, chance: random.Random) -> Generation:
     """Draw the answer's length and text from the body, its latency from ``chance``."""
     # Seeded from the body so that the same request always gets the same answer.
-    seed = hashlib.sha256(f"{config.seed}|".encode() + checked.raw).digest()
+    seed = hashlib.sha256(f"{config.seed}|".encode() + _answer_key(checked)).digest()
     rng = random.Random(seed)
     low, high = config.output_tokens
     drawn = max(1, rng.randint(low, high))  # output_tokens is never zero (§A.3)
@@ -47,6 +49,15 @@ def generate(config: SimulatorConfig, checked: Checked, chance: random.Random) -
         first_token_delay=config.latency + chance.uniform(0.0, config.latency_jitter),
         generation_time=tokens / speed if speed > 0 else 0.0,
     )
+
+
+def _answer_key(checked: Checked) -> bytes:
+    """The body as sent; with a ``stream`` member, the body without it in canonical form,
+    so that ``"stream": true`` and ``"stream": false`` get the same answer."""
+    if "stream" not in checked.body:
+        return checked.raw
+    rest = {key: value for key, value in checked.body.items() if key != "stream"}
+    return json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _filler_text(tokens: int, rng: random.Random) -> str:

@@ -14,11 +14,13 @@ and the traffic record are the same for every endpoint.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from typing import Any
 
 from aiohttp import web
@@ -28,10 +30,18 @@ from apiproc.simulator.batches import BatchRecord
 from apiproc.simulator.cache import CachePlan, PromptCache
 from apiproc.simulator.config import SeenRequest, SimulatorConfig, SimulatorStats, check_config
 from apiproc.simulator.errors import ApiError
-from apiproc.simulator.faults import INJECTED_RETRY_AFTER, PROXY_502_PAGE, draw_fault, hang_up
+from apiproc.simulator.faults import (
+    INJECTED_RETRY_AFTER,
+    MIDWAY_FAULTS,
+    OVERLOADED_EVENT,
+    PROXY_502_PAGE,
+    draw_fault,
+    hang_up,
+)
 from apiproc.simulator.generation import Generation, generate
 from apiproc.simulator.limits import RatePool, Rejection, rate_limit_message, spend_cap_message
 from apiproc.simulator.models import MODELS, ModelSpec
+from apiproc.simulator.streaming import PING, EventStream, text_pieces
 from apiproc.simulator.validation import Checked, parse_json, read_dialect, validate
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # "32 MB" for Messages and Token Counting (§A.1)
@@ -61,6 +71,55 @@ def _usage(plan: CachePlan, output_tokens: int) -> dict[str, Any]:
         "output_tokens": output_tokens,
         "service_tier": "standard",
     }
+
+
+def _streamed(checked: Checked) -> bool:
+    return checked.body.get("stream") is True
+
+
+def _message(checked: Checked, generation: Generation, usage: dict[str, Any]) -> dict[str, Any]:
+    """The final Message, as a plain answer carries it and a stream assembles to."""
+    return {
+        "id": _new_id("msg_01", 22),
+        "type": "message",
+        "role": "assistant",
+        "model": checked.body["model"],
+        "content": [{"type": "text", "text": generation.text}],
+        "stop_reason": generation.stop_reason,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+
+
+def _cumulative(usage: dict[str, Any]) -> dict[str, Any]:
+    """The usage a ``message_delta`` carries: the running totals (§A.4)."""
+    names = (
+        "input_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+        "output_tokens",
+    )
+    return {name: usage[name] for name in names}
+
+
+@dataclass(slots=True)
+class _OutputMeter:
+    """Charges a stream's output tokens to the output bucket as the account rules say."""
+
+    pool: RatePool | None
+    checked: Checked
+    accounting: str
+    total: int = 0
+
+    def generated(self, tokens: int, now: float) -> None:
+        self.total += tokens
+        if self.pool is not None and self.accounting == "generated":
+            self.pool.output.add(-tokens, now)
+
+    def ended(self, now: float) -> None:
+        """Hand back what max_tokens reserved beyond the tokens actually generated."""
+        if self.pool is not None and self.accounting == "max_tokens":
+            self.pool.output.add(self.checked.max_tokens - self.total, now)
 
 
 @dataclass(slots=True)
@@ -170,8 +229,9 @@ class Simulator:
         fault = draw_fault(self.config, self._chance)
         if fault is not None:
             self.stats.faults_injected += 1
-            return await self._inject(exchange, fault, checked.spec)
-        return await self._serve(exchange, checked)
+            if not (_streamed(checked) and fault in MIDWAY_FAULTS):
+                return await self._inject(exchange, fault, checked.spec)
+        return await self._serve(exchange, checked, midway=fault)
 
     async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
         exchange = self._begin(request, counted=False)
@@ -215,10 +275,12 @@ class Simulator:
         exchange.body = body if isinstance(body, dict) else None
         model = exchange.body.get("model") if exchange.body is not None else None
         spec = MODELS.get(model) if isinstance(model, str) else None
-        # Token counting has its own limits, so only Messages answers report the buckets.
-        if spec is not None and not counting:
+        today = self._today()
+        # Token counting has its own limits, so only Messages answers report the buckets;
+        # a retired model is answered like an unknown one, without them.
+        if spec is not None and not spec.retired_on(today) and not counting:
             exchange.pool = self._pool(spec)
-        checked = validate(body, dialect, counting=counting)
+        checked = validate(body, dialect, counting=counting, today=today)
         checked.raw = raw
         return checked
 
@@ -249,6 +311,10 @@ class Simulator:
             self._pools[spec.rate_pool] = pool
         return pool
 
+    def _today(self) -> date:
+        """The simulated API's date, which decides which models have retired."""
+        return self.config.today or datetime.now(timezone.utc).date()
+
     def _spend_cap_reached(self) -> bool:
         limit = self.config.spend_limit_after
         return limit is not None and self._accepted >= limit
@@ -260,7 +326,8 @@ class Simulator:
             message = rate_limit_message(self._pool(spec).requests, self._org_id, spec.id)
             error = ApiError(429, "rate_limit_error", message)
             return self._error(exchange, error, retry_after=INJECTED_RETRY_AFTER)
-        if fault == "529":
+        if fault in ("529", "stream_error"):
+            # Overloaded before a plain answer's headers went out: the error is the answer.
             return self._error(exchange, ApiError(529, "overloaded_error", "Overloaded"))
         if fault == "500":
             return self._error(exchange, ApiError(500, "api_error", "Internal server error"))
@@ -274,7 +341,11 @@ class Simulator:
 
     # -- success path
 
-    async def _serve(self, exchange: _Exchange, checked: Checked) -> web.StreamResponse:
+    async def _serve(
+        self, exchange: _Exchange, checked: Checked, midway: str | None = None
+    ) -> web.StreamResponse:
+        """Admit under the rate limits, then answer; ``midway`` is a fault that strikes a
+        streamed answer partway through."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         pool, spec = self._pool(checked.spec), checked.spec
@@ -292,27 +363,104 @@ class Simulator:
         self._accepted += 1
         self._cache.refresh(plan, started)
         generation = generate(self.config, checked, self._chance)
+        if _streamed(checked):
+            return await self._stream(exchange, checked, plan, generation, midway)
         await asyncio.sleep(generation.first_token_delay)
         self._cache.store(plan, started, loop.time())
         await asyncio.sleep(generation.generation_time)
         settled = generation.output_tokens - (checked.max_tokens if reserve else 0)
         pool.output.add(-settled, loop.time())
-        return self._succeed(exchange, checked, plan, generation)
+        message = _message(checked, generation, _usage(plan, generation.output_tokens))
+        self._count_success(plan, generation)
+        return self._reply(exchange, 200, message, usage=message["usage"])
 
-    def _succeed(
-        self, exchange: _Exchange, checked: Checked, plan: CachePlan, generation: Generation
+    async def _stream(
+        self,
+        exchange: _Exchange,
+        checked: Checked,
+        plan: CachePlan,
+        generation: Generation,
+        midway: str | None,
     ) -> web.StreamResponse:
-        usage = _usage(plan, generation.output_tokens)
-        message = {
-            "id": _new_id("msg_01", 22),
-            "type": "message",
-            "role": "assistant",
-            "model": checked.body["model"],
-            "content": [{"type": "text", "text": generation.text}],
-            "stop_reason": generation.stop_reason,
-            "stop_sequence": None,
-            "usage": usage,
-        }
+        """The answer as server-sent events, its output tokens charged as they are generated."""
+        loop = asyncio.get_running_loop()
+        message = _message(checked, generation, _usage(plan, generation.output_tokens))
+        output = _OutputMeter(exchange.pool, checked, self.config.output_accounting)
+        stream = await EventStream.open(
+            exchange.request, self._headers(exchange), self.config.ping_interval
+        )
+        self.stats.streamed += 1
+        try:
+            complete = await self._send_events(stream, message, plan, generation, output, midway)
+        except ConnectionError:  # the client hung up
+            complete, midway = False, None
+        output.ended(loop.time())
+        if not complete:
+            self._record(exchange, 200, None)
+            if midway is not None:
+                await self._break_stream(stream, midway)
+            return stream.response
+        self._count_success(plan, generation)
+        self._record(exchange, 200, message["usage"])
+        return stream.response
+
+    async def _send_events(
+        self,
+        stream: EventStream,
+        message: dict[str, Any],
+        plan: CachePlan,
+        generation: Generation,
+        output: _OutputMeter,
+        midway: str | None,
+    ) -> bool:
+        """The documented events in order; False when a midway fault stops them early."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # A guess: message_start reports one output token, as the docs' examples show.
+        opening = {**message, "content": [], "stop_reason": None, "usage": _usage(plan, 1)}
+        await stream.send("message_start", {"type": "message_start", "message": opening})
+        block = {"type": "text", "text": ""}
+        await stream.send(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": block},
+        )
+        await stream.send("ping", PING)
+        await stream.idle(generation.first_token_delay)
+        self._cache.store(plan, started, loop.time())
+        pieces = text_pieces(generation.text, generation.output_tokens)
+        # A midway fault strikes once about half the text is out (always after some of it).
+        fault_at = (len(pieces) + 1) // 2 if midway is not None else len(pieces)
+        speed = self.config.output_tokens_per_second
+        for tokens, text in pieces[:fault_at]:
+            await stream.idle(tokens / speed if speed > 0 else 0.0)
+            output.generated(tokens, loop.time())
+            delta = {"type": "text_delta", "text": text}
+            await stream.send(
+                "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+            )
+        if midway is not None:
+            return False
+        await stream.send("content_block_stop", {"type": "content_block_stop", "index": 0})
+        ending = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+        usage = _cumulative(message["usage"])
+        await stream.send(
+            "message_delta", {"type": "message_delta", "delta": ending, "usage": usage}
+        )
+        await stream.send("message_stop", {"type": "message_stop"})
+        await stream.close()
+        return True
+
+    async def _break_stream(self, stream: EventStream, fault: str) -> None:
+        """A fault after the 200: an ``error`` event, or silence and then a cut connection."""
+        if fault == "stall":
+            await asyncio.sleep(self.config.stall_seconds)
+            stream.hang_up()
+            return
+        with contextlib.suppress(ConnectionError):
+            await stream.send("error", OVERLOADED_EVENT)
+            await stream.close()
+
+    def _count_success(self, plan: CachePlan, generation: Generation) -> None:
         stats = self.stats
         stats.succeeded += 1
         stats.input_tokens += plan.input_tokens
@@ -321,7 +469,6 @@ class Simulator:
         stats.cache_read_input_tokens += plan.read_tokens
         stats.cache_writes += plan.creation_tokens > 0
         stats.cache_reads += plan.read_tokens > 0
-        return self._reply(exchange, 200, message, usage=usage)
 
     def _rate_limited(
         self, exchange: _Exchange, rejection: Rejection, spec: ModelSpec
@@ -361,15 +508,20 @@ class Simulator:
         extra: dict[str, str] | None = None,
         usage: dict[str, Any] | None = None,
     ) -> web.StreamResponse:
+        headers = self._headers(exchange)
+        headers.update(extra or {})
+        self._record(exchange, status, usage)
+        return web.json_response(payload, status=status, headers=headers)
+
+    def _headers(self, exchange: _Exchange) -> dict[str, str]:
+        """The headers of every API answer: request id, organisation, rate limits."""
         headers = {
             "request-id": exchange.request_id,
             "anthropic-organization-id": self._org_id,
         }
         if exchange.pool is not None:
             headers.update(exchange.pool.headers(asyncio.get_running_loop().time()))
-        headers.update(extra or {})
-        self._record(exchange, status, usage)
-        return web.json_response(payload, status=status, headers=headers)
+        return headers
 
     def _record(
         self,

@@ -1,7 +1,7 @@
 """The simulator's own tokenizer, and the prompt as a chain of hashed prefixes.
 
     count_tokens("Hello, world")  # 5: "Hello" 2, "," 1, "world" 2
-    prompt = build_prompt(body, MODELS["claude-sonnet-4-5"])
+    prompt = build_prompt(body, MODELS["claude-sonnet-4-6"])
     prompt.total_tokens, [segment.ttl for segment in prompt.segments]
 
 The tokenizer is deliberately not cl100k, so a client's estimate has to learn from the real

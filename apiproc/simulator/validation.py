@@ -2,19 +2,22 @@
 
     dialect = read_dialect(request.headers.getall("anthropic-version", []),
                            request.headers.getall("anthropic-beta", []))
-    checked = validate(parse_json(raw), dialect, counting=False)  # raises ApiError
+    checked = validate(parse_json(raw), dialect, counting=False, today=today)  # or ApiError
 
 Problems are reported the way the API reports them (shared/reference/anthropic-api.md §A):
 the field path, then the pydantic-style message. The body rules are looked up by the
-request's ``anthropic-version``, so a version whose rules differ gets its own function in
-``_RULES_BY_VERSION`` instead of conditions threaded through every check.
+request's ``anthropic-version`` in ``_RULES_BY_VERSION``, so a version whose rules differ
+gets its own ``VersionRules`` instead of conditions threaded through every check.
+2026-10-21 (anthropic-api-2026.md §1.2) drops ``temperature``, ``top_p`` and ``top_k``, and
+refuses a ``document`` block directly in an assistant turn and citations on user text.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import date
 from types import MappingProxyType
 from typing import Any
 
@@ -24,7 +27,6 @@ from apiproc.simulator.models import MODELS, ModelSpec
 from apiproc.simulator.tokens import Prompt, build_prompt
 
 MAX_MESSAGES = 100_000
-CONTEXT_WINDOW = 200_000
 LONG_CONTEXT_WINDOW = 1_000_000
 KNOWN_BETAS = frozenset(
     {
@@ -97,6 +99,7 @@ BLOCK_TYPES = frozenset(
         "container_upload",
     }
 )
+SAMPLING_FIELDS = frozenset({"temperature", "top_p", "top_k"})
 TOOL_CHOICE_TYPES = frozenset({"auto", "any", "tool", "none"})
 THINKING_TYPES = frozenset({"enabled", "disabled", "adaptive"})
 MIN_THINKING_BUDGET = 1_024
@@ -153,33 +156,109 @@ def parse_json(raw: bytes) -> object:
         raise invalid(f"The request body is not valid JSON: {error}") from None
 
 
-def validate(body: object, dialect: Dialect, *, counting: bool) -> Checked:
-    """Validate a Messages (or count_tokens) body the way the API reports problems."""
-    return _RULES_BY_VERSION[dialect.version](body, dialect, counting)
+MessageRule = Callable[[Mapping[str, Any], str], None]
 
 
-def _check_body(body: object, dialect: Dialect, counting: bool) -> Checked:
-    """The body rules of every version the simulator knows; they do not differ yet."""
+@dataclass(frozen=True, slots=True)
+class VersionRules:
+    """What one ``anthropic-version`` accepts, beyond the checks every version shares."""
+
+    create_fields: frozenset[str]
+    count_fields: frozenset[str]
+    message_rules: tuple[MessageRule, ...] = ()  # each called with (message, its path)
+
+
+def validate(
+    body: object, dialect: Dialect, *, counting: bool, today: date, in_batch: bool = False
+) -> Checked:
+    """Validate a Messages (or count_tokens) body the way the API reports problems;
+    `in_batch` for a request of a Message Batch, which may allow a longer output."""
+    rules = _RULES_BY_VERSION[dialect.version]
+    return _check_body(body, dialect, counting, today, rules, in_batch)
+
+
+def _check_body(
+    body: object,
+    dialect: Dialect,
+    counting: bool,
+    today: date,
+    rules: VersionRules,
+    in_batch: bool = False,
+) -> Checked:
     fields = _require_object(body, "body")
-    spec = _resolve_model(fields)
-    _reject_extra(fields, COUNT_FIELDS if counting else CREATE_FIELDS, "")
-    max_tokens = 0 if counting else _check_max_tokens(fields, spec, dialect.betas)
+    spec = _resolve_model(fields, today)
+    _reject_extra(fields, rules.count_fields if counting else rules.create_fields, "")
+    max_tokens = 0 if counting else _check_max_tokens(fields, spec, dialect.betas, in_batch)
     _check_messages(fields, spec)
+    for index, message in enumerate(fields["messages"]):
+        for rule in rules.message_rules:
+            rule(message, f"messages.{index}")
     _check_system(fields)
     _check_metadata(fields)
     _check_tools(fields)
     _check_tool_choice(fields)
     _check_thinking(fields, None if counting else max_tokens)
     _check_options(fields)
-    if fields.get("stream") is True:
-        raise invalid("stream: streaming is not supported by this simulator; send stream=false")
     prompt = build_prompt(fields, spec)
     _check_context(prompt, spec, dialect.betas)
     return Checked(fields, spec, prompt, max_tokens)
 
 
-_RULES_BY_VERSION: Mapping[str, Callable[[object, Dialect, bool], Checked]] = MappingProxyType(
-    {"2023-06-01": _check_body, "2023-01-01": _check_body}
+def _blocks(message: Mapping[str, Any]) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    content = message["content"]
+    return enumerate(content) if isinstance(content, list) else iter(())
+
+
+def _has_citations(block: object) -> bool:
+    return (
+        isinstance(block, dict)
+        and isinstance(block.get("citations"), list)
+        and bool(block["citations"])
+    )
+
+
+def _no_document_in_assistant_turn(message: Mapping[str, Any], path: str) -> None:
+    """2026-10-21: a document directly in an assistant message is a 400 (nested ones pass)."""
+    if message["role"] != "assistant":
+        return
+    for number, block in _blocks(message):
+        if block["type"] == "document":
+            # The docs give the rule and the status, not the wording: this message is a guess.
+            raise invalid(
+                f"{path}.content.{number}: document blocks are not permitted in assistant "
+                "messages; send documents in user messages"
+            )
+
+
+def _no_citations_on_user_text(message: Mapping[str, Any], path: str) -> None:
+    """2026-10-21: non-empty citations on user text, directly or in a search_result, are a 400."""
+    if message["role"] != "user":
+        return
+    for number, block in _blocks(message):
+        inner = block.get("content") if block["type"] == "search_result" else None
+        nested = enumerate(inner) if isinstance(inner, list) else iter(())
+        cited = [(f"{path}.content.{number}", block)] if block["type"] == "text" else []
+        cited += [
+            (f"{path}.content.{number}.content.{index}", item)
+            for index, item in nested
+            if isinstance(item, dict) and item.get("type") == "text"
+        ]
+        for where, text in cited:
+            if _has_citations(text):
+                # The docs give the rule and the status, not the wording: this message is a guess.
+                raise invalid(
+                    f"{where}.citations: citations are not permitted on text in user messages"
+                )
+
+
+RULES_2023 = VersionRules(CREATE_FIELDS, COUNT_FIELDS)
+RULES_2026_10_21 = VersionRules(
+    CREATE_FIELDS - SAMPLING_FIELDS,
+    COUNT_FIELDS,
+    (_no_document_in_assistant_turn, _no_citations_on_user_text),
+)
+_RULES_BY_VERSION: Mapping[str, VersionRules] = MappingProxyType(
+    {"2023-01-01": RULES_2023, "2023-06-01": RULES_2023, "2026-10-21": RULES_2026_10_21}
 )
 API_VERSIONS = frozenset(_RULES_BY_VERSION)
 
@@ -204,19 +283,22 @@ def _reject_extra(fields: Mapping[str, Any], allowed: frozenset[str], prefix: st
             raise invalid(f"{prefix}{key}: Extra inputs are not permitted")
 
 
-def _resolve_model(fields: Mapping[str, Any]) -> ModelSpec:
+def _resolve_model(fields: Mapping[str, Any], today: date) -> ModelSpec:
+    """The model's spec; an unknown or retired model is a 404, answered alike (2026 §0)."""
     if "model" not in fields:
         raise invalid("model: Field required")
     name = fields["model"]
     if not isinstance(name, str):
         raise invalid("model: Input should be a valid string")
     spec = MODELS.get(name)
-    if spec is None:
+    if spec is None or spec.retired_on(today):
         raise ApiError(404, "not_found_error", f"model: {name}")
     return spec
 
 
-def _check_max_tokens(fields: Mapping[str, Any], spec: ModelSpec, betas: frozenset[str]) -> int:
+def _check_max_tokens(
+    fields: Mapping[str, Any], spec: ModelSpec, betas: frozenset[str], in_batch: bool = False
+) -> int:
     if "max_tokens" not in fields:
         raise invalid("max_tokens: Field required")
     value = fields["max_tokens"]
@@ -225,6 +307,8 @@ def _check_max_tokens(fields: Mapping[str, Any], spec: ModelSpec, betas: frozens
     if value < 1:
         raise invalid("max_tokens: Input should be greater than or equal to 1")
     limit = 128_000 if spec.output_128k and "output-128k-2025-02-19" in betas else spec.max_output
+    if in_batch and spec.output_300k_batch and "output-300k-2026-03-24" in betas:
+        limit = 300_000  # "Max output (Batch API, beta): 300K tokens" (2026 §3.4)
     if value > limit:
         raise invalid(
             f"max_tokens: {value} > {limit}, which is the maximum allowed number of "
@@ -405,6 +489,6 @@ def _check_options(fields: Mapping[str, Any]) -> None:
 
 def _check_context(prompt: Prompt, spec: ModelSpec, betas: frozenset[str]) -> None:
     long_context = spec.long_context and "context-1m-2025-08-07" in betas
-    window = LONG_CONTEXT_WINDOW if long_context else CONTEXT_WINDOW
+    window = LONG_CONTEXT_WINDOW if long_context else spec.context_window
     if prompt.total_tokens > window:
         raise invalid(f"prompt is too long: {prompt.total_tokens} tokens > {window} maximum")
