@@ -252,6 +252,21 @@ def test_bad_lines_are_recorded_with_reason_codes_before_anything_is_uploaded(
     assert sorted(sent) == ["line-1", "twice"]
 
 
+def test_params_the_chosen_version_refuses_are_bad_lines_before_upload(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    rows = [request_line(1), request_line(2, temperature=0.5)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    output = tmp_path / "out.jsonl"
+    done = run_batch(sim, source, output, "--anthropic-version", "2026-10-21")
+    assert done.returncode == 1
+    errored = [r for r in read_jsonl(output) if r["result"]["type"] == "errored"]
+    assert [r["line"] for r in errored] == [2]
+    assert "temperature" in errored[0]["result"]["error"]["error"]["message"]
+    assert errored[0]["result"]["error"]["error"]["code"] == "invalid_request"
+    assert [batch.custom_ids for batch in sim.batch_record] == [("line-1",)]
+
+
 def test_online_mode_bad_lines_carry_the_same_reason_codes(sim: Simulator, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [request_line(1), "[1, 2]", {"model": "x"}])
     output = tmp_path / "out.jsonl"

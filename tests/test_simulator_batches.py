@@ -119,6 +119,38 @@ def test_the_version_and_betas_are_fixed_when_the_batch_is_created(sim: Simulato
     assert results(with_beta, refused.id)[0].result.type == "errored"
 
 
+@pytest.mark.simulator(batch_processing_seconds=0.1, batch_requests_per_minute=1e9)
+def test_a_batch_created_with_2026_10_21_refuses_temperature_in_its_results(
+    sim: Simulator,
+) -> None:
+    warm = request(1, temperature=0.2)
+    old = client_for(sim).messages.batches.create(requests=[warm])
+    new = client_for(sim, **{"anthropic-version": "2026-10-21"}).messages.batches.create(
+        requests=[warm]
+    )
+    client = client_for(sim)
+    ended(client, old.id)
+    ended(client, new.id)
+    assert results(client, old.id)[0].result.type == "succeeded"
+    refused = results(client, new.id)[0].result
+    assert refused.type == "errored"
+    assert refused.error.error.message == "temperature: Extra inputs are not permitted"
+
+
+@pytest.mark.simulator(batch_processing_seconds=0.1, batch_requests_per_minute=1e9)
+def test_300k_output_tokens_are_allowed_only_in_a_batch_with_the_beta(sim: Simulator) -> None:
+    long = request(1, model="claude-sonnet-5-5", max_tokens=300_000)
+    beta = client_for(sim, **{"anthropic-beta": "output-300k-2026-03-24"})
+    allowed = beta.messages.batches.create(requests=[long])
+    refused = client_for(sim).messages.batches.create(requests=[long])
+    ended(beta, allowed.id)
+    ended(beta, refused.id)
+    assert results(beta, allowed.id)[0].result.type == "succeeded"
+    assert results(beta, refused.id)[0].result.type == "errored"
+    with pytest.raises(anthropic.BadRequestError, match="300000 > 128000"):
+        beta.post("/v1/messages", body=long["params"], cast_to=object)  # online: no
+
+
 @pytest.mark.simulator(
     batch_processing_seconds=0.05,
     batch_requests_per_minute=1e9,
