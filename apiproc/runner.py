@@ -69,12 +69,13 @@ async def _run_mode(
 
         provider = _provider(settings)
         return await run_batches(settings, provider, display=batch_display, on_stopping=on_stopping)
-    refuse_while_batches_run(settings.output_path)
+    refuse_while_batches_run(settings.output_path, settings.overwrite)
     return await _run(settings, progress, on_stopping)
 
 
-def refuse_while_batches_run(output_path: str) -> None:
-    """Online mode must not send requests that batches of the same output still hold."""
+def refuse_while_batches_run(output_path: str, overwrite: bool = False) -> None:
+    """Online mode must not send requests that batches of the same output still hold;
+    --overwrite also forgets the batch state of an output it empties."""
     if output_path == "-":
         return
     from apiproc.batch.journal import read_state, state_path
@@ -88,6 +89,8 @@ def refuse_while_batches_run(output_path: str) -> None:
             f"{output_path} has batches still running ({path}): collect them with "
             "--mode batch, or cancel them with `apiproc batch cancel`, before sending online."
         )
+    if overwrite:
+        os.remove(path)
 
 
 def _provider(settings: Settings) -> AnthropicProvider:

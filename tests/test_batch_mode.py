@@ -586,3 +586,32 @@ def test_the_cookbook_format_works_in_batch_mode_too(sim: Simulator, tmp_path: P
     lines = read_jsonl(output)
     assert sorted(line[2]["row"] for line in lines) == [0, 1, 2]
     assert all(line[1]["type"] == "message" and "messages" in line[0] for line in lines)
+
+
+def test_an_output_cut_short_under_a_finished_state_is_refused_until_overwrite(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", requests(3))
+    output = tmp_path / "out.jsonl"
+    assert run_batch(sim, source, output).returncode == 0
+    output.unlink()
+    refused = run_batch(sim, source, output)
+    assert refused.returncode == 2 and "shorter than when batch results" in refused.stderr
+    again = run_batch(sim, source, output, "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert succeeded_once(output, 3) and len(sim.batch_record) == 2
+
+
+def test_online_overwrite_forgets_the_batch_state_of_the_output(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", requests(3))
+    output = tmp_path / "out.jsonl"
+    assert run_batch(sim, source, output).returncode == 0
+    online = run_cli(
+        "run", str(source), "-o", str(output), "--request-url", sim.messages_url,
+        "--api-key", KEY, "--overwrite",
+    )  # fmt: skip
+    assert online.returncode == 0, online.stderr
+    assert not Path(f"{output}.apiproc-batches.jsonl").exists()
+    assert succeeded_once(output, 3)

@@ -127,7 +127,7 @@ def test_the_journal_replays_intents_batches_and_the_pool(tmp_path: Path) -> Non
         journal.created(first, "b1", 2.0)
         second = intend(journal, [Span(11, 500, 5)], new=(750, 16))
         journal.not_created(second, "refused")
-        journal.written(first, [Span(3, 100, 2, 1)], {"succeeded": 8})
+        journal.written(first, [Span(3, 100, 2, 1)], {"succeeded": 8}, output_bytes=900)
     state = read_state(path)
     assert (state.next_offset, state.next_line) == (750, 16)
     assert state.intents[1].batch_id == "b1" and state.intents[1].written

@@ -1,7 +1,7 @@
 """Write an ended batch's results into the output, and say which requests go again.
 
     collected = await collect(calls, info, intent, ctx)
-    journal.written(intent.seq, collected.retry, collected.tally)
+    journal.written(intent.seq, collected.retry, collected.tally, output_bytes)
 
 The results are streamed line by line and never held whole. Each is matched to its input
 line by `custom_id` through a map built from the batch's spans (id -> line, offset,

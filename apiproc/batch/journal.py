@@ -15,7 +15,8 @@ step is one JSON line, written and fsync'd before the step it announces is taken
   lines; where they came from (new input, or the pool of requests to send again);
 - `created` / `not_created`: the batch id, or the proof that no batch was made;
 - `status`: a batch's processing status when it changes;
-- `written`: its results are in the output, and which requests go back to the pool;
+- `written`: its results are in the output (which was then so many bytes long), and
+  which requests go back to the pool;
 - `online` / `online_done`: requests handed to the online path instead;
 - `primed`: the prompt-cache priming was planned (how many requests prime it).
 
@@ -111,6 +112,7 @@ class JournalState:
     online: dict[int, list[Span]] = field(default_factory=dict)  # handed to the online path
     primed: bool = False
     primer_lines: set[int] = field(default_factory=set)
+    output_bytes: int = 0  # the output was at least this long once results were written
 
     @property
     def next_seq(self) -> int:
@@ -202,6 +204,7 @@ class JournalState:
     def _on_written(self, record: dict[str, Any]) -> None:
         intent = self.intents[int(record["seq"])]
         intent.written = True
+        self.output_bytes = max(self.output_bytes, int(record.get("output_bytes") or 0))
         for value in record.get("retry") or ():
             span = Span.of(value)
             self.pool[span.line] = span
@@ -336,13 +339,16 @@ class Journal:
     def cancel(self, seq: int) -> None:
         self.append({"event": "cancel", "seq": seq})
 
-    def written(self, seq: int, retry: list[Span], tally: dict[str, int]) -> None:
+    def written(
+        self, seq: int, retry: list[Span], tally: dict[str, int], output_bytes: int
+    ) -> None:
         self.append(
             {
                 "event": "written",
                 "seq": seq,
                 "retry": [span.as_list() for span in retry],
                 "tally": tally,
+                "output_bytes": output_bytes,
             }
         )
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 import uuid
@@ -45,7 +46,7 @@ from apiproc.batch.journal import Intent, Journal, Span, state_path
 from apiproc.batch.planner import BatchRules, Chunk, Planner, read_members
 from apiproc.batch.stats import BatchStats, LiveBatch
 from apiproc.clock import Clock, MonotonicClock
-from apiproc.errors import ApiprocError, OutputError, ResumeMismatch
+from apiproc.errors import EXIT_FATAL, EXIT_PENDING, ApiprocError, OutputError, ResumeMismatch
 from apiproc.jobs import BadLine
 from apiproc.providers import Provider, batch_api
 from apiproc.providers.base import Verdict
@@ -453,7 +454,8 @@ class BatchRun:
 
     async def _write(self, intent: Intent, info: BatchInfo, context: Context) -> None:
         collected = await collect(self.calls, info, intent, context)
-        self.journal.written(intent.seq, collected.retry, collected.tally)
+        size = os.path.getsize(self.settings.output_path)
+        self.journal.written(intent.seq, collected.retry, collected.tally, size)
         self.stats.batches_written += 1
         again = sum(span.lines for span in collected.retry)
         log.info(
@@ -639,7 +641,29 @@ async def run_batches(
                     mode=mode,
                 )
                 with _signals(run, on_stopping):
-                    return await run.run()
+                    try:
+                        return await run.run()
+                    except BatchApiError as error:
+                        raise _service_error(error, journal.path) from None
+
+
+class BatchServiceError(ApiprocError):
+    """The batch service refused or failed a call the run cannot go on without."""
+
+
+def _service_error(error: BatchApiError, journal_path: str) -> BatchServiceError:
+    if error.verdict is Verdict.FATAL:
+        failure = BatchServiceError(f"The batch service refused the key or account: {error}.")
+        failure.exit_status = EXIT_FATAL
+    elif error.verdict is Verdict.RETRY:
+        failure = BatchServiceError(
+            f"The batch service did not answer ({error}); the batches go on: rerun the "
+            f"same command later to follow them (state in {journal_path})."
+        )
+        failure.exit_status = EXIT_PENDING
+    else:
+        failure = BatchServiceError(f"The batch service refused a call: {error}.")
+    return failure
 
 
 def _prepare(journal: Journal, settings: Settings, endpoint: str) -> Finished | None:
@@ -671,6 +695,7 @@ def _prepare(journal: Journal, settings: Settings, endpoint: str) -> Finished | 
         log.warning("the simulator that held this state's batches is gone; planning afresh")
         journal.restart(keep_as=f"{journal.path}.{int(time.time())}.gone")
     finished = prepare_output(settings)
+    _check_output_kept(journal, settings.output_path)
     if not journal.state.identity:
         identity = input_identity(settings.requests_path)
         identity["job"] = uuid.uuid4().hex[:12]
@@ -685,6 +710,18 @@ def _refuse_if_running(journal: Journal, purpose: str) -> None:
             f"{journal.path} names batches that are still running or unconfirmed: collect "
             "them by rerunning without --overwrite, or cancel them with `apiproc batch "
             f"cancel {journal.path}`, {purpose}."
+        )
+
+
+def _check_output_kept(journal: Journal, output_path: str) -> None:
+    """Results the journal counts as written must still be in the output: an output that
+    shrank was replaced or cut, and its missing results would never come back."""
+    size = os.path.getsize(output_path) if os.path.exists(output_path) else 0
+    if size < journal.state.output_bytes:
+        raise ResumeMismatch(
+            f"{output_path} is shorter than when batch results were last written to it "
+            f"({size:,} < {journal.state.output_bytes:,} bytes): restore it, or start afresh "
+            "with --overwrite (collected results would be paid for again)."
         )
 
 
