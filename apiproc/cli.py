@@ -312,9 +312,8 @@ def main() -> None:
 @_option(
     "--batch-api-rpm",
     type=float,
-    default=50.0,
-    show_default=True,
-    help="Batch mode: calls per minute to the batch endpoints.",
+    help="Batch mode: calls per minute to the batch endpoints. Default: 50 (the lowest "
+    "tier's limit), or the simulator's 1,000 with --simulate.",
 )
 @_option(
     "--adopt-batch",
@@ -392,7 +391,7 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
             poll_max_interval=options["poll_max_interval"],
             fallback=options["fallback"],
             max_queue=options["max_batch_queue"],
-            api_rpm=options["batch_api_rpm"],
+            api_rpm=options["batch_api_rpm"] or (1_000.0 if options["simulate"] else 50.0),
             adopt=options["adopt_batch"],
             create_settle=options["batch_create_settle"],
         ),
