@@ -615,3 +615,35 @@ def test_online_overwrite_forgets_the_batch_state_of_the_output(
     assert online.returncode == 0, online.stderr
     assert not Path(f"{output}.apiproc-batches.jsonl").exists()
     assert succeeded_once(output, 3)
+
+
+def most_queued(sim: Simulator) -> int:
+    """The most requests ever in unfinished batches at once, from the simulator's record."""
+    events = []
+    for batch in sim.batch_record:
+        events.append((batch.created_at, len(batch.custom_ids)))
+        events.append((batch.ended_at or math.inf, -len(batch.custom_ids)))
+    level = peak = 0
+    for _, change in sorted(events, key=lambda event: (event[0], event[1])):
+        level += change
+        peak = max(peak, level)
+    return peak
+
+
+@pytest.mark.simulator(batch_processing_seconds=0.3, batch_queue_limit=10)
+def test_a_full_processing_queue_is_waited_out_and_max_batch_queue_avoids_it(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", requests(20))
+    first = run_batch(sim, source, tmp_path / "a.jsonl", "--batch-size", "4")
+    assert first.returncode == 0, first.stderr
+    assert sim.batches.service.counters.queue_full >= 1  # refused, waited, sent again
+    assert succeeded_once(tmp_path / "a.jsonl", 20)
+    refused = sim.batches.service.counters.queue_full
+    capped = run_batch(
+        sim, source, tmp_path / "b.jsonl", "--batch-size", "4", "--max-batch-queue", "8"
+    )
+    assert capped.returncode == 0, capped.stderr
+    assert sim.batches.service.counters.queue_full == refused  # no new refusal
+    assert succeeded_once(tmp_path / "b.jsonl", 20)
+    assert most_queued(sim) <= 10
