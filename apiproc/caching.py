@@ -104,17 +104,18 @@ def cached_prefix(params: dict[str, Any]) -> CachedPrefix | None:
     return CachedPrefix(key, model, TTL_SECONDS[ttl], request, position == len(blocks) - 1)
 
 
-def add_system_breakpoint(params: dict[str, Any]) -> bool:
-    """Mark the end of the system prompt for caching, unless the request marks anything."""
+def with_system_breakpoint(params: dict[str, Any]) -> dict[str, Any] | None:
+    """A copy of `params` with the end of its system prompt marked for caching; None when
+    the request marks anything itself or has no system prompt. `params` is left as read."""
     if _marker(params) is not None or any(_marker(b.block) for b in _prompt_blocks(params)):
-        return False
+        return None
     system = params.get("system")
     if isinstance(system, str) and system:
         system = [{"type": "text", "text": system}]
     if not isinstance(system, list) or not system or not isinstance(system[-1], dict):
-        return False
-    params["system"] = [*system[:-1], {**system[-1], "cache_control": {"type": "ephemeral"}}]
-    return True
+        return None
+    marked = [*system[:-1], {**system[-1], "cache_control": {"type": "ephemeral"}}]
+    return {**params, "system": marked}
 
 
 def _prompt_blocks(params: dict[str, Any]) -> Iterator[_Block]:
@@ -258,8 +259,8 @@ class PrefixGroups:
 
     def park(self, job: Job) -> bool:
         """Park `job` if its prefix is being warmed by another; False means send it now."""
-        if self.add_breakpoints:
-            add_system_breakpoint(job.params)
+        if self.add_breakpoints and (marked := with_system_breakpoint(job.params)) is not None:
+            job.send_instead(marked)
         prefix = cached_prefix(job.params)
         if prefix is None:
             return False

@@ -5,10 +5,18 @@
     apiproc simulate --port 8080 --requests-per-minute 3000 --latency 0.2
 
 Options only: each command builds a `Settings` and hands it to the engine.
-Exit status: 0 all requests succeeded; 1 some requests errored; 2 usage or input/output
-file error; 3 the run was stopped by an authentication, permission, billing or
-spend-limit error; 75 batch mode with --no-wait left batches running (run it again
-later); 130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
+Exit status (the first that applies, in this order):
+    4   results received (and paid for) could not be written to the output;
+    141 the output's reader went away (a broken pipe, as with `| head -1`);
+    130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM;
+    3   stopped by an authentication, permission, billing or spend-limit answer;
+    2   usage or input/output file error, the output in use by another run, or lines that
+        differ from the requests answered under their ids;
+    4   a request read has no result line (never 0 then);
+    75  batch mode left batches running (--no-wait, or the batch service did not answer):
+        run the same command again later;
+    1   some requests are recorded as errored;
+    0   every request read has a succeeded line.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -27,12 +36,15 @@ from typing import Any, NoReturn
 import aiohttp
 import click
 
+from apiproc import runner
 from apiproc.errors import (
+    EXIT_BROKEN_PIPE,
     EXIT_ERRORED,
     EXIT_FATAL,
     EXIT_OK,
     EXIT_ON_SIGNAL,
     EXIT_PENDING,
+    EXIT_UNRECORDED,
     EXIT_USAGE,
     ApiprocError,
     SettingsError,
@@ -45,15 +57,16 @@ from apiproc.providers.base import TRANSPORTS
 from apiproc.providers.batches import BatchApiError
 from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter, print_estimate
-from apiproc.runner import run_job
 from apiproc.settings import (
     DEFAULT_ATTEMPTS,
     DEFAULT_CONCURRENCY,
     DEFAULT_GRACE_PERIOD,
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_RATE_LIMIT_RETRIES,
     DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_TIMEOUT,
     MAX_BATCH_SIZE,
+    RETRY_ERRORED,
     BatchOptions,
     Settings,
     default_output_path,
@@ -130,7 +143,15 @@ def main() -> None:
     type=int,
     default=DEFAULT_ATTEMPTS,
     show_default=True,
-    help="Attempts per request before it is recorded as errored.",
+    help="Attempts per request before it is recorded as errored; 429 answers do not count.",
+)
+@_option(
+    "--max-rate-limit-retries",
+    type=int,
+    default=DEFAULT_RATE_LIMIT_RETRIES,
+    show_default=True,
+    help="429 (rate limited) answers a request may get and still be sent again, after "
+    "the server's retry-after; they do not use up --max-attempts.",
 )
 @_option(
     "--retry-base-delay",
@@ -243,11 +264,26 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Start afresh instead of resuming the output.")
 @_option(
     "--retry-errored",
-    is_flag=True,
-    help="On resume, send again the requests whose result was an error.",
+    type=click.Choice(RETRY_ERRORED),
+    is_flag=False,
+    flag_value="fixable",
+    default=None,
+    metavar="[all]",
+    help="On resume, send again the requests whose result was an error a rerun may fix "
+    "(rate limits, overloaded, server errors, timeouts, connection errors); with 'all', "
+    "permanent 4xx answers too. Their old lines are removed.",
 )
 @click.option(
-    "--force", is_flag=True, help="Resume into an output that was made from a different input."
+    "--force",
+    is_flag=True,
+    help="On resume, send again the requests whose line changed since their result was "
+    "written, replacing those results (without it such a run is refused).",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="When another run is writing the same output, wait for it to end instead of "
+    "refusing to start.",
 )
 @click.option("--fsync", is_flag=True, help="Force every result line to disk before the next.")
 @_option(
@@ -362,6 +398,7 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         request_url=options["request_url"],
         limits=_limits(options),
         max_attempts=options["max_attempts"],
+        max_rate_limit_retries=options["max_rate_limit_retries"],
         retry_base_delay=options["retry_base_delay"],
         max_concurrency=options["max_concurrency"],
         timeout=options["timeout"],
@@ -377,6 +414,7 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         overwrite=options["overwrite"],
         retry_errored=options["retry_errored"],
         force=options["force"],
+        wait=options["wait"],
         fsync=options["fsync"],
         grace_period=options["grace_period"],
         allow_insecure_http=options["allow_insecure_http"],
@@ -429,19 +467,28 @@ def execute(settings: Settings, display: Display) -> int:
     if settings.mode == "batch":
         return _execute_batches(settings, display, reporter, resume)
 
-    def stopping(name: str) -> None:
+    def stopping(name: str, hurried: bool) -> None:
+        if hurried:
+            reporter.line(
+                f"{name}: no longer waiting for the requests in flight; "
+                "send it again to quit at once."
+            )
+            return
         reporter.line(
             f"{name}: finishing the requests in flight (up to {settings.grace_period:g} s); "
             "send it again to quit at once."
         )
 
+    def waiting(holder: str) -> None:
+        reporter.line(f"Waiting for the run writing {settings.output_path} to end ({holder}).")
+
     try:
-        stats = run_loop(
-            run_job(
-                settings,
-                progress=reporter.follow_with_total(settings.requests_path),
-                on_stopping=stopping,
-            )
+        stats = runner.run(
+            settings,
+            progress=reporter.follow_with_total(settings.requests_path),
+            on_stopping=stopping,
+            owner=resume,
+            on_waiting=waiting,
         )
     except ApiprocError as error:
         reporter.error(redact(str(error), settings.api_key))
@@ -449,6 +496,8 @@ def execute(settings: Settings, display: Display) -> int:
     except KeyboardInterrupt:
         reporter.error("interrupted.")
         return EXIT_INTERRUPTED
+    if stats.broken_pipe and settings.output_path == "-":
+        _silence_stdout()
     reporter.summary(stats, settings.output_path, resume)
     if display.summary_json:
         reporter.write_summary_json(stats, settings.output_path, display.summary_json)
@@ -467,15 +516,29 @@ def _execute_batches(
 
     progress = BatchDisplay(reporter)
 
-    def stopping(name: str) -> None:
+    def stopping(name: str, hurried: bool) -> None:
         progress.close()
         reporter.line(
             f"{name}: stopping after the current step; the batches go on at the provider. "
             "Send it again to quit at once."
         )
 
+    def waiting(holder: str) -> None:
+        reporter.line(f"Waiting for the run writing {settings.output_path} to end ({holder}).")
+
     try:
-        stats = run_loop(_batch_job(settings, mode, batch_display=progress, on_stopping=stopping))
+        if mode == "run":
+            stats = runner.run(
+                settings,
+                on_stopping=stopping,
+                owner=resume,
+                on_waiting=waiting,
+                batch_display=progress,
+            )
+        else:
+            stats = runner.run_batch_command(
+                settings, mode, batch_display=progress, on_stopping=stopping, owner=resume
+            )
     except ApiprocError as error:
         progress.close()
         reporter.error(redact(str(error), settings.api_key))
@@ -486,7 +549,7 @@ def _execute_batches(
         return EXIT_INTERRUPTED
     progress.close()
     lines = summary_lines(stats, settings.output_path)
-    if stats.interrupted or stats.fatal or stats.live or stats.pooled:
+    if stats.interrupted or stats.fatal or stats.pending:
         lines.append(f"Resume:    {resume}")
     if stats.live:
         lines.append(f"Cancel:    apiproc batch cancel {shlex.quote(stats.state_path)}")
@@ -497,29 +560,30 @@ def _execute_batches(
     return exit_status(stats)
 
 
-async def _batch_job(settings: Settings, mode: str, **kwargs: Any) -> Any:
-    if mode == "run":
-        return await run_job(settings, **kwargs)
-    from apiproc.batch import run_batches
-    from apiproc.runner import _provider
-
-    return await run_batches(
-        settings,
-        _provider(settings),
-        mode=mode,
-        display=kwargs.get("batch_display"),
-        on_stopping=kwargs.get("on_stopping"),
-    )
-
-
 def exit_status(stats: Any) -> int:
+    """The status from what the run did; never 0 when a request read has no result line."""
+    if stats.unwritten:
+        return EXIT_BROKEN_PIPE if stats.broken_pipe else EXIT_UNRECORDED
     if stats.interrupted:
         return EXIT_ON_SIGNAL.get(stats.interrupted, EXIT_INTERRUPTED)
     if stats.fatal:
         return EXIT_FATAL
+    if stats.changed:
+        return EXIT_USAGE
+    if stats.unrecorded:
+        return EXIT_UNRECORDED
     if getattr(stats, "pending", False):
         return EXIT_PENDING  # batch mode left work at the provider or for a later run
     return EXIT_OK if stats.errored_total == 0 else EXIT_ERRORED
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout is gone: send whatever else goes there (an interpreter flush
+    at exit) nowhere, instead of raising another broken pipe."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def resume_command() -> str:
@@ -720,7 +784,6 @@ def _api_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _batch_provider(options: dict[str, Any], url: str | None) -> Any:
-    from apiproc.runner import _provider
 
     settings = Settings(
         requests_path="-",
@@ -736,7 +799,7 @@ def _batch_provider(options: dict[str, Any], url: str | None) -> Any:
     except SettingsError as error:
         Reporter(sys.stderr).error(str(error))
         sys.exit(EXIT_USAGE)
-    return _provider(settings)
+    return runner.provider_of(settings)
 
 
 def _state_settings(state_path: str, options: dict[str, Any]) -> Settings:

@@ -11,13 +11,15 @@ to the user. Anything else raised inside apiproc is a bug of ours and keeps its 
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_ERRORED = 1  # the run finished, some requests are recorded as errored
-EXIT_USAGE = 2  # options, input file, output file, resume mismatch, output in use
+EXIT_USAGE = 2  # options, input file, output file, changed requests, output in use
 EXIT_FATAL = 3  # an answer that every request would get: bad key, billing, spend limit
-EXIT_UNRECORDED = 4  # results that were paid for could not be written
+EXIT_UNRECORDED = 4  # results that were paid for could not be written, or went missing
 EXIT_PENDING = 75  # batch mode with --no-wait: batches still run; run the command again later
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout went away, as a shell expects
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the output's reader went away, as a shell expects
 EXIT_ON_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 
 
@@ -40,4 +42,29 @@ class OutputError(ApiprocError):
 
 
 class ResumeMismatch(ApiprocError):
-    """The existing output was made from a different input, or in another format."""
+    """The existing output holds other requests under the same ids, or another format."""
+
+
+class OutputInUse(ApiprocError):
+    """Another apiproc run is writing the same output."""
+
+
+class WriteFailed(OutputError):
+    """A result could not be written to the output: disk full, I/O error, broken pipe, ..."""
+
+    def __init__(self, path: str, error: OSError) -> None:
+        self.errno = error.errno
+        where = "stdout" if path == "-" else path
+        if self.broken_pipe:
+            message = f"The reader of {where} went away (broken pipe)."
+        else:
+            message = f"Cannot write to {where}: {error.strerror or error}."
+        super().__init__(message)
+
+    @property
+    def broken_pipe(self) -> bool:
+        return self.errno == errno.EPIPE
+
+    @property
+    def exit_status(self) -> int:  # type: ignore[override]
+        return EXIT_BROKEN_PIPE if self.broken_pipe else EXIT_UNRECORDED

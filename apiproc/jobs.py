@@ -17,11 +17,16 @@ line by line, never whole. A line is checked for the shape every request needs h
 by the provider's `check` for what its API would certainly refuse. Every bad line carries a
 reason code (`INVALID_JSON_LINE`, ...) in the spirit of the batch APIs' own input
 validation, the same in every mode.
+
+A request's fingerprint is a short hash of it as read (key order and spacing aside),
+before apiproc adds anything: resume skips an id only when the fingerprint of its line
+matches the one written with its result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import stat
 import sys
@@ -31,10 +36,12 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from apiproc.errors import InputError
-from apiproc.jsonio import loads
+from apiproc.jsonio import dumps_canonical, loads
 from apiproc.tokens import Estimate
 
 MAX_CUSTOM_ID = 64
+READ_HINT = 1 << 16
+FINGERPRINT_BYTES = 8  # 16 hex characters
 # Reason codes of bad lines.
 INVALID_JSON_LINE = "invalid_json_line"
 MISSING_REQUIRED_PARAMETER = "missing_required_parameter"
@@ -43,7 +50,6 @@ INVALID_CUSTOM_ID = "invalid_custom_id"
 DUPLICATE_CUSTOM_ID = "duplicate_custom_id"
 STREAMING_UNSUPPORTED = "streaming_unsupported"
 REQUEST_TOO_LARGE = "request_too_large"
-READ_HINT = 1 << 16
 ROLES = ("user", "assistant")
 
 # The provider's own check of a well-shaped request: None, or why its API would refuse it.
@@ -59,7 +65,22 @@ class Job:
     line_no: int
     metadata: Any = None
     attempts: int = 0
+    rate_limited: int = 0  # the attempts answered 429: they do not count toward max attempts
     estimate: Estimate | None = None
+    final: bool = False  # its final result was handed to the writer
+    fingerprint: str = ""  # of the request as read; set by a JobReader asked for it
+    as_read: dict[str, Any] | None = None  # the request as read, once `params` was changed
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """The request as read from the input, whatever apiproc sends instead."""
+        return self.params if self.as_read is None else self.as_read
+
+    def send_instead(self, params: dict[str, Any]) -> None:
+        """Send `params` (a changed copy); the request as read stays for the output."""
+        if self.as_read is None:
+            self.as_read = self.params
+        self.params = params
 
 
 @dataclass(slots=True)
@@ -70,7 +91,13 @@ class BadLine:
     line_no: int
     reason: str
     metadata: Any = None
+    text: str = ""  # the line as read
+    fingerprint: str = ""
     code: str = INVALID_REQUEST
+
+    @property
+    def request(self) -> str:
+        return self.text
 
     @property
     def message(self) -> str:
@@ -95,16 +122,23 @@ def open_input(path: str) -> Iterator[IO[bytes]]:
         yield handle
 
 
+def request_fingerprint(request: Any) -> str:
+    """16 hex characters that change whenever the request does (key order aside)."""
+    return hashlib.blake2b(dumps_canonical(request), digest_size=FINGERPRINT_BYTES).hexdigest()
+
+
 class JobReader:
     """Numbers lines and keeps ids unique across a whole input, fed one line at a time.
 
     Ids a line gives itself are kept in a set; ids derived from line numbers
-    (`line-<n>`) cost one bit each, so memory stays flat for files without ids.
+    (`line-<n>`) cost one bit each, so memory stays flat for files without ids. With
+    `fingerprints`, every item gets the fingerprint of its request as read.
     """
 
-    def __init__(self, check: Check | None = None) -> None:
+    def __init__(self, check: Check | None = None, fingerprints: bool = False) -> None:
         self.line_no = 0
         self._check = check
+        self.fingerprints = fingerprints
         self._given: set[str] = set()
         self._derived = bytearray()
 
@@ -120,9 +154,12 @@ class JobReader:
                 line_no=self.line_no,
                 reason=f"duplicate custom_id {item.custom_id!r}: ids must be unique in a file",
                 metadata=item.metadata,
+                text=_text(raw),
                 code=DUPLICATE_CUSTOM_ID,
             )
         self._remember(item.custom_id)
+        if self.fingerprints:
+            item.fingerprint = request_fingerprint(item.request)
         return item
 
     def _free_id(self) -> str:
@@ -202,9 +239,11 @@ def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | Ba
         data = loads(raw)
     except ValueError as error:
         reason = f"not valid JSON ({_short(error)})"
-        return BadLine(derived, line_no, reason, code=INVALID_JSON_LINE)
+        return BadLine(derived, line_no, reason, text=_text(raw), code=INVALID_JSON_LINE)
     if not isinstance(data, dict):
-        return BadLine(derived, line_no, "not a JSON object", code=INVALID_JSON_LINE)
+        return BadLine(
+            derived, line_no, "not a JSON object", text=_text(raw), code=INVALID_JSON_LINE
+        )
     custom_id, problem = _custom_id(data, derived)
     if "params" in data:
         params, metadata, sent_metadata = data["params"], data.get("metadata"), None
@@ -215,12 +254,14 @@ def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | Ba
         metadata = data.get("metadata")
         sent_metadata = _sent_metadata(metadata)
     if problem:
-        return BadLine(derived, line_no, problem, metadata, INVALID_CUSTOM_ID)
+        return BadLine(derived, line_no, problem, metadata, _text(raw), code=INVALID_CUSTOM_ID)
     if not isinstance(params, dict):
-        return BadLine(custom_id, line_no, "params must be a JSON object", metadata)
+        return BadLine(custom_id, line_no, "params must be a JSON object", metadata, _text(raw))
     problem = validate_params(params) or (check(params) if check is not None else None)
     if problem:
-        return BadLine(custom_id, line_no, problem, metadata, problem_code(problem))
+        return BadLine(
+            custom_id, line_no, problem, metadata, _text(raw), code=problem_code(problem)
+        )
     if sent_metadata is not None:
         params["metadata"] = sent_metadata
     return Job(custom_id=custom_id, params=params, line_no=line_no, metadata=metadata)
@@ -286,9 +327,23 @@ def _sent_metadata(metadata: Any) -> dict[str, Any] | None:
     return None
 
 
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace").strip()
+
+
 def _short(error: Exception) -> str:
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     return text[:120]
+
+
+def rereadable(path: str) -> bool:
+    """A regular file, which can be read twice; not stdin, a pipe or a device."""
+    if path == "-":
+        return False
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def count_lines(path: str) -> int:

@@ -235,6 +235,7 @@ class RateLimiter:
             self._lock = asyncio.Lock()
         async with self._lock:
             await self._await_discovery()
+            self.check(cost)  # the limits the server just told may be too small for it
             while True:
                 now = self.clock.now()
                 delay = self.wait_time(cost, now)

@@ -33,6 +33,7 @@ from apiproc.limiter import Limits
 from apiproc.preflight import Preflight
 from apiproc.pricing import cache_savings, total_cost
 from apiproc.providers.base import Usage
+from apiproc.results import first_few, resumable
 
 RATE_WINDOW_SECONDS = 60.0
 RETIREMENT_NOTICE_DAYS = 30
@@ -224,6 +225,12 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
     ]
     if stats.skipped:
         lines.append(f"Skipped:   {stats.skipped:,} already in the output from earlier runs")
+    if stats.changed:
+        lines.append(
+            f"Changed:   {len(stats.changed):,} not sent: their id has a result in the output "
+            f"that answered another request ({first_few(stats.changed)}); to replace those "
+            "results, save the input to a file and rerun from it with --force"
+        )
     lines += [
         f"Attempts:  {stats.attempts:,} ({stats.retries:,} retries, "
         f"{stats.rate_limited:,} answered 429)",
@@ -246,18 +253,39 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
                 for model, (ratio, count) in sorted(stats.estimates.items())
             )
         )
-    if stats.fatal:
-        lines.append(f"Stopped:   {stats.fatal}")
-    if stats.interrupted:
+    if stats.unwritten:
         lines.append(
-            f"Stopped:   by {stats.interrupted}"
-            + (
-                f"; {stats.abandoned:,} requests in flight were abandoned"
-                if stats.abandoned
-                else ""
-            )
+            f"Unwritten: {len(stats.unwritten):,} answered (and paid for) but not written: "
+            f"{first_few(stats.unwritten)}"
         )
+    elif stats.unrecorded and not (stats.fatal or stats.interrupted):
+        lines.append(
+            f"Missing:   {stats.unrecorded:,} requests read have no result line "
+            "(an internal error); a rerun sends them"
+        )
+    abandoned = (
+        f"; {stats.abandoned:,} requests in flight were abandoned" if stats.abandoned else ""
+    )
+    hurried = f"; {stats.hurried} cut the wait short" if stats.hurried else ""
+    for cause in (stats.write_error, stats.fatal):
+        if cause:
+            lines.append(f"Stopped:   {cause}{hurried}{abandoned}")
+            abandoned = hurried = ""
+    if stats.interrupted:
+        lines.append(f"Stopped:   by {stats.interrupted}{abandoned}")
     return lines
+
+
+def resume_line(stats: RunStats, output_path: str, command: str | None) -> str | None:
+    """How to go on after a run that left requests without a result line."""
+    if not command or not (stats.interrupted or stats.fatal or stats.unwritten or stats.unrecorded):
+        return None
+    if not resumable(output_path):
+        return (
+            "Resume:    the output is not a file, so a rerun sends every request again; "
+            "write to a file (-o results.jsonl) to be able to resume"
+        )
+    return f"Resume:    {command}"
 
 
 def summary_record(stats: RunStats, output_path: str) -> dict[str, Any]:
@@ -287,7 +315,10 @@ def summary_record(stats: RunStats, output_path: str) -> dict[str, Any]:
             model: {"input_ratio": ratio, "answers": count}
             for model, (ratio, count) in stats.estimates.items()
         },
-        "stopped": stats.fatal or stats.interrupted,
+        "stopped": stats.write_error or stats.fatal or stats.interrupted,
+        "unwritten": stats.unwritten,
+        "changed": stats.changed,
+        "unrecorded": stats.unrecorded,
         "output": output_path,
     }
 
@@ -347,8 +378,9 @@ class Reporter:
 
     def summary(self, stats: RunStats, output_path: str, resume_command: str | None) -> None:
         lines = summary_lines(stats, output_path)
-        if resume_command and (stats.interrupted or stats.fatal):
-            lines.append(f"Resume:    {resume_command}")
+        resume = resume_line(stats, output_path, resume_command)
+        if resume:
+            lines.append(resume)
         self.line("\n".join(lines))
 
     def write_summary_json(self, stats: RunStats, output_path: str, path: str) -> None:

@@ -25,12 +25,17 @@ from apiproc.tokens import OUTPUT_ACCOUNTINGS
 SIMULATED_API_KEY = "sk-ant-simulated-key"
 DEFAULT_CONCURRENCY = 512
 DEFAULT_ATTEMPTS = 5
+DEFAULT_RATE_LIMIT_RETRIES = 30
 DEFAULT_RETRY_BASE_DELAY = 1.0
 DEFAULT_GRACE_PERIOD = 30.0
 # A guess: the API's ping interval is undocumented; reports put it at about 15-30 s, so three
 # of the longest reported gaps pass before a silent stream counts as stalled.
 DEFAULT_IDLE_TIMEOUT = 90.0
 LOOPBACK_HOSTS = ("localhost", "::1")
+# --retry-errored: errors a rerun may fix (rate limits, overloaded, server errors, timeouts,
+# connection errors, apiproc's own), or every error, permanent 4xx answers too.
+RETRY_ERRORED = ("fixable", "all")
+
 MODES = ("online", "batch")
 FALLBACKS = ("batch", "online")
 MAX_BATCH_SIZE = 100_000
@@ -60,6 +65,7 @@ class Settings:
     request_url: str = DEFAULT_URL
     limits: Limits = field(default_factory=Limits)
     max_attempts: int = DEFAULT_ATTEMPTS
+    max_rate_limit_retries: int = DEFAULT_RATE_LIMIT_RETRIES
     retry_base_delay: float = DEFAULT_RETRY_BASE_DELAY
     max_concurrency: int = DEFAULT_CONCURRENCY
     timeout: float = DEFAULT_TIMEOUT
@@ -73,8 +79,9 @@ class Settings:
     simulate: bool = False
     ramp: bool = True
     overwrite: bool = False
-    retry_errored: bool = False
+    retry_errored: str | None = None  # None, "fixable" or "all" (see RETRY_ERRORED)
     force: bool = False
+    wait: bool = False  # for another run that holds the output, instead of refusing
     fsync: bool = False
     grace_period: float = DEFAULT_GRACE_PERIOD
     allow_insecure_http: bool = False
@@ -89,6 +96,8 @@ class Settings:
                 raise SettingsError(f"--{name.replace('_', '-')} must be a positive number.")
         if self.max_attempts < 1:
             raise SettingsError("--max-attempts must be at least 1.")
+        if self.max_rate_limit_retries < 0:
+            raise SettingsError("--max-rate-limit-retries must not be negative.")
         if self.retry_base_delay < 0:
             raise SettingsError("--retry-base-delay must not be negative.")
         if self.max_concurrency < 1:
@@ -107,6 +116,8 @@ class Settings:
             )
         if self.grace_period < 0:
             raise SettingsError("--grace-period must not be negative.")
+        if self.retry_errored is not None and self.retry_errored not in RETRY_ERRORED:
+            raise SettingsError("--retry-errored takes no value, or 'all'.")
         if self.overwrite and self.retry_errored:
             raise SettingsError("--overwrite starts afresh, so --retry-errored has nothing to do.")
         self._validate_url()

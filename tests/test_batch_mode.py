@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -647,3 +648,54 @@ def test_a_full_processing_queue_is_waited_out_and_max_batch_queue_avoids_it(
     assert sim.batches.service.counters.queue_full == refused  # no new refusal
     assert succeeded_once(tmp_path / "b.jsonl", 20)
     assert most_queued(sim) <= 10
+
+
+def test_an_input_changed_under_its_batches_is_refused_even_with_force(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    rows = requests(3)
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    output = tmp_path / "out.jsonl"
+    assert run_batch(sim, source, output).returncode == 0
+    assert all(len(r["fingerprint"]) == 16 for r in read_jsonl(output))
+    rows[1]["max_tokens"] = 65
+    write_jsonl(source, rows)
+    for extra in ((), ("--force",)):
+        refused = run_batch(sim, source, output, *extra)
+        assert refused.returncode == 2 and "changed since batches" in refused.stderr
+    assert len(sim.batch_record) == 1
+    grown = write_jsonl(source, [*requests(3), *requests(2, start=3)])  # lines appended
+    assert run_batch(sim, grown, output).returncode == 0
+    assert succeeded_once(output, 5) and len(sim.batch_record) == 2
+
+
+class Hold:
+    """Tells the test (in another thread) when the batch run has reached a poll."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+
+    async def __call__(self, event: str, detail: dict[str, Any]) -> bool:
+        if event == "retrieve":
+            self.reached.set()
+        return False
+
+
+@pytest.mark.simulator(batch_processing_seconds=60)
+def test_the_output_lock_keeps_a_second_run_away_in_batch_mode(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", requests(3))
+    output = tmp_path / "out.jsonl"
+    hold = Hold()
+    sim.config.batch_hook = hold
+    first = start_batch(sim, source, output)
+    try:
+        assert hold.reached.wait(timeout=CLI_TIMEOUT)
+        second = run_batch(sim, source, output)
+        assert second.returncode == 2 and "being written by another apiproc run" in second.stderr
+        assert len(sim.batch_record) == 1
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=CLI_TIMEOUT)
+        sim.config.batch_hook = None

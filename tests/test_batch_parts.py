@@ -19,7 +19,7 @@ from apiproc.providers import AnthropicProvider
 from apiproc.providers.anthropic_batches import AnthropicBatches, parse_time
 from apiproc.providers.base import Verdict
 from apiproc.providers.batches import BatchApiError, BatchCounts, BatchInfo, BatchLimits
-from apiproc.results import Finished
+from apiproc.resume import Finished
 
 # ---- polling and pacing -----------------------------------------------------------------
 
@@ -191,7 +191,7 @@ def test_chunks_hold_consecutive_lines_as_one_span_and_respect_the_count(tmp_pat
 def test_bad_and_finished_lines_break_spans_and_stay_out(tmp_path: Path) -> None:
     rows = [request_line(0), "oops", request_line(2), request_line(3)]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
-    finished = Finished(ids={"line-4"}, requests={})
+    finished = Finished(ids={"line-4": None})
     planner, bad, limits = planner_for(source, tmp_path / "s", finished)
     chunk = planner.next_chunk(limits)
     assert chunk is not None and [(s.line, s.lines) for s in chunk.spans] == [(1, 1), (3, 1)]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from apiproc.caching import PrefixGroups, add_system_breakpoint, cached_prefix
+from apiproc.caching import PrefixGroups, cached_prefix, with_system_breakpoint
 from apiproc.clock import ManualClock
 from apiproc.jobs import Job
 from apiproc.limiter import Cost
@@ -117,8 +117,11 @@ def test_tool_choice_changes_a_messages_prefix_only() -> None:
 def test_use_caching_turns_a_string_system_prompt_into_a_marked_block() -> None:
     params = request(system=LONG)
     params["system"] = LONG
-    assert add_system_breakpoint(params)
-    assert params["system"] == [{"type": "text", "text": LONG, "cache_control": MARK}]
+    before = copy.deepcopy(params)
+    marked = with_system_breakpoint(params)
+    assert marked is not None
+    assert marked["system"] == [{"type": "text", "text": LONG, "cache_control": MARK}]
+    assert params == before  # the request as read stays as it was
 
 
 def test_use_caching_leaves_a_request_with_its_own_breakpoint_alone() -> None:
@@ -130,7 +133,7 @@ def test_use_caching_leaves_a_request_with_its_own_breakpoint_alone() -> None:
         ],
     }
     before = copy.deepcopy(params)
-    assert not add_system_breakpoint(params)
+    assert with_system_breakpoint(params) is None
     assert params == before
 
 

@@ -103,7 +103,7 @@ def test_stream_and_plain_transports_apply_to_every_line(
     assert all(r["result"]["type"] == "succeeded" for r in read_jsonl(tmp_path / "out.jsonl"))
 
 
-@pytest.mark.simulator(latency=2.5, ping_interval=0.1)
+@pytest.mark.simulator(latency=5.0, ping_interval=0.1)
 def test_pings_keep_a_slow_stream_alive_past_the_idle_timeout(
     simulator: Simulator, tmp_path: Path
 ) -> None:
@@ -113,7 +113,7 @@ def test_pings_keep_a_slow_stream_alive_past_the_idle_timeout(
         source,
         tmp_path / "out.jsonl",
         "--idle-timeout",
-        "1",
+        "2",
         "--max-attempts",
         "1",
         key=KEY,
@@ -123,7 +123,7 @@ def test_pings_keep_a_slow_stream_alive_past_the_idle_timeout(
     assert simulator.stats.requests == 1
 
 
-@pytest.mark.simulator(latency=2.5, ping_interval=0)
+@pytest.mark.simulator(latency=5.0, ping_interval=0)
 def test_without_pings_a_silence_longer_than_the_idle_timeout_is_a_stall(
     simulator: Simulator, tmp_path: Path
 ) -> None:
@@ -133,7 +133,7 @@ def test_without_pings_a_silence_longer_than_the_idle_timeout_is_a_stall(
         source,
         tmp_path / "out.jsonl",
         "--idle-timeout",
-        "1",
+        "2",
         "--max-attempts",
         "2",
         "--retry-base-delay",
@@ -160,7 +160,7 @@ def test_a_stream_stalled_midway_is_cut_by_the_idle_timeout_and_sent_again(
         source,
         tmp_path / "out.jsonl",
         "--idle-timeout",
-        "1",
+        "2",
         "--retry-base-delay",
         "0.05",
         key=KEY,
@@ -215,3 +215,25 @@ def test_an_overloaded_stream_that_never_recovers_is_recorded_as_overloaded(
     assert record["attempts"] == 2
     assert record["result"]["error"]["error"]["type"] == "overloaded_error"
     assert record["request_id"].startswith("req_")
+
+
+@pytest.mark.simulator(latency=3.0)
+def test_a_plain_attempt_is_still_bounded_by_the_timeout(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [request_line(1)])
+    done = run_against(
+        simulator,
+        source,
+        tmp_path / "out.jsonl",
+        "--transport",
+        "plain",  # auto would stream it: 64 tokens may outlast 0.5 s
+        "--timeout",
+        "0.5",
+        "--max-attempts",
+        "1",
+        key=KEY,
+    )
+    assert done.returncode == 1
+    error = read_jsonl(tmp_path / "out.jsonl")[0]["result"]["error"]["error"]
+    assert error == {"type": "timeout_error", "message": "no complete answer within 0.5 s"}

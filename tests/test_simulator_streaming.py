@@ -134,7 +134,7 @@ def test_pings_fill_the_silence_before_the_first_token() -> None:
         before_text = names[: names.index("content_block_delta")]
         assert before_text.count("ping") >= 3
 
-    simulate(scenario, latency=0.4, ping_interval=0.05)
+    simulate(scenario, latency=1.0, ping_interval=0.05)
 
 
 def test_no_pings_when_the_interval_is_zero() -> None:
@@ -195,14 +195,14 @@ def test_a_plain_request_overloaded_partway_gets_a_529() -> None:
 def test_a_midway_stall_goes_silent_after_some_events_then_cuts_the_connection() -> None:
     async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
         names: list[str] = []
+        started = time.monotonic()
         async with session.post(sim.messages_url, json=body(), headers=HEADERS) as response:
             assert response.status == 200
             with pytest.raises(aiohttp.ClientPayloadError):
                 async for name, _ in events(response):
                     names.append(name)
-                    if name == "content_block_delta":
-                        silent_since = time.monotonic()
-        assert time.monotonic() - silent_since >= 0.3
+        assert time.monotonic() - started >= 0.3
+        assert "content_block_delta" in names and "message_stop" not in names
         assert names[-1] == "content_block_delta"  # no ping while stalled
         assert sim.stats.by_status == {200: 1} and sim.stats.succeeded == 0
 

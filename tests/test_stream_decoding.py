@@ -95,6 +95,7 @@ def test_text_thinking_and_tool_use_blocks_assemble_as_a_plain_answer_has_them()
         sse("ping", {"type": "ping"}),
         block_delta(1, {"type": "text_delta", "text": "Hello"}),
         block_delta(1, {"type": "text_delta", "text": " world"}),
+        block_delta(1, {"type": "citations_delta", "citation": {"cited_text": "w"}}),
         block_stop(1),
         block_start(2, {"type": "tool_use", "id": "toolu_1", "name": "get", "input": {}}),
         block_delta(2, {"type": "input_json_delta", "partial_json": '{"city": "Pa'}),
@@ -106,7 +107,7 @@ def test_text_thinking_and_tool_use_blocks_assemble_as_a_plain_answer_has_them()
     assert outcome.request_id == "req_1"
     assert outcome.message["content"] == [
         {"type": "thinking", "thinking": "Let me see.", "signature": "sig"},
-        {"type": "text", "text": "Hello world"},
+        {"type": "text", "text": "Hello world", "citations": [{"cited_text": "w"}]},
         {"type": "tool_use", "id": "toolu_1", "name": "get", "input": {"city": "Paris"}},
     ]
     assert outcome.message["stop_reason"] == "tool_use"

@@ -25,9 +25,9 @@ from typing import IO
 
 from apiproc.batch.calls import BatchCalls
 from apiproc.batch.journal import Intent, Span
-from apiproc.batch.planner import BatchRules, read_members
+from apiproc.batch.planner import BatchRules, already_final, read_members
 from apiproc.batch.stats import BatchStats
-from apiproc.jobs import BadLine, Job, parse_line
+from apiproc.jobs import BadLine, Job, parse_line, request_fingerprint
 from apiproc.providers.base import Verdict
 from apiproc.providers.batches import (
     CANCELED,
@@ -38,7 +38,8 @@ from apiproc.providers.batches import (
     BatchInfo,
     BatchItem,
 )
-from apiproc.results import Finished, Result, ResultWriter
+from apiproc.results import Result, ResultWriter
+from apiproc.resume import Finished
 
 log = logging.getLogger("apiproc")
 
@@ -111,8 +112,7 @@ async def collect(calls: BatchCalls, info: BatchInfo, intent: Intent, ctx: Conte
 def _write_or_keep(item: BatchItem, place: _Place, ctx: Context, collected: Collected) -> bool:
     """Write the result, or say (True) that it goes again."""
     job = _job_at(ctx.handle, place)
-    params = ctx.rules.params(job)
-    if ctx.finished is not None and (job.custom_id, params) in ctx.finished:
+    if already_final(ctx.finished, job.custom_id, job.fingerprint):
         collected.add("already_written")
         return False
     attempts = place.attempts + 1
@@ -126,13 +126,14 @@ def _write_or_keep(item: BatchItem, place: _Place, ctx: Context, collected: Coll
         message=item.message,
         error=None if item.kind == SUCCEEDED or unprocessed else item.error,
         metadata=job.metadata,
-        params=params,
+        request=job.request,
         request_id=item.request_id,
         attempts=attempts,
+        fingerprint=job.fingerprint,
         outcome=item.kind if unprocessed else None,
     )
     ctx.writer.write(result)
-    model = params.get("model")
+    model = job.params.get("model")
     ctx.stats.count(result, model if isinstance(model, str) else None, item.usage)
     collected.add(item.kind)
     return False
@@ -143,6 +144,7 @@ def _job_at(handle: IO[bytes], place: _Place) -> Job:
     item = parse_line(handle.read(place.size), place.line)
     if isinstance(item, BadLine):
         raise AssertionError("a member line was checked when the batch's map was built")
+    item.fingerprint = request_fingerprint(item.request)
     return item
 
 

@@ -26,7 +26,8 @@ from apiproc.batch.journal import CREATED, INTENDED, NOT_CREATED, JournalState
 from apiproc.jsonio import dumps_line
 from apiproc.providers import Provider, batch_api
 from apiproc.providers.batches import SUCCEEDED, BatchApi, BatchInfo
-from apiproc.results import Result, batch_record, sidecar_path
+from apiproc.results import Result, batch_record
+from apiproc.resume import sidecar_path
 
 STATE_SUFFIX = ".apiproc-batches.jsonl"
 

@@ -29,6 +29,7 @@ never submit the same requests.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from typing import Any
 
 from apiproc.errors import OutputError, ResumeMismatch
 from apiproc.jsonio import dumps_line, loads
-from apiproc.results import repair_torn_tail
+from apiproc.resume import repair_torn_tail
 
 FORMAT = 1
 # Purposes of a batch.
@@ -49,8 +50,23 @@ CREATED = "created"
 NOT_CREATED = "not_created"
 
 
+IDENTITY_HEAD_BYTES = 1 << 16
+
+
 def state_path(output_path: str) -> str:
     return f"{output_path}.apiproc-batches.jsonl"
+
+
+def input_identity(requests_path: str, head_bytes: int = IDENTITY_HEAD_BYTES) -> dict[str, Any]:
+    """The input's path and first bytes, hashed: lines appended later do not change it
+    (the byte offsets the journal keeps would not survive an edit before them)."""
+    with open(requests_path, "rb") as handle:
+        head = handle.read(head_bytes)
+    return {
+        "input": os.path.abspath(requests_path),
+        "head_bytes": len(head),
+        "head_sha256": hashlib.sha256(head).hexdigest(),
+    }
 
 
 @dataclass(slots=True, frozen=True)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from apiproc.batch.journal import NEW, PRIME, RETRY, JournalState, Span
-from apiproc.caching import add_system_breakpoint, cached_prefix
+from apiproc.caching import cached_prefix, with_system_breakpoint
 from apiproc.errors import ResumeMismatch
 from apiproc.jobs import (
     INVALID_CUSTOM_ID,
@@ -36,9 +36,10 @@ from apiproc.jobs import (
     Job,
     JobReader,
     parse_line,
+    request_fingerprint,
 )
 from apiproc.providers.batches import BatchApi, BatchLimits
-from apiproc.results import Finished
+from apiproc.resume import Earlier, Finished
 
 # The charset the API enforces on custom_id (§E.2, from the API's own 400 message).
 CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -58,35 +59,48 @@ class BatchRules:
     validate: Validate | None = None  # what the provider's API version would refuse
 
     def params(self, job: Job) -> dict[str, Any]:
-        """The params sent for `job` (the same every time they are rebuilt)."""
-        if self.use_caching:
-            add_system_breakpoint(job.params)
+        """The params sent for `job` (the same every time they are rebuilt); the request
+        as read stays in `job.request`."""
+        if self.use_caching and job.as_read is None:
+            marked = with_system_breakpoint(job.params)
+            if marked is not None:
+                job.send_instead(marked)
         return job.params
 
     def entry(self, job: Job) -> bytes:
         return self.api.entry(job.custom_id, self.params(job))
 
-    def check(self, job: Job, entry: bytes, limits: BatchLimits) -> BadLine | None:
+    def check(self, job: Job, entry: bytes, limits: BatchLimits, raw: bytes) -> BadLine | None:
         """Why `job` cannot go into a batch, or None."""
         if not CUSTOM_ID_PATTERN.match(job.custom_id):
             reason = f"custom_id {job.custom_id!r} must match {CUSTOM_ID_PATTERN.pattern}"
-            return _bad(job, reason, INVALID_CUSTOM_ID)
+            return _bad(job, reason, INVALID_CUSTOM_ID, raw)
         if job.params.get("stream") is True:
             reason = "stream: a batch request cannot stream; remove stream or set it to false"
-            return _bad(job, reason, STREAMING_UNSUPPORTED)
+            return _bad(job, reason, STREAMING_UNSUPPORTED, raw)
         fits = self.api.framed_size(len(entry), 1) <= limits.max_bytes
         if len(entry) > limits.max_request_bytes or not fits:
-            return _too_large(job, entry)
+            return _too_large(job, entry, raw)
         return None
 
 
-def _bad(job: Job, reason: str, code: str) -> BadLine:
-    return BadLine(job.custom_id, job.line_no, reason, job.metadata, code)
+def _bad(job: Job, reason: str, code: str, raw: bytes) -> BadLine:
+    """A request valid online that a batch cannot take; it keeps its line as read."""
+    text = raw.decode("utf-8", "replace").rstrip("\r\n")
+    return BadLine(
+        job.custom_id,
+        job.line_no,
+        reason,
+        job.metadata,
+        text=text,
+        fingerprint=request_fingerprint(text),
+        code=code,
+    )
 
 
-def _too_large(job: Job, entry: bytes) -> BadLine:
+def _too_large(job: Job, entry: bytes, raw: bytes) -> BadLine:
     reason = f"the request is {len(entry):,} bytes, too large for a batch"
-    return _bad(job, reason, REQUEST_TOO_LARGE)
+    return _bad(job, reason, REQUEST_TOO_LARGE, raw)
 
 
 @dataclass(slots=True)
@@ -147,8 +161,16 @@ class Chunk:
         self.end = member.end
 
 
+def already_final(finished: Finished | None, custom_id: str, fingerprint: str) -> bool:
+    """The output holds the result of this very request (a changed line was refused or,
+    with --force, had its result removed before the run)."""
+    if finished is None:
+        return False
+    return finished.earlier(custom_id, fingerprint) is Earlier.ANSWERED
+
+
 def read_members(
-    handle: IO[bytes], spans: list[Span], digest: str | None = None
+    handle: IO[bytes], spans: list[Span], digest: str | None = None, fingerprints: bool = False
 ) -> Iterator[Member]:
     """The requests of `spans`, read back from the input; checks the digest at the end."""
     check = hashlib.sha256() if digest is not None else None
@@ -165,6 +187,8 @@ def read_members(
                     raise _changed(f"line {line_no} is no longer a request ({item.reason})")
                 if check is not None:
                     check.update(_content(raw))
+                if fingerprints:
+                    item.fingerprint = request_fingerprint(item.request)
                 yield Member(item, offset, raw, span.attempts)
             offset += len(raw)
     if check is not None and check.hexdigest() != digest:
@@ -243,7 +267,7 @@ class Planner:
                 if chunk.fits(entry, api, limits):
                     chunk.add(member, entry)
                 elif chunk.count == 0:  # the limits shrank below this request: it fits none
-                    self.bad_line(_too_large(member.job, entry))
+                    self.bad_line(_too_large(member.job, entry, member.raw))
                 else:
                     line = member.job.line_no
                     rest = span.lines - (line - span.line)
@@ -254,7 +278,7 @@ class Planner:
 
     def _read_spans(self, spans: list[Span]) -> Iterator[tuple[Member, bytes]]:
         """Members of pooled spans still worth sending (not already in the output)."""
-        for member in read_members(self.handle, spans):
+        for member in read_members(self.handle, spans, fingerprints=True):
             if self._already_final(member.job):
                 self.skipped += 1
                 continue
@@ -275,7 +299,7 @@ class Planner:
                 if chunk.count:
                     return
                 self._waiting = None  # the limits shrank below this request: it fits none
-                self.bad_line(_too_large(member.job, entry))
+                self.bad_line(_too_large(member.job, entry, member.raw))
                 continue
             chunk.add(member, entry)
             chunk.new = (member.end, member.job.line_no + 1)
@@ -284,7 +308,7 @@ class Planner:
     def _new_members(self) -> Iterator[tuple[Member, bytes]]:
         """Every line past the journal's position that a batch should carry; bad lines
         (anywhere: an earlier run may have stopped before writing them) are recorded."""
-        reader = JobReader(self.rules.validate)
+        reader = JobReader(self.rules.validate, fingerprints=True)
         start, primers = self.state.next_offset, self.state.primer_lines
         offset = 0
         while raw := self._readline_at(offset):
@@ -295,7 +319,7 @@ class Planner:
             planned = line_offset < start or item.line_no in primers
             if isinstance(item, Job):
                 entry = self.rules.entry(item)
-                bad = self.rules.check(item, entry, self.limits)
+                bad = self.rules.check(item, entry, self.limits, raw)
                 if bad is None:
                     if not planned and self._already_final(item):
                         self.skipped += 1
@@ -316,13 +340,13 @@ class Planner:
         """The first request of each cached prompt prefix that several requests share
         (at most `most`), found in one pass over the input."""
         groups: dict[bytes, list[int]] = {}  # prefix key -> [requests, line, offset]
-        reader = JobReader(self.rules.validate)
+        reader = JobReader(self.rules.validate, fingerprints=True)
         offset = 0
         self.handle.seek(0)
         while raw := self.handle.readline():
             line_offset, offset = offset, offset + len(raw)
             item = reader.feed(raw)
-            if not isinstance(item, Job) or self._already_final(item):
+            if not isinstance(item, Job):  # (the output is consulted once, by prime_chunk)
                 continue
             prefix = cached_prefix(self.rules.params(item))
             if prefix is None:
@@ -330,16 +354,16 @@ class Planner:
             group = groups.get(prefix.key)
             if group is not None:
                 group[0] += 1
-            elif len(groups) < MAX_PREFIX_GROUPS and self._fits_a_batch(item):
+            elif len(groups) < MAX_PREFIX_GROUPS and self._fits_a_batch(item, raw):
                 groups[prefix.key] = [1, item.line_no, line_offset]
         shared = sorted((line, start) for count, line, start in groups.values() if count > 1)
         return [Span(line, start, 1, 0) for line, start in shared[:most]]
 
-    def _fits_a_batch(self, job: Job) -> bool:
-        return self.rules.check(job, self.rules.entry(job), self.limits) is None
+    def _fits_a_batch(self, job: Job, raw: bytes) -> bool:
+        return self.rules.check(job, self.rules.entry(job), self.limits, raw) is None
 
     def _already_final(self, job: Job) -> bool:
-        return self.finished is not None and (job.custom_id, job.params) in self.finished
+        return already_final(self.finished, job.custom_id, job.fingerprint)
 
     def _bad_already_written(self, bad: BadLine) -> bool:
-        return self.finished is not None and (bad.custom_id, None) in self.finished
+        return already_final(self.finished, bad.custom_id, bad.fingerprint)

@@ -42,8 +42,8 @@ import aiohttp
 
 from apiproc.batch.calls import BatchCalls, Pacer, PollSchedule
 from apiproc.batch.collect import Context, collect
-from apiproc.batch.journal import Intent, Journal, Span, state_path
-from apiproc.batch.planner import BatchRules, Chunk, Planner, read_members
+from apiproc.batch.journal import Intent, Journal, Span, input_identity, state_path
+from apiproc.batch.planner import BatchRules, Chunk, Planner, already_final, read_members
 from apiproc.batch.stats import BatchStats, LiveBatch
 from apiproc.clock import Clock, MonotonicClock
 from apiproc.errors import EXIT_FATAL, EXIT_PENDING, ApiprocError, OutputError, ResumeMismatch
@@ -51,7 +51,8 @@ from apiproc.jobs import BadLine
 from apiproc.providers import Provider, batch_api
 from apiproc.providers.base import Verdict
 from apiproc.providers.batches import BatchApiError, BatchInfo, BatchLimits
-from apiproc.results import Finished, Result, ResultWriter, input_identity
+from apiproc.results import Result, ResultWriter
+from apiproc.resume import Finished
 from apiproc.settings import Settings
 
 log = logging.getLogger("apiproc")
@@ -197,6 +198,10 @@ class BatchRun:
         self._stop()
         if self._online_engine is not None:
             self._online_engine.request_stop(reason)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def _stop(self) -> None:
         self._stopping = True
@@ -467,7 +472,14 @@ class BatchRun:
 
     def _record_bad(self, bad: BadLine) -> None:
         error = {"type": "invalid_request_error", "message": bad.message, "code": bad.code}
-        result = Result(bad.custom_id, bad.line_no, error=error, metadata=bad.metadata)
+        result = Result(
+            bad.custom_id,
+            bad.line_no,
+            error=error,
+            metadata=bad.metadata,
+            request=bad.text,
+            fingerprint=bad.fingerprint,
+        )
         self.writer.write(result)
         self.stats.count(result, None, None)
 
@@ -497,10 +509,10 @@ class BatchRun:
 
         async def produce(engine: Engine) -> None:
             with open(self.settings.requests_path, "rb") as handle:
-                for member in read_members(handle, spans):
+                for member in read_members(handle, spans, fingerprints=True):
                     job = member.job
                     self.rules.params(job)
-                    if self.finished is not None and (job.custom_id, job.params) in self.finished:
+                    if already_final(self.finished, job.custom_id, job.fingerprint):
                         continue
                     job.attempts = member.attempts
                     await engine.put(job)
@@ -622,7 +634,7 @@ async def run_batches(
         api = batch_api(provider, session)
         # The state file's lock is taken before the output is touched.
         with Journal.open(state_path(settings.output_path)) as journal:
-            finished = _prepare(journal, settings, api.endpoint)
+            finished = _prepare(journal, settings, provider, api.endpoint)
             clock = MonotonicClock()
             pacer = Pacer(settings.batch.api_rpm, clock)
             calls = BatchCalls(api, pacer, clock, random.Random(), settings.retry_base_delay)
@@ -666,41 +678,79 @@ def _service_error(error: BatchApiError, journal_path: str) -> BatchServiceError
     return failure
 
 
-def _prepare(journal: Journal, settings: Settings, endpoint: str) -> Finished | None:
+def _prepare(
+    journal: Journal, settings: Settings, provider: Provider, endpoint: str
+) -> Finished | None:
     """Check the state file against the options, then repair and scan the output."""
-    from apiproc.runner import prepare_output
-
-    state = journal.state
     if journal.repaired_bytes:
         log.warning("repaired %s: removed a torn last line", journal.path)
     if settings.overwrite:
         _refuse_if_running(journal, "before starting afresh")
         journal.restart()
-    elif settings.retry_errored and state.intents:
-        if not state.settled():
+    elif settings.retry_errored and journal.state.intents:
+        if not journal.state.settled():
             raise OutputError(
                 "--retry-errored needs the batches of the earlier runs to be finished and "
                 "written first: rerun without it to collect them."
             )
         # The errored records leave the output: a new journal plans them again.
         journal.restart(keep_as=f"{journal.path}.{int(time.time())}.done")
-    _check_identity(journal, settings)
-    if state.endpoint and state.endpoint != endpoint:
-        if not settings.simulate:
-            raise ResumeMismatch(
-                f"The batches of {journal.path} were created at {state.endpoint}: rerun with "
-                "--request-url pointing there (its Messages URL) to follow them."
-            )
-        # The bundled simulator keeps its batches in memory: a new one never saw them.
-        log.warning("the simulator that held this state's batches is gone; planning afresh")
-        journal.restart(keep_as=f"{journal.path}.{int(time.time())}.gone")
-    finished = prepare_output(settings)
+    _check_input(journal, settings)
+    _check_endpoint(journal, settings, endpoint)
+    finished = _scan_output(journal, settings, provider)
     _check_output_kept(journal, settings.output_path)
     if not journal.state.identity:
         identity = input_identity(settings.requests_path)
         identity["job"] = uuid.uuid4().hex[:12]
         journal.start(identity, endpoint, time.time())
     return finished
+
+
+def _check_input(journal: Journal, settings: Settings) -> None:
+    """Batches are kept as byte ranges of the input: it must not change under them
+    (lines appended are fine). With nothing submitted yet, a new input just starts anew."""
+    recorded = journal.state.identity
+    if not recorded:
+        return
+    current = input_identity(settings.requests_path, int(recorded.get("head_bytes", 0)))
+    if current["head_sha256"] == recorded.get("head_sha256"):
+        return
+    if journal.state.intents:
+        raise ResumeMismatch(
+            f"{settings.requests_path} changed since batches were submitted for "
+            f"{settings.output_path}: restore it as it was, or start afresh with --overwrite."
+        )
+    journal.restart(keep_as=f"{journal.path}.{int(time.time())}.old")
+
+
+def _check_endpoint(journal: Journal, settings: Settings, endpoint: str) -> None:
+    recorded = journal.state.endpoint
+    if not recorded or recorded == endpoint:
+        return
+    if not settings.simulate:
+        raise ResumeMismatch(
+            f"The batches of {journal.path} were created at {recorded}: rerun with "
+            "--request-url pointing there (its Messages URL) to follow them."
+        )
+    # The bundled simulator keeps its batches in memory: a new one never saw them.
+    log.warning("the simulator that held this state's batches is gone; planning afresh")
+    journal.restart(keep_as=f"{journal.path}.{int(time.time())}.gone")
+
+
+def _scan_output(journal: Journal, settings: Settings, provider: Provider) -> Finished | None:
+    """The online mode's resume scan; --force may not resend changed lines once batches
+    hold the input's lines (their results would be matched to the wrong requests)."""
+    from apiproc.runner import prepare_output
+
+    if not (settings.force and journal.state.intents):
+        return prepare_output(settings, provider)
+    try:
+        return prepare_output(replace(settings, force=False), provider)
+    except ResumeMismatch as error:
+        raise ResumeMismatch(
+            f"{error} (With batches already submitted for this output, --force does not "
+            "apply: restore the input, or start afresh with --overwrite.)"
+        ) from None
 
 
 def _refuse_if_running(journal: Journal, purpose: str) -> None:
@@ -722,17 +772,4 @@ def _check_output_kept(journal: Journal, output_path: str) -> None:
             f"{output_path} is shorter than when batch results were last written to it "
             f"({size:,} < {journal.state.output_bytes:,} bytes): restore it, or start afresh "
             "with --overwrite (collected results would be paid for again)."
-        )
-
-
-def _check_identity(journal: Journal, settings: Settings) -> None:
-    recorded = journal.state.identity
-    if not recorded or settings.force:
-        return
-    head_bytes = int(recorded.get("head_bytes", 0))
-    current = input_identity(settings.requests_path, head_bytes)
-    if current["head_sha256"] != recorded.get("head_sha256"):
-        raise ResumeMismatch(
-            f"The batch state {journal.path} belongs to another input "
-            f"({recorded.get('input')}): use another output, or --overwrite to start afresh."
         )

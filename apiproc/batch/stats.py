@@ -58,6 +58,13 @@ class BatchStats:
     finished: float = 0.0
     fatal: str | None = None
     interrupted: str | None = None
+    hurried: bool = False  # (online runs only: a second signal while stopping)
+    # Online-run figures the exit status reads; a batch run keeps them empty: a failed
+    # write stops it, and the journal knows what each batch still owes the output.
+    unwritten: list[str] = field(default_factory=list)
+    broken_pipe: bool = False
+    changed: list[str] = field(default_factory=list)
+    unrecorded: int = 0
     state_path: str = ""
     price_of: PriceOf | None = field(default=None, repr=False)
     prices_as_of: str = ""

@@ -6,9 +6,10 @@
     outcome = provider.classify(200, response_headers, response_bytes)
     decoder = provider.decoder(200, response_headers)  # for a text/event-stream answer
 
-Retry decisions follow the HTTP status and the error's `type`, never its message text,
-and `x-should-retry` when the server sends it. An `error` event inside a streamed 200 is
-judged as the status its type stands for, so an `overloaded_error` is retried like a 529.
+Retry decisions follow the HTTP status and the error's `type` and `x-should-retry` when
+the server sends it; message text only for the user-set spend limit, which the API tells
+apart in no other way. An `error` event inside a streamed 200 is judged as the status its
+type stands for, so an `overloaded_error` is retried like a 529.
 
 Which requests stream (`transport`): `plain` sends none, `stream` sends all, and `auto`
 streams a line that asks for it (`"stream": true`) and one whose `max_tokens` could keep a
@@ -37,7 +38,16 @@ DEFAULT_URL = "https://api.anthropic.com/v1/messages"
 DEFAULT_VERSION = VERSION_2023
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 FATAL_STATUSES = frozenset({401, 402, 403})
+# Error types of answers that may not recur later (the others answer the request itself).
+TRANSIENT_ERROR_TYPES = frozenset(
+    {"rate_limit_error", "overloaded_error", "api_error", "timeout_error", "conflict_error"}
+)
 SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
+# The user-set (organisation or workspace) spend limit is a plain 400 invalid_request_error
+# whose message is the only signal the API gives: "You have reached your specified API usage
+# limits" or "... your specified workspace API usage limits".
+USER_SPEND_LIMIT_START = "you have reached your specified"
+USER_SPEND_LIMIT_WORDS = "api usage limits"
 LONGEST_RETRY_AFTER = 600.0
 DEFAULT_TIMEOUT = 600.0
 # The SDK's worst case for a generation (`_calculate_nonstreaming_timeout`): an hour for
@@ -142,6 +152,9 @@ class AnthropicProvider:
     def model(self, model: str) -> ModelFacts:
         return model_facts(model)
 
+    def transient_error(self, error_type: str) -> bool:
+        return error_type in TRANSIENT_ERROR_TYPES
+
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         """Turn one HTTP answer into an Outcome."""
         parsed = _json_or_none(body)
@@ -243,6 +256,8 @@ def _verdict(status: int, headers: Mapping[str, str], error: dict[str, Any]) -> 
         return Verdict.FATAL
     if status == 429 and _details_code(error) == SPEND_LIMIT_CODE:
         return Verdict.FATAL
+    if status == 400 and _user_spend_limit(error):
+        return Verdict.FATAL
     should_retry = headers.get("x-should-retry")
     if should_retry == "true":
         return Verdict.RETRY
@@ -317,6 +332,16 @@ def _not_json_error(status: int, headers: Mapping[str, str]) -> dict[str, Any]:
         "type": "api_error",
         "message": f"HTTP {status} with a body that is not an API answer ({kind})",
     }
+
+
+def _user_spend_limit(error: dict[str, Any]) -> bool:
+    """The 400 of a spend limit the user set: every further request would get it too."""
+    message = str(error.get("message", "")).lower()
+    return (
+        error.get("type") == "invalid_request_error"
+        and message.startswith(USER_SPEND_LIMIT_START)
+        and USER_SPEND_LIMIT_WORDS in message
+    )
 
 
 def _details_code(error: dict[str, Any]) -> str | None:

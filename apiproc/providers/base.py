@@ -191,3 +191,7 @@ class Provider(Protocol):
 
     def model(self, model: str) -> ModelFacts:
         """The facts of `model` (a safe default for a model this provider does not know)."""
+
+    def transient_error(self, error_type: str) -> bool:
+        """An error of this type may well not recur when the request is sent again later
+        (rate limited, overloaded, a server error), unlike an answer to the request itself."""

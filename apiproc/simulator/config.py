@@ -50,6 +50,8 @@ class SimulatorConfig:
     seed: int = 0
     api_key: str | None = None  # None: any non-empty key is accepted
     spend_limit_after: int | None = None  # accepted requests before the spend-cap 429
+    # accepted requests before the 400 of a spend limit the organisation set itself
+    user_spend_limit_after: int | None = None
     record: bool = True  # keep a SeenRequest per request
     # The simulated API's date (models past their end of life answer 404); None: the real
     # UTC date, read at each request.
@@ -88,8 +90,8 @@ class SimulatorStats:
     """Counters over ``POST /v1/messages``; status 0 counts requests left without a response.
 
     ``rate_limited`` counts rate-limit 429s only; injected faults (including injected 429s)
-    are in ``faults_injected``; spend-cap 429s only in ``by_status``. Token sums are over
-    successful responses. Times are wall-clock seconds.
+    are in ``faults_injected``; spend-cap 429s and spend-limit 400s only in ``by_status``.
+    Token sums are over successful responses. Times are wall-clock seconds.
     """
 
     requests: int = 0

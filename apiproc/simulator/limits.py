@@ -6,7 +6,7 @@
 
 Each pool holds the three documented limits (requests, input tokens, output tokens); the
 server keeps one pool per ``ModelSpec.rate_pool``, as the docs say limits apply per model.
-Also here: the wording of the rate-limit and spend-cap 429 messages.
+Also here: the wording of the rate-limit and spend-cap 429 messages and of the spend-limit 400.
 """
 
 from __future__ import annotations
@@ -177,10 +177,23 @@ def rate_limit_message(limit: Limit, org_id: str, model: str) -> str:
 
 def spend_cap_message() -> str:
     """The 429 message of an organisation past its monthly spend limit."""
-    today = datetime.now(timezone.utc).date()
-    year, month = (today.year + 1, 1) if today.month == 12 else (today.year, today.month + 1)
     return (
         "You have reached your API usage limits: your organization has crossed its monthly "
         "API usage threshold, set based on your organization's API tier. You will regain "
-        f"access on {year:04d}-{month:02d}-01 at 00:00 UTC."
+        f"access on {_first_of_next_month()} at 00:00 UTC."
+    )
+
+
+def _first_of_next_month() -> str:
+    today = datetime.now(timezone.utc).date()
+    year, month = (today.year + 1, 1) if today.month == 12 else (today.year, today.month + 1)
+    return f"{year:04d}-{month:02d}-01"
+
+
+def user_spend_limit_message() -> str:
+    """The 400 message of an organisation past a spend limit it set itself."""
+    # Only the opening words are documented; the rest mirrors the spend-cap message (a guess).
+    return (
+        "You have reached your specified API usage limits. You will regain access on "
+        f"{_first_of_next_month()} at 00:00 UTC."
     )

@@ -39,7 +39,13 @@ from apiproc.simulator.faults import (
     hang_up,
 )
 from apiproc.simulator.generation import Generation, generate
-from apiproc.simulator.limits import RatePool, Rejection, rate_limit_message, spend_cap_message
+from apiproc.simulator.limits import (
+    RatePool,
+    Rejection,
+    rate_limit_message,
+    spend_cap_message,
+    user_spend_limit_message,
+)
 from apiproc.simulator.models import MODELS, ModelSpec
 from apiproc.simulator.streaming import PING, EventStream, text_pieces
 from apiproc.simulator.validation import Checked, parse_json, read_dialect, validate
@@ -92,7 +98,8 @@ def _message(checked: Checked, generation: Generation, usage: dict[str, Any]) ->
 
 
 def _cumulative(usage: dict[str, Any]) -> dict[str, Any]:
-    """The usage a ``message_delta`` carries: the running totals (§A.4)."""
+    """The usage a ``message_delta`` carries: the running totals (§A.4). A guess: the input
+    figures come too (the docs' example shows only output_tokens; the SDK reads either)."""
     names = (
         "input_tokens",
         "cache_creation_input_tokens",
@@ -212,6 +219,8 @@ class Simulator:
         self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
         try:
             return await self._answer_messages(request)
+        except ConnectionError:  # the client left mid-request; there is no one to answer
+            return hang_up(request)
         finally:
             self._in_flight -= 1
 
@@ -226,6 +235,9 @@ class Simulator:
             return self._error(
                 exchange, cap, details={"error_code": "enforced_spend_limit_reached"}
             )
+        if self._reached(self.config.user_spend_limit_after):
+            limit = ApiError(400, "invalid_request_error", user_spend_limit_message())
+            return self._error(exchange, limit)
         fault = draw_fault(self.config, self._chance)
         if fault is not None:
             self.stats.faults_injected += 1
@@ -316,8 +328,10 @@ class Simulator:
         return self.config.today or datetime.now(timezone.utc).date()
 
     def _spend_cap_reached(self) -> bool:
-        limit = self.config.spend_limit_after
-        return limit is not None and self._accepted >= limit
+        return self._reached(self.config.spend_limit_after)
+
+    def _reached(self, spend_limit_after: int | None) -> bool:
+        return spend_limit_after is not None and self._accepted >= spend_limit_after
 
     # -- faults
 
@@ -386,9 +400,14 @@ class Simulator:
         loop = asyncio.get_running_loop()
         message = _message(checked, generation, _usage(plan, generation.output_tokens))
         output = _OutputMeter(exchange.pool, checked, self.config.output_accounting)
-        stream = await EventStream.open(
-            exchange.request, self._headers(exchange), self.config.ping_interval
-        )
+        try:
+            stream = await EventStream.open(
+                exchange.request, self._headers(exchange), self.config.ping_interval
+            )
+        except ConnectionError:  # the client left before the answer began
+            output.ended(loop.time())
+            self._record(exchange, 0, None)
+            return hang_up(exchange.request)
         self.stats.streamed += 1
         try:
             complete = await self._send_events(stream, message, plan, generation, output, midway)
@@ -418,13 +437,13 @@ class Simulator:
         started = loop.time()
         # A guess: message_start reports one output token, as the docs' examples show.
         opening = {**message, "content": [], "stop_reason": None, "usage": _usage(plan, 1)}
-        await stream.send("message_start", {"type": "message_start", "message": opening})
+        stream.send("message_start", {"type": "message_start", "message": opening})
         block = {"type": "text", "text": ""}
-        await stream.send(
+        stream.send(
             "content_block_start",
             {"type": "content_block_start", "index": 0, "content_block": block},
         )
-        await stream.send("ping", PING)
+        stream.send("ping", PING)  # where the docs' example stream has its first ping
         await stream.idle(generation.first_token_delay)
         self._cache.store(plan, started, loop.time())
         pieces = text_pieces(generation.text, generation.output_tokens)
@@ -435,29 +454,29 @@ class Simulator:
             await stream.idle(tokens / speed if speed > 0 else 0.0)
             output.generated(tokens, loop.time())
             delta = {"type": "text_delta", "text": text}
-            await stream.send(
+            stream.send(
                 "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
             )
         if midway is not None:
             return False
-        await stream.send("content_block_stop", {"type": "content_block_stop", "index": 0})
+        stream.send("content_block_stop", {"type": "content_block_stop", "index": 0})
         ending = {"stop_reason": message["stop_reason"], "stop_sequence": None}
         usage = _cumulative(message["usage"])
-        await stream.send(
-            "message_delta", {"type": "message_delta", "delta": ending, "usage": usage}
-        )
-        await stream.send("message_stop", {"type": "message_stop"})
+        stream.send("message_delta", {"type": "message_delta", "delta": ending, "usage": usage})
+        stream.send("message_stop", {"type": "message_stop"})
         await stream.close()
         return True
 
     async def _break_stream(self, stream: EventStream, fault: str) -> None:
         """A fault after the 200: an ``error`` event, or silence and then a cut connection."""
         if fault == "stall":
+            with contextlib.suppress(ConnectionError):
+                await stream.flush()  # what was generated goes out; then silence
             await asyncio.sleep(self.config.stall_seconds)
             stream.hang_up()
             return
         with contextlib.suppress(ConnectionError):
-            await stream.send("error", OVERLOADED_EVENT)
+            stream.send("error", OVERLOADED_EVENT)
             await stream.close()
 
     def _count_success(self, plan: CachePlan, generation: Generation) -> None:

@@ -1,8 +1,8 @@
 """Server-sent events for ``"stream": true``: the documented events, pings, and cut streams.
 
     stream = await EventStream.open(request, headers, ping_interval=15.0)
-    await stream.send("message_start", {"type": "message_start", "message": start})
-    await stream.idle(2.5)  # wait, with a ping after every ping_interval of silence
+    stream.send("message_start", {"type": "message_start", "message": start})
+    await stream.idle(2.5)  # send what is queued, wait, ping after ping_interval of silence
     await stream.close()
 
 A streamed answer is a 200 ``text/event-stream`` (shared/reference/anthropic-api.md §A.4):
@@ -28,14 +28,19 @@ TOKENS_PER_DELTA = 5
 
 
 class EventStream:
-    """One streamed answer being written; every write raises ConnectionError once the
-    client has gone."""
+    """One streamed answer being written; a write raises ConnectionError once the client
+    has gone.
+
+    Events sent together go out in one write when the stream next waits or ends, as they
+    would share TCP segments anyway; a stream generated instantly costs one write.
+    """
 
     def __init__(self, request: web.Request, response: web.StreamResponse, ping_interval: float):
         self.request = request
         self.response = response
         self.ping_interval = ping_interval
-        self._last_write = asyncio.get_running_loop().time()
+        self._pending: list[bytes] = []
+        self._last_event = asyncio.get_running_loop().time()
 
     @classmethod
     async def open(
@@ -45,30 +50,41 @@ class EventStream:
         response = web.StreamResponse(status=200, headers=headers)
         response.content_type = "text/event-stream"
         response.charset = "utf-8"
-        response.headers["cache-control"] = "no-cache"
+        response.headers["cache-control"] = "no-cache"  # a guess: usual for event streams
         await response.prepare(request)
         return cls(request, response, ping_interval)
 
-    async def send(self, event: str, data: Mapping[str, Any]) -> None:
+    def send(self, event: str, data: Mapping[str, Any]) -> None:
+        """Queue one event; it goes out at the next wait, flush or close."""
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-        await self.response.write(f"event: {event}\ndata: {text}\n\n".encode())
-        self._last_write = asyncio.get_running_loop().time()
+        self._pending.append(f"event: {event}\ndata: {text}\n\n".encode())
+        self._last_event = asyncio.get_running_loop().time()
+
+    async def flush(self) -> None:
+        if self._pending:
+            chunk, self._pending = b"".join(self._pending), []
+            await self.response.write(chunk)
 
     async def idle(self, seconds: float) -> None:
         """Let ``seconds`` pass, sending a ping whenever the stream was silent for a while."""
+        if seconds <= 0:
+            return
+        await self.flush()
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
         while True:
             now = loop.time()
-            ping_at = self._last_write + self.ping_interval
+            ping_at = self._last_event + self.ping_interval
             if self.ping_interval <= 0 or end <= ping_at:
                 if end > now:
                     await asyncio.sleep(end - now)
                 return
             await asyncio.sleep(max(0.0, ping_at - now))
-            await self.send("ping", PING)
+            self.send("ping", PING)
+            await self.flush()
 
     async def close(self) -> None:
+        await self.flush()
         await self.response.write_eof()
 
     def hang_up(self) -> None:
