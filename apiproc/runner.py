@@ -40,6 +40,8 @@ from apiproc.settings import Settings
 log = logging.getLogger("apiproc")
 
 Progress = Callable[[Engine], Coroutine[Any, Any, None]]
+# Batch requests canceled or expired every time they were tried: a rerun may process them.
+UNPROCESSED = frozenset({"canceled", "expired"})
 
 
 def run(
@@ -208,7 +210,9 @@ def _resend(settings: Settings, provider: Provider | None) -> Resend | None:
     if settings.retry_errored is None:
         return None
     transient = provider.transient_error if provider is not None else lambda _: False
-    return lambda error_type: error_type in OWN_TRANSIENT_ERRORS or transient(error_type)
+    return lambda error_type: (
+        error_type in OWN_TRANSIENT_ERRORS or error_type in UNPROCESSED or transient(error_type)
+    )
 
 
 def _send_changed_again_or_refuse(

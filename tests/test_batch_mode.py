@@ -699,3 +699,16 @@ def test_the_output_lock_keeps_a_second_run_away_in_batch_mode(
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=CLI_TIMEOUT)
         sim.config.batch_hook = None
+
+
+@pytest.mark.simulator(batch_expired_rate=1.0)
+def test_retry_errored_sends_expired_requests_again_in_a_new_state(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", requests(3))
+    output = tmp_path / "out.jsonl"
+    assert run_batch(sim, source, output, "--max-attempts", "1").returncode == 1
+    sim.config.batch_expired_rate = 0.0
+    again = run_batch(sim, source, output, "--retry-errored")
+    assert again.returncode == 0, again.stderr
+    assert succeeded_once(output, 3) and len(sim.batch_record) == 2
