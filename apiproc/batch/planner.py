@@ -308,7 +308,8 @@ class Planner:
     def _new_members(self) -> Iterator[tuple[Member, bytes]]:
         """Every line past the journal's position that a batch should carry; bad lines
         (anywhere: an earlier run may have stopped before writing them) are recorded."""
-        reader = JobReader(self.rules.validate, fingerprints=True)
+        # Fingerprints are asked of the output only when there is one to ask.
+        reader = JobReader(self.rules.validate, fingerprints=self.finished is not None)
         start, primers = self.state.next_offset, self.state.primer_lines
         offset = 0
         while raw := self._readline_at(offset):
@@ -340,7 +341,7 @@ class Planner:
         """The first request of each cached prompt prefix that several requests share
         (at most `most`), found in one pass over the input."""
         groups: dict[bytes, list[int]] = {}  # prefix key -> [requests, line, offset]
-        reader = JobReader(self.rules.validate, fingerprints=True)
+        reader = JobReader(self.rules.validate)
         offset = 0
         self.handle.seek(0)
         while raw := self.handle.readline():

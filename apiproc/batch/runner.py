@@ -47,7 +47,7 @@ from apiproc.batch.planner import BatchRules, Chunk, Planner, already_final, rea
 from apiproc.batch.stats import BatchStats, LiveBatch
 from apiproc.clock import Clock, MonotonicClock
 from apiproc.errors import EXIT_FATAL, EXIT_PENDING, ApiprocError, OutputError, ResumeMismatch
-from apiproc.jobs import BadLine
+from apiproc.jobs import BadLine, request_fingerprint
 from apiproc.providers import Provider, batch_api
 from apiproc.providers.base import Verdict
 from apiproc.providers.batches import BatchApiError, BatchInfo, BatchLimits
@@ -478,7 +478,7 @@ class BatchRun:
             error=error,
             metadata=bad.metadata,
             request=bad.text,
-            fingerprint=bad.fingerprint,
+            fingerprint=bad.fingerprint or request_fingerprint(bad.request),
         )
         self.writer.write(result)
         self.stats.count(result, None, None)
