@@ -1,6 +1,6 @@
 """Prompt caching done right: warm each shared prefix once, then read it in parallel.
 
-    groups = PrefixGroups(clock, estimator, release=requeue)
+    groups = PrefixGroups(clock, estimator, release=requeue, facts=provider.model)
     if not groups.park(job):            # False: send it now, as its prefix's warmer or a reader
         cost = groups.cost(job, cost)   # a warm prefix is left out where reads are not counted
         groups.answered(job, outcome)   # after the attempt: warm, refresh or re-open the prefix
@@ -53,9 +53,8 @@ from apiproc.clock import Clock
 from apiproc.jobs import Job
 from apiproc.jsonio import dumps_canonical
 from apiproc.limiter import Cost
-from apiproc.providers.anthropic import counts_cache_reads, min_cacheable_tokens
-from apiproc.providers.base import Outcome, Verdict
-from apiproc.tokens import TokenEstimator, Usage
+from apiproc.providers.base import ModelFacts, Outcome, Usage, Verdict
+from apiproc.tokens import TokenEstimator
 
 log = logging.getLogger("apiproc")
 
@@ -105,17 +104,18 @@ def cached_prefix(params: dict[str, Any]) -> CachedPrefix | None:
     return CachedPrefix(key, model, TTL_SECONDS[ttl], request, position == len(blocks) - 1)
 
 
-def add_system_breakpoint(params: dict[str, Any]) -> bool:
-    """Mark the end of the system prompt for caching, unless the request marks anything."""
+def with_system_breakpoint(params: dict[str, Any]) -> dict[str, Any] | None:
+    """A copy of `params` with the end of its system prompt marked for caching; None when
+    the request marks anything itself or has no system prompt. `params` is left as read."""
     if _marker(params) is not None or any(_marker(b.block) for b in _prompt_blocks(params)):
-        return False
+        return None
     system = params.get("system")
     if isinstance(system, str) and system:
         system = [{"type": "text", "text": system}]
     if not isinstance(system, list) or not system or not isinstance(system[-1], dict):
-        return False
-    params["system"] = [*system[:-1], {**system[-1], "cache_control": {"type": "ephemeral"}}]
-    return True
+        return None
+    marked = [*system[:-1], {**system[-1], "cache_control": {"type": "ephemeral"}}]
+    return {**params, "system": marked}
 
 
 def _prompt_blocks(params: dict[str, Any]) -> Iterator[_Block]:
@@ -219,7 +219,8 @@ class PrefixGroups:
 
     `release(jobs)` is called with parked jobs when they may go; the caller hands them
     back to `park()`. `wake(delay, callback)` (e.g. the event loop's `call_later`) lets
-    parked jobs go after `patience` even if no other event comes.
+    parked jobs go after `patience` even if no other event comes. `facts(model)` says
+    how long a prefix the model caches and whether its cache reads count toward limits.
     """
 
     def __init__(
@@ -234,6 +235,7 @@ class PrefixGroups:
         max_parked: int = MAX_PARKED,
         patience: float = WARMUP_PATIENCE,
         wake: Wake | None = None,
+        facts: Callable[[str], ModelFacts] | None = None,
     ) -> None:
         self.clock = clock
         self.estimator = estimator
@@ -244,6 +246,7 @@ class PrefixGroups:
         self.max_parked = max_parked
         self.patience = patience
         self.wake = wake
+        self.facts = facts or _unknown_model
         self._groups: dict[bytes, _Group] = {}  # least recently used first
         self._sent: dict[str, _Sent] = {}
         self._parked = 0
@@ -256,8 +259,8 @@ class PrefixGroups:
 
     def park(self, job: Job) -> bool:
         """Park `job` if its prefix is being warmed by another; False means send it now."""
-        if self.add_breakpoints:
-            add_system_breakpoint(job.params)
+        if self.add_breakpoints and (marked := with_system_breakpoint(job.params)) is not None:
+            job.send_instead(marked)
         prefix = cached_prefix(job.params)
         if prefix is None:
             return False
@@ -285,7 +288,7 @@ class PrefixGroups:
             or not sent.reads
             or estimate is None
             or estimate.raw_input <= 0
-            or counts_cache_reads(estimate.model)
+            or self.facts(estimate.model).cache_reads_count
         ):
             return cost
         uncached = max(0, estimate.raw_input - sent.group.raw_tokens)
@@ -386,7 +389,7 @@ class PrefixGroups:
             del self._groups[key]
 
     def _check_length(self, group: _Group) -> None:
-        minimum = min_cacheable_tokens(group.model)
+        minimum = self.facts(group.model).min_cacheable_tokens
         estimated = group.raw_tokens * self.estimator.ratio(group.model)
         if minimum is not None and estimated < minimum:
             self._warn(
@@ -405,3 +408,8 @@ class PrefixGroups:
         log.warning(
             "the cached prefix first seen in %s (%s) %s", group.first_id, group.model, problem
         )
+
+
+def _unknown_model(model: str) -> ModelFacts:
+    """Without a provider's word: reads not counted, no known minimum."""
+    return ModelFacts(limit_class=model, token_ratio=1.0)

@@ -5,49 +5,77 @@
     apiproc simulate --port 8080 --requests-per-minute 3000 --latency 0.2
 
 Options only: each command builds a `Settings` and hands it to the engine.
-Exit status: 0 all requests succeeded; 1 some requests errored; 2 usage or input/output
-file error; 3 the run was stopped by an authentication, permission, billing or
-spend-limit error; 130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
+Exit status (the first that applies, in this order):
+    4   results received (and paid for) could not be written to the output;
+    141 the output's reader went away (a broken pipe, as with `| head -1`);
+    130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM;
+    3   stopped by an authentication, permission, billing or spend-limit answer;
+    2   usage or input/output file error, the output in use by another run, or lines that
+        differ from the requests answered under their ids;
+    4   a request read has no result line (never 0 then);
+    75  batch mode left batches running (--no-wait, or the batch service did not answer):
+        run the same command again later;
+    1   some requests are recorded as errored;
+    0   every request read has a succeeded line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import aiohttp
 import click
 
-from apiproc.engine import EXIT_ON_SIGNAL, RunStats, run_job
-from apiproc.jobs import InputError
+from apiproc import runner
+from apiproc.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_ERRORED,
+    EXIT_FATAL,
+    EXIT_OK,
+    EXIT_ON_SIGNAL,
+    EXIT_PENDING,
+    EXIT_UNRECORDED,
+    EXIT_USAGE,
+    ApiprocError,
+    SettingsError,
+)
 from apiproc.limiter import Limits
 from apiproc.loop import run as run_loop
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
+from apiproc.providers.anthropic_versions import API_VERSIONS
+from apiproc.providers.base import TRANSPORTS
+from apiproc.providers.batches import BatchApiError
 from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter, print_estimate
-from apiproc.results import OutputError, ResumeMismatch
 from apiproc.settings import (
     DEFAULT_ATTEMPTS,
     DEFAULT_CONCURRENCY,
     DEFAULT_GRACE_PERIOD,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_RATE_LIMIT_RETRIES,
     DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_TIMEOUT,
+    MAX_BATCH_SIZE,
+    RETRY_ERRORED,
+    BatchOptions,
     Settings,
-    SettingsError,
     default_output_path,
     resolve_api_key,
 )
 
-EXIT_OK = 0
-EXIT_ERRORED = 1
-EXIT_USAGE = 2
-EXIT_FATAL = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = EXIT_ON_SIGNAL["SIGINT"]
+# What a batch command can meet that is not a bug: the API's refusal, the network, files.
+COMMAND_ERRORS = (BatchApiError, ValueError, OSError, aiohttp.ClientError)
 
 CLASSIC_REQUESTS_PER_MINUTE = 40.0
 CLASSIC_TOKENS_PER_MINUTE = 16_000.0
@@ -115,7 +143,15 @@ def main() -> None:
     type=int,
     default=DEFAULT_ATTEMPTS,
     show_default=True,
-    help="Attempts per request before it is recorded as errored.",
+    help="Attempts per request before it is recorded as errored; 429 answers do not count.",
+)
+@_option(
+    "--max-rate-limit-retries",
+    type=int,
+    default=DEFAULT_RATE_LIMIT_RETRIES,
+    show_default=True,
+    help="429 (rate limited) answers a request may get and still be sent again, after "
+    "the server's retry-after; they do not use up --max-attempts.",
 )
 @_option(
     "--retry-base-delay",
@@ -136,7 +172,27 @@ def main() -> None:
     type=float,
     default=DEFAULT_TIMEOUT,
     show_default=True,
-    help="Seconds one attempt may take; long generations are legitimate.",
+    help="Seconds one non-streamed attempt may take; long generations are legitimate. A "
+    "streamed attempt may take this long, or longer when its max_tokens needs it: an hour "
+    "per 128,000 tokens.",
+)
+@_option(
+    "--transport",
+    type=click.Choice(TRANSPORTS),
+    default="auto",
+    show_default=True,
+    help='stream: send every request as a stream; plain: none (a line\'s "stream" is '
+    "dropped); auto: stream the lines that ask for it, and those whose max_tokens could "
+    "outlast --timeout at an hour per 128,000 tokens (over 21,333 at 600 s), or exceed a "
+    "model's non-streaming cap. Streamed answers are written exactly like the others.",
+)
+@_option(
+    "--idle-timeout",
+    type=float,
+    default=DEFAULT_IDLE_TIMEOUT,
+    show_default=True,
+    help="While streaming, seconds without a byte (pings count) before the connection is "
+    "taken for stalled and the request retried.",
 )
 @_option(
     "--logging-level",
@@ -145,7 +201,14 @@ def main() -> None:
     show_default=True,
     help="10/20/30/40 or DEBUG/INFO/WARNING/ERROR.",
 )
-@_option("--anthropic-version", default=DEFAULT_VERSION, show_default=True)
+@_option(
+    "--anthropic-version",
+    type=click.Choice(API_VERSIONS),
+    default=DEFAULT_VERSION,
+    show_default=True,
+    help="API version. 2026-10-21 refuses temperature, top_p and top_k: such lines become "
+    "bad lines, never sent.",
+)
 @_option("--anthropic-beta", multiple=True, help="Beta feature name; repeat for several.")
 @_option(
     "--output-format",
@@ -201,11 +264,26 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Start afresh instead of resuming the output.")
 @_option(
     "--retry-errored",
-    is_flag=True,
-    help="On resume, send again the requests whose result was an error.",
+    type=click.Choice(RETRY_ERRORED),
+    is_flag=False,
+    flag_value="fixable",
+    default=None,
+    metavar="[all]",
+    help="On resume, send again the requests whose result was an error a rerun may fix "
+    "(rate limits, overloaded, server errors, timeouts, connection errors); with 'all', "
+    "permanent 4xx answers too. Their old lines are removed.",
 )
 @click.option(
-    "--force", is_flag=True, help="Resume into an output that was made from a different input."
+    "--force",
+    is_flag=True,
+    help="On resume, send again the requests whose line changed since their result was "
+    "written, replacing those results (without it such a run is refused).",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="When another run is writing the same output, wait for it to end instead of "
+    "refusing to start.",
 )
 @click.option("--fsync", is_flag=True, help="Force every result line to disk before the next.")
 @_option(
@@ -227,6 +305,59 @@ def main() -> None:
     is_flag=True,
     help="Start the bundled API simulator on 127.0.0.1 and send everything there.",
 )
+@click.option(
+    "--mode",
+    type=click.Choice(["online", "batch"]),
+    default="online",
+    show_default=True,
+    help="online: as fast as the rate limits allow; batch: through the Message Batches API, "
+    "at half the price, within 24 hours (resumable: rerun the same command).",
+)
+@_option(
+    "--batch-size",
+    type=click.IntRange(1, MAX_BATCH_SIZE),
+    help="Batch mode: requests per batch at most (default: the API's 100,000).",
+)
+@_option("--batch-bytes", type=click.IntRange(1), hidden=True)
+@_option(
+    "--poll-interval",
+    type=float,
+    help="Batch mode: seconds between polls, longer while nothing changes. Default: 30, "
+    "or 1 with --simulate.",
+)
+@_option(
+    "--no-wait",
+    is_flag=True,
+    help="Batch mode: submit what can be submitted, write what has ended, and exit (status "
+    "75 while batches still run): for cron, run the same command again later.",
+)
+@_option("--poll-max-interval", type=float, help="Batch mode: longest wait between polls.")
+@_option(
+    "--fallback",
+    type=click.Choice(["batch", "online"]),
+    default="batch",
+    show_default=True,
+    help="Batch mode: where errored (transient), expired and canceled requests go again: "
+    "a new batch, or the online path (when a deadline is near).",
+)
+@_option(
+    "--max-batch-queue",
+    type=click.IntRange(1),
+    help="Batch mode: requests in unfinished batches at most (the account's queue limit).",
+)
+@_option(
+    "--batch-api-rpm",
+    type=float,
+    help="Batch mode: calls per minute to the batch endpoints. Default: 50 (the lowest "
+    "tier's limit), or the simulator's 1,000 with --simulate.",
+)
+@_option(
+    "--adopt-batch",
+    metavar="BATCH_ID",
+    help="Batch mode: the batch an interrupted create made, when the account's list "
+    "cannot tell (the run says when).",
+)
+@_option("--batch-create-settle", type=float, default=10.0, hidden=True)
 def run(requests: str, output: str | None, **options: Any) -> None:
     """Send every request in REQUESTS ('-' for stdin) and append one result line each."""
     settings = _settings(requests, output, options)
@@ -267,9 +398,12 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         request_url=options["request_url"],
         limits=_limits(options),
         max_attempts=options["max_attempts"],
+        max_rate_limit_retries=options["max_rate_limit_retries"],
         retry_base_delay=options["retry_base_delay"],
         max_concurrency=options["max_concurrency"],
         timeout=options["timeout"],
+        transport=options["transport"],
+        idle_timeout=options["idle_timeout"],
         anthropic_version=options["anthropic_version"],
         anthropic_betas=tuple(options["anthropic_beta"]),
         output_format=options["output_format"],
@@ -280,11 +414,25 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         overwrite=options["overwrite"],
         retry_errored=options["retry_errored"],
         force=options["force"],
+        wait=options["wait"],
         fsync=options["fsync"],
         grace_period=options["grace_period"],
         allow_insecure_http=options["allow_insecure_http"],
         cache_warmup=options["cache_warmup"],
         cache_aware_limits=options["cache_aware_limits"],
+        mode=options["mode"],
+        batch=BatchOptions(
+            size=options["batch_size"],
+            max_bytes=options["batch_bytes"],
+            poll_interval=options["poll_interval"] or (1.0 if options["simulate"] else 30.0),
+            wait=not options["no_wait"],
+            poll_max_interval=options["poll_max_interval"],
+            fallback=options["fallback"],
+            max_queue=options["max_batch_queue"],
+            api_rpm=options["batch_api_rpm"] or (1_000.0 if options["simulate"] else 50.0),
+            adopt=options["adopt_batch"],
+            create_settle=options["batch_create_settle"],
+        ),
     )
 
 
@@ -316,38 +464,126 @@ def execute(settings: Settings, display: Display) -> int:
     install_redaction(settings.api_key)
     resume = resume_command()
 
-    def stopping(name: str) -> None:
+    if settings.mode == "batch":
+        return _execute_batches(settings, display, reporter, resume)
+
+    def stopping(name: str, hurried: bool) -> None:
+        if hurried:
+            reporter.line(
+                f"{name}: no longer waiting for the requests in flight; "
+                "send it again to quit at once."
+            )
+            return
         reporter.line(
             f"{name}: finishing the requests in flight (up to {settings.grace_period:g} s); "
             "send it again to quit at once."
         )
 
+    def waiting(holder: str) -> None:
+        reporter.line(f"Waiting for the run writing {settings.output_path} to end ({holder}).")
+
     try:
-        stats = run_loop(
-            run_job(
-                settings,
-                progress=reporter.follow_with_total(settings.requests_path),
-                on_stopping=stopping,
-            )
+        stats = runner.run(
+            settings,
+            progress=reporter.follow_with_total(settings.requests_path),
+            on_stopping=stopping,
+            owner=resume,
+            on_waiting=waiting,
         )
-    except (InputError, OutputError, ResumeMismatch) as error:
+    except ApiprocError as error:
         reporter.error(redact(str(error), settings.api_key))
-        return EXIT_USAGE
+        return error.exit_status
     except KeyboardInterrupt:
         reporter.error("interrupted.")
         return EXIT_INTERRUPTED
+    if stats.broken_pipe and settings.output_path == "-":
+        _silence_stdout()
     reporter.summary(stats, settings.output_path, resume)
     if display.summary_json:
         reporter.write_summary_json(stats, settings.output_path, display.summary_json)
     return exit_status(stats)
 
 
-def exit_status(stats: RunStats) -> int:
+def _execute_batches(
+    settings: Settings,
+    display: Display,
+    reporter: Reporter,
+    resume: str,
+    mode: str = "run",
+) -> int:
+    """A batch-mode run (or collect, or cancel): progress per poll, the batch summary."""
+    from apiproc.batch.report import BatchDisplay, summary_lines, summary_record
+
+    progress = BatchDisplay(reporter)
+
+    def stopping(name: str, hurried: bool) -> None:
+        progress.close()
+        reporter.line(
+            f"{name}: stopping after the current step; the batches go on at the provider. "
+            "Send it again to quit at once."
+        )
+
+    def waiting(holder: str) -> None:
+        reporter.line(f"Waiting for the run writing {settings.output_path} to end ({holder}).")
+
+    try:
+        if mode == "run":
+            stats = runner.run(
+                settings,
+                on_stopping=stopping,
+                owner=resume,
+                on_waiting=waiting,
+                batch_display=progress,
+            )
+        else:
+            stats = runner.run_batch_command(
+                settings, mode, batch_display=progress, on_stopping=stopping, owner=resume
+            )
+    except ApiprocError as error:
+        progress.close()
+        reporter.error(redact(str(error), settings.api_key))
+        return error.exit_status
+    except KeyboardInterrupt:
+        progress.close()
+        reporter.error("interrupted; rerun the same command to resume.")
+        return EXIT_INTERRUPTED
+    progress.close()
+    lines = summary_lines(stats, settings.output_path)
+    if stats.interrupted or stats.fatal or stats.pending:
+        lines.append(f"Resume:    {resume}")
+    if stats.live:
+        lines.append(f"Cancel:    apiproc batch cancel {shlex.quote(stats.state_path)}")
+    reporter.line("\n".join(lines))
+    if display.summary_json:
+        record = summary_record(stats, settings.output_path)
+        Path(display.summary_json).write_text(json.dumps(record, indent=2) + "\n")
+    return exit_status(stats)
+
+
+def exit_status(stats: Any) -> int:
+    """The status from what the run did; never 0 when a request read has no result line."""
+    if stats.unwritten:
+        return EXIT_BROKEN_PIPE if stats.broken_pipe else EXIT_UNRECORDED
     if stats.interrupted:
         return EXIT_ON_SIGNAL.get(stats.interrupted, EXIT_INTERRUPTED)
     if stats.fatal:
         return EXIT_FATAL
+    if stats.changed:
+        return EXIT_USAGE
+    if stats.unrecorded:
+        return EXIT_UNRECORDED
+    if getattr(stats, "pending", False):
+        return EXIT_PENDING  # batch mode left work at the provider or for a later run
     return EXIT_OK if stats.errored_total == 0 else EXIT_ERRORED
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout is gone: send whatever else goes there (an interpreter flush
+    at exit) nowhere, instead of raising another broken pipe."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def resume_command() -> str:
@@ -364,18 +600,29 @@ def resume_command() -> str:
 @_option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
 @_option("--max-output-tokens-per-minute", type=float, help="Output tokens per minute.")
 @_option(
+    "--anthropic-version",
+    type=click.Choice(API_VERSIONS),
+    default=DEFAULT_VERSION,
+    show_default=True,
+    help="The API version the run will use; lines it refuses are bad lines.",
+)
+@_option(
     "--show-bad-lines", type=int, default=20, show_default=True, help="How many bad lines to list."
 )
-def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None:
+def estimate(
+    requests: str, show_bad_lines: int, anthropic_version: str, **limits: float | None
+) -> None:
     """Validate REQUESTS and estimate tokens, cost and time, without calling any API.
 
     Exit status 0 when every line is a valid request, 1 when some are not, 2 when the
     file cannot be read.
     """
     from apiproc.preflight import preflight
+    from apiproc.providers import AnthropicProvider
 
+    provider = AnthropicProvider(api_key="", version=anthropic_version)  # nothing is sent
     try:
-        report = preflight(requests)
+        report = preflight(requests, facts=provider.model, check=provider.validate)
     except OSError as error:
         Reporter(sys.stderr).error(f"Cannot read {requests}: {error.strerror}.")
         sys.exit(EXIT_USAGE)
@@ -384,7 +631,8 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
         if value <= 0:
             Reporter(sys.stderr).error("Limits must be positive numbers.")
             sys.exit(EXIT_USAGE)
-    print_estimate(report, given, show_bad_lines)
+    today = datetime.now(timezone.utc).date()
+    print_estimate(report, given, show_bad_lines, provider.prices_as_of, today)
     sys.exit(EXIT_OK if report.bad_lines == 0 else EXIT_ERRORED)
 
 
@@ -413,6 +661,13 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
     help="Seconds before a response begins.",
 )
 @click.option("--latency-jitter", type=float, default=0.0, show_default=True)
+@click.option(
+    "--output-tokens-per-second",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Generation speed, which paces a streamed answer (0: instant).",
+)
 @click.option("--rate-429", type=float, default=0.0, show_default=True)
 @click.option("--rate-529", type=float, default=0.0, show_default=True)
 @click.option("--rate-500", type=float, default=0.0, show_default=True)
@@ -420,7 +675,51 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
 @click.option("--rate-drop", type=float, default=0.0, show_default=True)
 @click.option("--rate-stall", type=float, default=0.0, show_default=True)
 @click.option("--stall-seconds", type=float, default=30.0, show_default=True)
+@click.option(
+    "--rate-stream-error",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Share of answers overloaded partway: an error event in a stream, else a 529.",
+)
+@click.option(
+    "--ping-interval",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Seconds of silence in a stream before a ping event (0: none).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--batch-processing-seconds",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Seconds from creating a batch until it ends.",
+)
+@click.option(
+    "--batch-errored-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Share of batch results errored for a transient reason.",
+)
+@click.option(
+    "--batch-expired-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Share of batch results expired.",
+)
+@click.option(
+    "--batch-create-latency",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds a batch create takes (the batch exists halfway).",
+)
+@click.option("--batch-requests-per-minute", type=float, default=1_000, show_default=True)
+@click.option("--batch-queue-limit", type=int, default=200_000, show_default=True)
 @click.option(
     "--output-tokens",
     default="16,128",
@@ -428,7 +727,13 @@ def estimate(requests: str, show_bad_lines: int, **limits: float | None) -> None
     metavar="MIN,MAX",
     help="Range of generated lengths, clipped to max_tokens.",
 )
-def simulate(output_tokens: str, **options: Any) -> None:
+@click.option(
+    "--today",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="The simulated API's date, which decides the retired models. Default: today (UTC).",
+)
+def simulate(output_tokens: str, today: datetime | None, **options: Any) -> None:
     """Run the bundled Messages API simulator on 127.0.0.1 until Ctrl-C."""
     from apiproc.simulator import SimulatorConfig, serve_forever
 
@@ -438,13 +743,268 @@ def simulate(output_tokens: str, **options: Any) -> None:
         raise click.BadParameter(
             "give two integers, MIN,MAX", param_hint="--output-tokens"
         ) from None
-    config = SimulatorConfig(record=False, output_tokens=(low, high), **options)
+    config = SimulatorConfig(
+        record=False,
+        output_tokens=(low, high),
+        today=today.date() if today is not None else None,
+        **options,
+    )
 
     def ready(simulator: Any) -> None:
         click.echo(f"Simulator listening on {simulator.messages_url}", err=True)
 
     with contextlib.suppress(KeyboardInterrupt):
         run_loop(serve_forever(config, ready=ready))
+
+
+# ---- apiproc batch ... ---------------------------------------------------------------------
+
+
+def _api_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """What a batch command needs to reach the API."""
+    for decorator in reversed(
+        [
+            _option(
+                "--request-url",
+                help=f"Messages endpoint (default: the state file's, else {DEFAULT_URL}).",
+            ),
+            _option("--api-key", help="API key. Default: ANTHROPIC_API_KEY or .env."),
+            _option(
+                "--anthropic-version",
+                type=click.Choice(API_VERSIONS),
+                default=DEFAULT_VERSION,
+                show_default=True,
+            ),
+            _option("--anthropic-beta", multiple=True, help="Beta feature name; repeatable."),
+            _option("--allow-insecure-http", is_flag=True, help="Allow a plain-http remote host."),
+        ]
+    ):
+        function = decorator(function)
+    return function
+
+
+def _batch_provider(options: dict[str, Any], url: str | None) -> Any:
+
+    settings = Settings(
+        requests_path="-",
+        output_path="-",
+        api_key=_api_key(options),
+        request_url=url or options["request_url"] or DEFAULT_URL,
+        anthropic_version=options["anthropic_version"],
+        anthropic_betas=tuple(options["anthropic_beta"]),
+        allow_insecure_http=options["allow_insecure_http"],
+    )
+    try:
+        settings._validate_url()
+    except SettingsError as error:
+        Reporter(sys.stderr).error(str(error))
+        sys.exit(EXIT_USAGE)
+    return runner.provider_of(settings)
+
+
+def _state_settings(state_path: str, options: dict[str, Any]) -> Settings:
+    """Settings that collect or cancel the batches of a state file into its output."""
+    from apiproc.batch.commands import messages_url, output_file, output_format
+    from apiproc.batch.journal import read_state
+
+    state = read_state(state_path)
+    if not state.identity:
+        Reporter(sys.stderr).error(f"{state_path} is not a batch state file (or is empty).")
+        sys.exit(EXIT_USAGE)
+    output = output_file(state_path)
+    settings = Settings(
+        requests_path=str(state.identity.get("input", "")),
+        output_path=output,
+        api_key=_api_key(options),
+        request_url=options["request_url"] or messages_url(state.endpoint),
+        anthropic_version=options["anthropic_version"],
+        anthropic_betas=tuple(options["anthropic_beta"]),
+        allow_insecure_http=options["allow_insecure_http"],
+        output_format=output_format(output),
+        max_attempts=options.get("max_attempts") or DEFAULT_ATTEMPTS,
+        mode="batch",
+        batch=BatchOptions(poll_interval=options.get("poll_interval") or 30.0),
+    )
+    return settings
+
+
+def _state_or_exit(target: str | None, batch_id: str | None) -> str | None:
+    from apiproc.batch.commands import state_file
+
+    if (target is None) == (batch_id is None):
+        Reporter(sys.stderr).error("Give an output (or its state file), or --batch-id, not both.")
+        sys.exit(EXIT_USAGE)
+    if target is None:
+        return None
+    path = state_file(target)
+    if not Path(path).exists():
+        Reporter(sys.stderr).error(f"There is no batch state file {path}.")
+        sys.exit(EXIT_USAGE)
+    return path
+
+
+@main.group()
+def batch() -> None:
+    """Follow, collect and cancel batches: those of a --mode batch output, or any one."""
+
+
+@batch.command("status")
+@click.argument("target", metavar="OUTPUT", required=False)
+@click.option("--batch-id", help="One batch of the account instead of a state file's.")
+@click.option("--offline", is_flag=True, help="Only what the state file knows; no API call.")
+@_api_options
+def batch_status(target: str | None, batch_id: str | None, offline: bool, **options: Any) -> None:
+    """The batches of OUTPUT's state file (asked afresh), or one batch."""
+    from apiproc.batch.commands import one_batch, status_rows
+    from apiproc.batch.journal import read_state
+
+    path = _state_or_exit(target, batch_id)
+    try:
+        if path is None:
+            provider = _batch_provider(options, None)
+            info = run_loop(one_batch(provider, str(batch_id)))
+            click.echo(json.dumps(info.raw, indent=2))
+            return
+        state = read_state(path)
+        url = options["request_url"] or _messages_url_of(state.endpoint)
+        provider = _batch_provider(options, url) if not offline else None
+        rows = run_loop(status_rows(provider, state, ask=not offline)) if provider else None
+    except COMMAND_ERRORS as error:
+        _batch_command_failed(error)
+    if rows is None:
+        from apiproc.batch.commands import StatusRow
+
+        rows = [
+            StatusRow(
+                i.seq,
+                i.purpose,
+                i.batch_id or "-",
+                i.count,
+                i.status or i.state,
+                dict(i.counts),
+                i.written,
+                i.created_at,
+            )
+            for i in state.intents.values()
+        ]
+    _print_status(rows, state)
+
+
+def _messages_url_of(endpoint: str) -> str | None:
+    from apiproc.batch.commands import messages_url
+
+    return messages_url(endpoint) if endpoint else None
+
+
+def _print_status(rows: list[Any], state: Any) -> None:
+    """One line per batch (plain, so that scripts can read it), then what is left."""
+    for row in rows:
+        counts = ", ".join(f"{k} {v:,}" for k, v in row.counts.items() if v)
+        written = "written" if row.written else "not written"
+        click.echo(
+            f"{row.seq:>4} {row.purpose:<6} {row.batch_id:<36} {row.requests:>9,} "
+            f"{row.status:<12} {written:<12} {counts}"
+        )
+    pooled = sum(span.lines for span in state.pool.values())
+    click.echo(
+        f"input planned up to line {state.next_line - 1:,}; {pooled:,} requests wait to be "
+        "sent again; rerun the same `apiproc run` command to go on."
+    )
+
+
+@batch.command("results")
+@click.argument("target", metavar="OUTPUT", required=False)
+@click.option("--batch-id", help="One batch of the account instead of a state file's.")
+@_option("-o", "--output", "output", help="With --batch-id: the file to append the results to.")
+@_api_options
+def batch_results(
+    target: str | None, batch_id: str | None, output: str | None, **options: Any
+) -> None:
+    """Write the ended batches of OUTPUT's state file into OUTPUT, or one batch's results."""
+    from apiproc.batch.commands import download
+
+    path = _state_or_exit(target, batch_id)
+    if path is not None:
+        sys.exit(_collect(path, options, "collect"))
+    if not output:
+        Reporter(sys.stderr).error("With --batch-id, give the file to write to with -o.")
+        sys.exit(EXIT_USAGE)
+    try:
+        counts = run_loop(download(_batch_provider(options, None), str(batch_id), output))
+    except COMMAND_ERRORS as error:
+        _batch_command_failed(error)
+    click.echo(", ".join(f"{kind} {n:,}" for kind, n in sorted(counts.items())) or "no results")
+
+
+@batch.command("cancel")
+@click.argument("target", metavar="OUTPUT", required=False)
+@click.option("--batch-id", help="One batch of the account instead of a state file's.")
+@_api_options
+def batch_cancel(target: str | None, batch_id: str | None, **options: Any) -> None:
+    """Cancel the running batches of OUTPUT's state file and collect their partial results
+    (a rerun sends the canceled requests again), or cancel one batch."""
+    from apiproc.batch.commands import one_batch
+
+    path = _state_or_exit(target, batch_id)
+    if path is not None:
+        sys.exit(_collect(path, options, "cancel"))
+    try:
+        info = run_loop(one_batch(_batch_provider(options, None), str(batch_id), cancel=True))
+    except COMMAND_ERRORS as error:
+        _batch_command_failed(error)
+    click.echo(f"{info.id}: {info.status}")
+
+
+@batch.command("list")
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Batches per page."
+)
+@click.option("--pages", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--all", "every", is_flag=True, help="Every page.")
+@_api_options
+def batch_list(limit: int, pages: int, every: bool, **options: Any) -> None:
+    """Page through the account's batches, most recent first."""
+    from apiproc.batch.commands import account_batches
+    from apiproc.providers.anthropic_batches import format_time
+
+    provider = _batch_provider(options, None)
+
+    async def show() -> None:
+        async for page in account_batches(provider, limit, None if every else pages):
+            for info in page:
+                counts = ", ".join(f"{k} {v:,}" for k, v in info.counts.as_dict().items() if v)
+                click.echo(f"{info.id}  {format_time(info.created_at)}  {info.status:<11} {counts}")
+
+    try:
+        run_loop(show())
+    except COMMAND_ERRORS as error:
+        _batch_command_failed(error)
+
+
+def _collect(state_path: str, options: dict[str, Any], mode: str) -> int:
+    settings = _state_settings(state_path, options)
+    reporter = Reporter(sys.stderr)
+    try:
+        settings.validate()
+    except SettingsError as error:
+        reporter.error(redact(str(error), settings.api_key))
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    install_redaction(settings.api_key)
+    return _execute_batches(settings, Display(), reporter, resume_command(), mode=mode)
+
+
+def _batch_command_failed(error: Exception) -> NoReturn:
+    """An API refusal, an unreachable server or a bad file: one sentence, no traceback."""
+    from apiproc.providers.base import Verdict
+
+    Reporter(sys.stderr).error(f"{error}.")
+    fatal = isinstance(error, BatchApiError) and error.verdict is Verdict.FATAL
+    sys.exit(EXIT_FATAL if fatal else EXIT_USAGE)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

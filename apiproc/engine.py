@@ -1,6 +1,7 @@
 """The pipeline: read lines, admit under the rate limits, send, retry, append results.
 
-    stats = asyncio.run(run_job(settings))
+    engine = Engine(settings, provider, writer, finished=already_in_output)
+    stats = await engine.run(lambda engine: feed_file(engine, "requests.jsonl"))
 
 What it does and why. A job file can hold millions of requests and the account's limits
 are the only thing that should bound how fast it runs. So the engine keeps the API
@@ -22,49 +23,56 @@ How the main loop is structured. Three kinds of coroutine cooperate:
 3. Each admitted attempt runs as its own task: it sends the request, classifies the
    answer through the provider, settles the reservation to the usage reported, feeds
    the server's rate-limit headers back to the limiter, and either writes the final
-   result or schedules a retry with back-off. A fatal answer (bad key, spend cap) stops
-   admission and ends the run quickly.
+   result or schedules a retry with back-off. Whatever goes wrong inside it, the job
+   ends recorded or retried. A fatal answer (bad key, spend cap) stops admission and
+   ends the run quickly.
 The run ends when the input is exhausted and nothing is in flight or waiting to retry.
+
+A result the output refuses (disk full, broken pipe) stops admission at once: the
+attempts in flight finish and their results are written if the output takes them, and
+every id that could not be written is kept in `RunStats.unwritten`. `RunStats` counts
+what was read and what was recorded, so a run that lost a result cannot look complete.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import signal
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from apiproc.caching import PrefixGroups
 from apiproc.clock import Clock, MonotonicClock
+from apiproc.errors import WriteFailed
 from apiproc.jobs import BadLine, Job, JobReader, line_batches, open_input
-from apiproc.limiter import NOTHING, Cost, RateLimiter, RequestTooLarge, Reservation
-from apiproc.providers import AnthropicProvider, Outcome, Verdict
-from apiproc.providers.anthropic import counts_cache_reads
-from apiproc.results import (
-    Finished,
-    Result,
-    ResultWriter,
-    check_output_identity,
-    scan_finished,
-    start_afresh,
+from apiproc.limiter import (
+    NOTHING,
+    AttemptReport,
+    Cost,
+    RateLimiter,
+    RequestTooLarge,
+    Reservation,
 )
+from apiproc.pricing import Bill, PriceOf
+from apiproc.providers.base import HttpRequest, Outcome, Provider, Usage, Verdict
+from apiproc.results import Result, ResultWriter
+from apiproc.resume import Earlier, Finished
 from apiproc.retry import backoff_delay
 from apiproc.settings import Settings
-from apiproc.tokens import TokenEstimator, Usage
+from apiproc.tokens import TokenEstimator
 
 log = logging.getLogger("apiproc")
 
 INPUT_QUEUE_SIZE = 1024
+CONNECT_TIMEOUT = 30.0
+# Error types of apiproc's own that a later run may not meet (the rest are the API's).
+OWN_TRANSIENT_ERRORS = frozenset({"connection_error", "timeout_error", "internal_error"})
 
 
 @dataclass(slots=True)
@@ -77,15 +85,32 @@ class RunStats:
     retries: int = 0
     rate_limited: int = 0
     usage: Usage = field(default_factory=Usage)
-    usage_by_model: dict[str, Usage] = field(default_factory=dict)
+    bills: dict[str, Bill] = field(default_factory=dict)  # cost by model, priced per answer
     started: float = 0.0
     finished: float = 0.0
     fatal: str | None = None
     interrupted: str | None = None  # the signal that stopped the run
+    hurried: str | None = None  # a signal that cut the wait after another stop
     skipped: int = 0  # already final in the output from earlier runs
+    changed: list[str] = field(default_factory=list)  # ids whose result answers another line
     abandoned: int = 0  # in flight when the grace period ran out
+    read: int = 0  # requests and bad lines taken from the input to be sent or recorded
+    unwritten: list[str] = field(default_factory=list)  # ids of results the output refused
+    write_error: str | None = None  # why the first of them could not be written
+    broken_pipe: bool = False  # the output's reader went away
     # model -> (learned input ratio to cl100k, responses learned from)
     estimates: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # The provider's prices, for the cost in progress lines and the summary.
+    price_of: PriceOf | None = field(default=None, repr=False)
+    prices_as_of: str = ""
+
+    def charge(self, model: str, usage: Usage) -> None:
+        """Add one answer's usage to its model's bill."""
+        bill = self.bills.get(model)
+        if bill is None:
+            price = self.price_of(model) if self.price_of is not None else None
+            bill = self.bills[model] = Bill(price)
+        bill.add(usage)
 
     @property
     def done(self) -> int:
@@ -96,6 +121,11 @@ class RunStats:
         return sum(self.errored.values())
 
     @property
+    def unrecorded(self) -> int:
+        """Requests read in this run that have no line in the output."""
+        return self.read - self.done
+
+    @property
     def elapsed(self) -> float:
         return max(0.0, (self.finished or time.monotonic()) - self.started)
 
@@ -104,7 +134,7 @@ class Engine:
     def __init__(
         self,
         settings: Settings,
-        provider: AnthropicProvider,
+        provider: Provider,
         writer: ResultWriter,
         limiter: RateLimiter | None = None,
         estimator: TokenEstimator | None = None,
@@ -119,9 +149,14 @@ class Engine:
         self.limiter = limiter or RateLimiter(
             settings.limits, clock=self.clock, ramp=settings.ramp, discover=True
         )
-        self.estimator = estimator or TokenEstimator(settings.output_accounting)
+        self.estimator = estimator or TokenEstimator(
+            settings.output_accounting, prior=lambda model: provider.model(model).token_ratio
+        )
         self.rng = rng or random.Random()
-        self.stats = RunStats()
+        self.stats = RunStats(
+            price_of=lambda model: provider.model(model).price,
+            prices_as_of=provider.prices_as_of,
+        )
         self.finished = finished
         self._queue: asyncio.Queue[Job | BadLine] = asyncio.Queue(INPUT_QUEUE_SIZE)
         self._ready: deque[Job] = deque()
@@ -131,6 +166,7 @@ class Engine:
         self._timers: set[asyncio.TimerHandle] = set()
         self._input_done = False
         self._stopping = False
+        self._hurry = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         # Prompt caching: jobs wait here while their shared prefix is being warmed.
@@ -142,6 +178,7 @@ class Engine:
             add_breakpoints=settings.use_caching,
             cache_aware=settings.cache_aware_limits,
             wake=lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback),
+            facts=provider.model,
         )
 
     # ---- the run -----------------------------------------------------------------------
@@ -152,7 +189,7 @@ class Engine:
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=30)
         connector = aiohttp.TCPConnector(limit=self.settings.max_concurrency, limit_per_host=0)
         async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout, headers=self.provider.headers
+            connector=connector, timeout=timeout, headers=self.provider.session_headers
         ) as session:
             self._session = session
             producer = asyncio.create_task(self._produce(produce))
@@ -174,6 +211,7 @@ class Engine:
 
     async def put(self, item: Job | BadLine) -> None:
         await self._queue.put(item)
+        self.stats.read += 1
         self._changed.set()
 
     async def _produce(self, produce: Callable[[Engine], Any]) -> None:
@@ -195,12 +233,18 @@ class Engine:
                         item.line_no,
                         error=_bad_line_error(item),
                         metadata=item.metadata,
+                        request=item.text,
+                        fingerprint=item.fingerprint,
                     )
                 )
                 continue
             if self.cache.park(item):
                 continue  # given back through _release once its prefix is warm
-            await self._admit(item)
+            try:
+                await self._admit(item)
+            except Exception as error:  # a bug of ours: keep its traceback, never lose the job
+                log.exception("internal error while admitting %s", item.custom_id)
+                self._record_job(item, error=_internal_error(error))
 
     async def _next(self) -> Job | BadLine | None:
         """A ready retry, else the next input item; None when everything is done."""
@@ -225,8 +269,8 @@ class Engine:
         except RequestTooLarge as error:
             self._slots.release()
             self.cache.answered(job)
-            self._record(
-                _result(job, error={"type": "invalid_request_error", "message": f"request {error}"})
+            self._record_job(
+                job, error={"type": "invalid_request_error", "message": f"request {error}"}
             )
             return
         except BaseException:
@@ -262,80 +306,141 @@ class Engine:
     # ---- one attempt -------------------------------------------------------------------
 
     async def _attempt(self, job: Job, reservation: Reservation) -> None:
+        """One attempt, guarded: whatever raises in here, the job ends recorded or retried
+        (or, after a stop, left for a rerun)."""
         try:
-            outcome = await self._send(job)
+            outcome = await self._send(job, reservation)
         except Exception as error:  # a bug of ours: keep its traceback, never lose the job
             log.exception("internal error while sending %s", job.custom_id)
-            message = f"internal error: {type(error).__name__}: {error}"
-            outcome = Outcome(
-                Verdict.PERMANENT, error={"type": "internal_error", "message": message}
-            )
-        self.cache.answered(job, outcome)
-        self.limiter.observe(outcome.server)
+            outcome = Outcome(Verdict.PERMANENT, error=_internal_error(error))
+        try:
+            self.cache.answered(job, outcome)
+            self.limiter.finish(reservation, self._report(job, outcome))
+        except Exception:  # bookkeeping only: the answer itself must still be recorded
+            log.exception("internal error while accounting for %s", job.custom_id)
+        try:
+            self._conclude(job, outcome)
+        except Exception as error:
+            log.exception("internal error while concluding %s", job.custom_id)
+            if not job.final:
+                self._rescue(job, outcome, error)
+
+    def _conclude(self, job: Job, outcome: Outcome) -> None:
         if outcome.verdict is Verdict.SUCCESS:
-            self._succeeded(job, reservation, outcome)
+            self._succeeded(job, outcome)
         elif outcome.verdict is Verdict.FATAL:
-            self.limiter.settle(reservation, NOTHING)
             self._fatal(outcome)
         elif outcome.verdict is Verdict.RETRY:
-            self._settle_failure(reservation, outcome)
+            self.stats.rate_limited += outcome.rate_limited
+            job.rate_limited += outcome.rate_limited
             self._retry_or_give_up(job, outcome)
         else:
-            self.limiter.settle(reservation, Cost(requests=1))
-            self._record(_result(job, outcome))
+            self._record_job(job, outcome)
 
-    async def _send(self, job: Job) -> Outcome:
+    def _rescue(self, job: Job, outcome: Outcome, error: Exception) -> None:
+        """Record a job whose conclusion failed: its answer if it had one, else the error."""
+        if outcome.verdict is Verdict.SUCCESS:
+            self._record_job(job, outcome)
+        else:
+            self._record_job(job, error=_internal_error(error))
+
+    def _report(self, job: Job, outcome: Outcome) -> AttemptReport:
+        """What the attempt tells the limiter: what the server counted, and its headers."""
+        verdict = outcome.verdict
+        if verdict is Verdict.SUCCESS:
+            used: Cost | None = self._counted(job, outcome.usage or Usage())
+        elif verdict is Verdict.FATAL or outcome.rate_limited:
+            used = NOTHING  # refused before any work was done
+        elif verdict is Verdict.PERMANENT:
+            used = Cost(requests=1)
+        else:
+            used = None  # the server may have done the work before failing: keep it charged
+        return AttemptReport(
+            used=used,
+            server=outcome.server,
+            rate_limited=outcome.rate_limited,
+            retry_after=outcome.retry_after,
+            succeeded=verdict is Verdict.SUCCESS,
+        )
+
+    def _counted(self, job: Job, usage: Usage) -> Cost:
+        """The usage as the rate limits count it."""
+        counted_input = usage.input_tokens + usage.cache_creation_input_tokens
+        if self.provider.model(job.params["model"]).cache_reads_count:
+            counted_input += usage.cache_read_input_tokens
+        return Cost(requests=1, input_tokens=counted_input, output_tokens=usage.output_tokens)
+
+    async def _send(self, job: Job, reservation: Reservation) -> Outcome:
+        """One attempt on the wire. A streamed answer is read as it arrives: its usage is
+        charged as reported, and a silence longer than the idle timeout cuts it short."""
         assert self._session is not None
-        body = self.provider.body(job.params)
+        request = self.provider.request(job.params)
         try:
-            async with self._session.post(self.provider.url, data=body) as response:
-                payload = await response.read()
-                return self.provider.classify(response.status, response.headers, payload)
+            async with self._session.post(
+                request.url,
+                data=request.body,
+                headers=request.headers or None,
+                timeout=self._timeout(request),
+            ) as response:
+                decoder = self.provider.decoder(response.status, response.headers)
+                if decoder is None:
+                    payload = await response.read()
+                    return self.provider.classify(response.status, response.headers, payload)
+                async for chunk in response.content.iter_any():
+                    usage = decoder.feed(chunk)
+                    if usage is not None:
+                        self.limiter.progress(reservation, self._counted(job, usage))
+                return decoder.finish()
+        except aiohttp.SocketTimeoutError:
+            message = f"no byte for {self.settings.idle_timeout:g} s: the answer stalled"
+            return Outcome(Verdict.RETRY, error={"type": "timeout_error", "message": message})
+        except aiohttp.ConnectionTimeoutError:
+            message = f"no connection within {CONNECT_TIMEOUT:g} s"
+            return Outcome(Verdict.RETRY, error={"type": "connection_error", "message": message})
         except asyncio.TimeoutError:
-            message = f"no complete answer within {self.settings.timeout:g} s"
+            limit = request.time_limit or self.settings.timeout
+            message = f"no complete answer within {limit:g} s"
             return Outcome(Verdict.RETRY, error={"type": "timeout_error", "message": message})
         except aiohttp.ClientError as error:
             message = f"{type(error).__name__}: {error}".rstrip(": ")
             return Outcome(Verdict.RETRY, error={"type": "connection_error", "message": message})
 
-    def _succeeded(self, job: Job, reservation: Reservation, outcome: Outcome) -> None:
-        usage = outcome.usage or Usage()
-        assert job.estimate is not None
-        self.estimator.learn(job.estimate, usage)
-        counted_input = usage.input_tokens + usage.cache_creation_input_tokens
-        if counts_cache_reads(job.estimate.model):
-            counted_input += usage.cache_read_input_tokens
-        actual = Cost(requests=1, input_tokens=counted_input, output_tokens=usage.output_tokens)
-        self.limiter.settle(reservation, actual)
-        self.limiter.confirm(reservation)
-        self.stats.usage.add(usage)
-        self.stats.usage_by_model.setdefault(job.estimate.model, Usage()).add(usage)
-        self._record(_result(job, outcome))
+    def _timeout(self, request: HttpRequest) -> aiohttp.ClientTimeout:
+        """`--timeout` bounds a plain attempt. In a streamed one, no byte for `idle_timeout`
+        is a stall (pings count as bytes), and the whole may take the provider's time limit,
+        which allows for long generations."""
+        if not request.stream:
+            return aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=CONNECT_TIMEOUT)
+        return aiohttp.ClientTimeout(
+            total=request.time_limit or self.settings.timeout,
+            sock_connect=CONNECT_TIMEOUT,
+            sock_read=self.settings.idle_timeout,
+        )
 
-    def _settle_failure(self, reservation: Reservation, outcome: Outcome) -> None:
-        if outcome.rate_limited:
-            # A 429 consumed nothing, but it says the server's bucket is empty right now.
-            self.stats.rate_limited += 1
-            self.limiter.settle(reservation, NOTHING)
-            self.limiter.rate_limited(reservation, outcome.retry_after, outcome.server)
-        else:
-            # The server may have done the work before failing: keep it charged.
-            self.limiter.settle(reservation, reservation.cost)
+    def _succeeded(self, job: Job, outcome: Outcome) -> None:
+        usage = outcome.usage or Usage()
+        model = job.estimate.model if job.estimate else str(job.params.get("model"))
+        self.stats.usage.add(usage)
+        self.stats.charge(model, usage)
+        self._record_job(job, outcome)
+        if job.estimate is not None:
+            self.estimator.learn(job.estimate, usage)
 
     def _retry_or_give_up(self, job: Job, outcome: Outcome) -> None:
         if self._stopping:
             return  # no final record: a rerun sends it again
-        if job.attempts >= self.settings.max_attempts:
+        failures = self._failures(job, outcome)
+        if failures > self._allowed(outcome):
             log.warning(
                 "%s: giving up after %d attempts (%s)",
                 job.custom_id,
                 job.attempts,
                 outcome.error_type,
             )
-            self._record(_result(job, outcome))
+            self._record_job(job, outcome)
             return
         delay = backoff_delay(
-            job.attempts, outcome.retry_after, self.rng, base=self.settings.retry_base_delay
+            failures, outcome.retry_after, self.rng, base=self.settings.retry_base_delay
         )
         log.debug(
             "%s: attempt %d failed (%s), retrying in %.2f s",
@@ -356,6 +461,17 @@ class Engine:
         handle = loop.call_later(delay, ready)
         self._timers.add(handle)
 
+    @staticmethod
+    def _failures(job: Job, outcome: Outcome) -> int:
+        """Failed attempts of the kind `outcome` is: 429s and other failures count apart."""
+        return job.rate_limited if outcome.rate_limited else job.attempts - job.rate_limited
+
+    def _allowed(self, outcome: Outcome) -> int:
+        """Failures of that kind a job may have and still be sent again."""
+        if outcome.rate_limited:  # the server's pacing meeting ours: not the request's fault
+            return self.settings.max_rate_limit_retries
+        return self.settings.max_attempts - 1
+
     def _fatal(self, outcome: Outcome) -> None:
         if self._stopping:
             return
@@ -367,8 +483,13 @@ class Engine:
         self._stop()
 
     def request_stop(self, reason: str) -> None:
-        """Graceful stop: admit nothing more, let in-flight requests finish and be written."""
+        """Graceful stop: admit nothing more, let in-flight requests finish and be written.
+
+        When the run is already stopping (a fatal answer, a write failure, an earlier
+        signal), stop waiting for the requests in flight instead: they are abandoned."""
         if self._stopping:
+            self.stats.hurried = self.stats.hurried or reason
+            self._hurry.set()
             return
         self.stats.interrupted = reason
         self._stop()
@@ -382,27 +503,68 @@ class Engine:
             self._dispatcher.cancel()
 
     async def _finish_in_flight(self, grace: float | None) -> None:
-        """Let in-flight attempts finish (within `grace` seconds when stopping)."""
+        """Let in-flight attempts finish (within `grace` seconds when stopping, and only
+        until `request_stop` asks to hurry)."""
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        everything = asyncio.gather(*self._tasks, return_exceptions=True)
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        await asyncio.wait({everything, hurry}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        hurry.cancel()
+        pending = [task for task in self._tasks if not task.done()]
         for task in pending:
             task.cancel()
         self.stats.abandoned = len(pending)
-        if pending:
-            await asyncio.wait(pending)
+        await asyncio.gather(everything, hurry, return_exceptions=True)
+
+    @property
+    def stopping(self) -> bool:
+        """The run admits nothing more: a signal, a fatal answer or a write failure."""
+        return self._stopping
 
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
 
+    def _record_job(
+        self, job: Job, outcome: Outcome | None = None, error: dict[str, Any] | None = None
+    ) -> None:
+        job.final = True
+        self._record(_result(job, outcome, error))
+
     def _record(self, result: Result) -> None:
-        self.writer.write(result)
+        """Write a final result; one the output refuses is remembered and stops the run."""
+        try:
+            self.writer.write(result)
+        except Exception as error:
+            self._unwritten(result, error)
+            return
         if result.succeeded:
             self.stats.succeeded += 1
         else:
             kind = result.error_type
             self.stats.errored[kind] = self.stats.errored.get(kind, 0) + 1
+
+    def _unwritten(self, result: Result, error: Exception) -> None:
+        stats = self.stats
+        stats.unwritten.append(result.custom_id)
+        if stats.write_error is not None:
+            log.debug("%s: not written either (%s)", result.custom_id, error)
+            return
+        if isinstance(error, WriteFailed):
+            stats.write_error = str(error)
+            stats.broken_pipe = error.broken_pipe
+            others = len(self._tasks) - (asyncio.current_task() in self._tasks)
+            log.error(
+                "%s Stopping: nothing new is sent; the requests in flight (%d) are finished "
+                "and written if the output takes them.",
+                error,
+                others,
+            )
+        else:  # a bug of ours: keep its traceback
+            stats.write_error = f"internal error while writing: {type(error).__name__}: {error}"
+            log.error("internal error while writing %s", result.custom_id, exc_info=error)
+        self._stop()
 
 
 def _result(
@@ -414,20 +576,27 @@ def _result(
         message=outcome.message if outcome else None,
         error=outcome.error if outcome and outcome.message is None else error,
         metadata=job.metadata,
-        params=job.params,
+        request=job.request,
         request_id=outcome.request_id if outcome else None,
         attempts=job.attempts,
+        fingerprint=job.fingerprint,
     )
 
 
+def _internal_error(error: BaseException) -> dict[str, Any]:
+    return {"type": "internal_error", "message": f"internal error: {type(error).__name__}: {error}"}
+
+
 def _bad_line_error(item: BadLine) -> dict[str, Any]:
-    return {"type": "invalid_request_error", "message": item.message}
+    return {"type": "invalid_request_error", "message": item.message, "code": item.code}
 
 
 async def feed_file(engine: Engine, path: str) -> None:
     """Producer: read `path` (or stdin for `-`) into the engine, batch by batch,
-    leaving out what earlier runs already finished."""
-    reader = JobReader()
+    leaving out what earlier runs already finished. A line whose id has a result that
+    answered another request is not sent either: it is counted in `stats.changed`
+    (a file's changed lines are found before the run; stdin's only as they come)."""
+    reader = JobReader(engine.provider.validate, fingerprints=True)
     finished = engine.finished
     with open_input(path) as handle:
         async for lines in line_batches(handle):
@@ -435,112 +604,14 @@ async def feed_file(engine: Engine, path: str) -> None:
                 item = reader.feed(raw)
                 if item is None:
                     continue
-                if finished is not None and _already_final(item, finished):
+                earlier = (
+                    finished.earlier(item.custom_id, item.fingerprint)
+                    if finished is not None
+                    else Earlier.NOTHING
+                )
+                if earlier is Earlier.ANSWERED:
                     engine.stats.skipped += 1
-                    continue
-                await engine.put(item)
-
-
-def _already_final(item: Job | BadLine, finished: Finished) -> bool:
-    params = item.params if isinstance(item, Job) else None
-    return (item.custom_id, params) in finished
-
-
-Progress = Callable[[Engine], Coroutine[Any, Any, None]]
-
-
-async def run_job(
-    settings: Settings,
-    progress: Progress | None = None,
-    on_stopping: Callable[[str], None] | None = None,
-) -> RunStats:
-    """Run one job as the settings say, against the simulator when asked.
-
-    `progress(engine)` runs beside the job (to report on the live figures) and is
-    cancelled when it ends. The first SIGINT/SIGTERM stops gracefully (`on_stopping` is
-    told); a second one exits at once — the output stays whole and resumable.
-    """
-    if settings.simulate:
-        from apiproc.simulator import Simulator
-
-        async with Simulator() as simulator:
-            settings.request_url = simulator.messages_url
-            return await _run(settings, progress, on_stopping)
-    return await _run(settings, progress, on_stopping)
-
-
-def prepare_output(settings: Settings) -> Finished | None:
-    """Start afresh, or repair and scan the existing output to resume from it."""
-    if settings.output_path == "-":
-        return None
-    if settings.overwrite:
-        start_afresh(settings.output_path)
-    output = Path(settings.output_path)
-    if not output.exists() or output.stat().st_size == 0:
-        check_output_identity(
-            settings.requests_path, settings.output_path, settings.output_format, force=True
-        )
-        return None
-    check_output_identity(
-        settings.requests_path, settings.output_path, settings.output_format, settings.force
-    )
-    finished = scan_finished(settings.output_path, settings.output_format, settings.retry_errored)
-    if finished.repaired_bytes:
-        log.warning(
-            "repaired %s: removed a torn last line (%d bytes); its request is sent again",
-            settings.output_path,
-            finished.repaired_bytes,
-        )
-    if finished.dropped_errors:
-        log.warning("removed %d errored results to send them again", finished.dropped_errors)
-    return finished
-
-
-async def _run(
-    settings: Settings, progress: Progress | None, on_stopping: Callable[[str], None] | None
-) -> RunStats:
-    finished = prepare_output(settings)
-    provider = AnthropicProvider(
-        api_key=settings.api_key,
-        url=settings.request_url,
-        version=settings.anthropic_version,
-        betas=settings.anthropic_betas,
-    )
-    with ResultWriter(settings.output_path, settings.output_format, settings.fsync) as writer:
-        engine = Engine(settings, provider, writer, finished=finished)
-        reporter = asyncio.create_task(progress(engine)) if progress else None
-        with _signals(engine, on_stopping):
-            try:
-                return await engine.run(lambda e: feed_file(e, settings.requests_path))
-            finally:
-                if reporter is not None:
-                    reporter.cancel()
-                    await asyncio.gather(reporter, return_exceptions=True)
-
-
-EXIT_ON_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
-
-
-@contextmanager
-def _signals(engine: Engine, on_stopping: Callable[[str], None] | None) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-
-    def handle(name: str) -> None:
-        if engine.stats.interrupted:
-            os._exit(EXIT_ON_SIGNAL[name])  # second signal: every written line is whole
-        engine.request_stop(name)
-        if on_stopping is not None:
-            on_stopping(name)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, handle, sig.name)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):
-            pass  # not the main thread, or a platform without it: default handling
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+                elif earlier is Earlier.CHANGED:
+                    engine.stats.changed.append(item.custom_id)
+                else:
+                    await engine.put(item)

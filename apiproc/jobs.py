@@ -1,7 +1,7 @@
 """Input lines to jobs: three line formats, stable ids, validation, bad-line records.
 
     with open_input("requests.jsonl") as lines:
-        for item in read_jobs(lines):
+        for item in read_jobs(lines, check=provider.validate):
             ...  # a Job to send, or a BadLine to record as errored
 
 A line is one JSON object in one of these shapes:
@@ -13,26 +13,47 @@ A line is one JSON object in one of these shapes:
 - an OpenAI batch line `{"custom_id": ..., "method": "POST", "url": ..., "body": {...}}`:
   `body` is sent.
 A line without an id gets `line-<number>`. Blank lines are skipped. The file is read
-line by line, never whole.
+line by line, never whole. A line is checked for the shape every request needs here, then
+by the provider's `check` for what its API would certainly refuse. Every bad line carries a
+reason code (`INVALID_JSON_LINE`, ...) in the spirit of the batch APIs' own input
+validation, the same in every mode.
+
+A request's fingerprint is a short hash of it as read (key order and spacing aside),
+before apiproc adds anything: resume skips an id only when the fingerprint of its line
+matches the one written with its result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
-from apiproc.jsonio import loads
+from apiproc.errors import InputError
+from apiproc.jsonio import dumps_canonical, loads
 from apiproc.tokens import Estimate
 
 MAX_CUSTOM_ID = 64
 READ_HINT = 1 << 16
+FINGERPRINT_BYTES = 8  # 16 hex characters
+# Reason codes of bad lines.
+INVALID_JSON_LINE = "invalid_json_line"
+MISSING_REQUIRED_PARAMETER = "missing_required_parameter"
+INVALID_REQUEST = "invalid_request"
+INVALID_CUSTOM_ID = "invalid_custom_id"
+DUPLICATE_CUSTOM_ID = "duplicate_custom_id"
+STREAMING_UNSUPPORTED = "streaming_unsupported"
+REQUEST_TOO_LARGE = "request_too_large"
 ROLES = ("user", "assistant")
+
+# The provider's own check of a well-shaped request: None, or why its API would refuse it.
+Check = Callable[[dict[str, Any]], "str | None"]
 
 
 @dataclass(slots=True)
@@ -44,7 +65,22 @@ class Job:
     line_no: int
     metadata: Any = None
     attempts: int = 0
+    rate_limited: int = 0  # the attempts answered 429: they do not count toward max attempts
     estimate: Estimate | None = None
+    final: bool = False  # its final result was handed to the writer
+    fingerprint: str = ""  # of the request as read; set by a JobReader asked for it
+    as_read: dict[str, Any] | None = None  # the request as read, once `params` was changed
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """The request as read from the input, whatever apiproc sends instead."""
+        return self.params if self.as_read is None else self.as_read
+
+    def send_instead(self, params: dict[str, Any]) -> None:
+        """Send `params` (a changed copy); the request as read stays for the output."""
+        if self.as_read is None:
+            self.as_read = self.params
+        self.params = params
 
 
 @dataclass(slots=True)
@@ -55,14 +91,17 @@ class BadLine:
     line_no: int
     reason: str
     metadata: Any = None
+    text: str = ""  # the line as read
+    fingerprint: str = ""
+    code: str = INVALID_REQUEST
+
+    @property
+    def request(self) -> str:
+        return self.text
 
     @property
     def message(self) -> str:
         return f"line {self.line_no}: {self.reason}"
-
-
-class InputError(Exception):
-    """The input as a whole cannot be read (missing file, a directory, ...)."""
 
 
 @contextmanager
@@ -83,15 +122,23 @@ def open_input(path: str) -> Iterator[IO[bytes]]:
         yield handle
 
 
+def request_fingerprint(request: Any) -> str:
+    """16 hex characters that change whenever the request does (key order aside)."""
+    return hashlib.blake2b(dumps_canonical(request), digest_size=FINGERPRINT_BYTES).hexdigest()
+
+
 class JobReader:
     """Numbers lines and keeps ids unique across a whole input, fed one line at a time.
 
     Ids a line gives itself are kept in a set; ids derived from line numbers
-    (`line-<n>`) cost one bit each, so memory stays flat for files without ids.
+    (`line-<n>`) cost one bit each, so memory stays flat for files without ids. With
+    `fingerprints`, every item gets the fingerprint of its request as read.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, check: Check | None = None, fingerprints: bool = False) -> None:
         self.line_no = 0
+        self._check = check
+        self.fingerprints = fingerprints
         self._given: set[str] = set()
         self._derived = bytearray()
 
@@ -100,15 +147,19 @@ class JobReader:
         self.line_no += 1
         if not raw.strip():
             return None
-        item = parse_line(raw, self.line_no)
+        item = parse_line(raw, self.line_no, self._check)
         if self._taken(item.custom_id):
             item = BadLine(
                 custom_id=self._free_id(),
                 line_no=self.line_no,
                 reason=f"duplicate custom_id {item.custom_id!r}: ids must be unique in a file",
                 metadata=item.metadata,
+                text=_text(raw),
+                code=DUPLICATE_CUSTOM_ID,
             )
         self._remember(item.custom_id)
+        if self.fingerprints:
+            item.fingerprint = request_fingerprint(item.request)
         return item
 
     def _free_id(self) -> str:
@@ -150,9 +201,9 @@ def _derived_line(custom_id: str) -> int | None:
     return None
 
 
-def read_jobs(lines: Iterable[bytes]) -> Iterator[Job | BadLine]:
+def read_jobs(lines: Iterable[bytes], check: Check | None = None) -> Iterator[Job | BadLine]:
     """Turn raw lines into jobs and bad lines, in file order."""
-    reader = JobReader()
+    reader = JobReader(check)
     for raw in lines:
         item = reader.feed(raw)
         if item is not None:
@@ -181,15 +232,18 @@ async def line_batches(handle: IO[bytes]) -> AsyncIterator[list[bytes]]:
         yield [tail]
 
 
-def parse_line(raw: bytes, line_no: int) -> Job | BadLine:
+def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | BadLine:
     """One input line to a Job, or a BadLine saying what is wrong with it."""
     derived = f"line-{line_no}"
     try:
         data = loads(raw)
     except ValueError as error:
-        return BadLine(derived, line_no, f"not valid JSON ({_short(error)})")
+        reason = f"not valid JSON ({_short(error)})"
+        return BadLine(derived, line_no, reason, text=_text(raw), code=INVALID_JSON_LINE)
     if not isinstance(data, dict):
-        return BadLine(derived, line_no, "not a JSON object")
+        return BadLine(
+            derived, line_no, "not a JSON object", text=_text(raw), code=INVALID_JSON_LINE
+        )
     custom_id, problem = _custom_id(data, derived)
     if "params" in data:
         params, metadata, sent_metadata = data["params"], data.get("metadata"), None
@@ -200,12 +254,14 @@ def parse_line(raw: bytes, line_no: int) -> Job | BadLine:
         metadata = data.get("metadata")
         sent_metadata = _sent_metadata(metadata)
     if problem:
-        return BadLine(derived, line_no, problem, metadata)
+        return BadLine(derived, line_no, problem, metadata, _text(raw), code=INVALID_CUSTOM_ID)
     if not isinstance(params, dict):
-        return BadLine(custom_id, line_no, "params must be a JSON object", metadata)
-    problem = validate_params(params)
+        return BadLine(custom_id, line_no, "params must be a JSON object", metadata, _text(raw))
+    problem = validate_params(params) or (check(params) if check is not None else None)
     if problem:
-        return BadLine(custom_id, line_no, problem, metadata)
+        return BadLine(
+            custom_id, line_no, problem, metadata, _text(raw), code=problem_code(problem)
+        )
     if sent_metadata is not None:
         params["metadata"] = sent_metadata
     return Job(custom_id=custom_id, params=params, line_no=line_no, metadata=metadata)
@@ -233,6 +289,12 @@ def validate_params(params: dict[str, Any]) -> str | None:
         if problem:
             return f"messages.{index}: {problem}"
     return None
+
+
+def problem_code(problem: str) -> str:
+    """The reason code of a `validate_params` problem."""
+    # Our own messages follow the API's pydantic wording: "<field>: Field required".
+    return MISSING_REQUIRED_PARAMETER if problem.endswith("Field required") else INVALID_REQUEST
 
 
 def _message_problem(message: Any) -> str | None:
@@ -265,9 +327,23 @@ def _sent_metadata(metadata: Any) -> dict[str, Any] | None:
     return None
 
 
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace").strip()
+
+
 def _short(error: Exception) -> str:
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     return text[:120]
+
+
+def rereadable(path: str) -> bool:
+    """A regular file, which can be read twice; not stdin, a pipe or a device."""
+    if path == "-":
+        return False
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def count_lines(path: str) -> int:

@@ -4,6 +4,9 @@
     reservation = await limiter.acquire(Cost(requests=1, input_tokens=900, output_tokens=200))
     limiter.settle(reservation, Cost(requests=1, input_tokens=870, output_tokens=143))
 
+A streamed answer reports its usage as it goes: `progress()` charges what it uses beyond
+its reservation at once, and `settle()` squares the rest at the end.
+
 One token bucket per limited dimension (requests, input tokens, output tokens and the
 classic combined tokens), each holding one minute of its rate and refilled
 continuously, as the API's own buckets are. A request is admitted when every bucket it
@@ -29,8 +32,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from apiproc.clock import Clock, MonotonicClock
+from apiproc.providers.base import ServerLimit
 
 DIMENSIONS = ("requests", "input_tokens", "output_tokens", "tokens")
 
@@ -105,11 +110,14 @@ class Limits:
 
 
 @dataclass(slots=True, frozen=True)
-class ServerLimit:
-    """One dimension of the server's rate-limit headers."""
+class AttemptReport:
+    """What one admitted attempt came back with, handed to `RateLimiter.finish`."""
 
-    limit: float | None = None
-    remaining: float | None = None
+    used: Cost | None  # what the server counted; None: unknown, so the reservation stays
+    server: Mapping[str, ServerLimit] = field(default_factory=lambda: MappingProxyType({}))
+    rate_limited: bool = False  # a 429 from pacing: it consumed nothing
+    retry_after: float | None = None
+    succeeded: bool = False
 
 
 @dataclass(slots=True)
@@ -227,6 +235,7 @@ class RateLimiter:
             self._lock = asyncio.Lock()
         async with self._lock:
             await self._await_discovery()
+            self.check(cost)  # the limits the server just told may be too small for it
             while True:
                 now = self.clock.now()
                 delay = self.wait_time(cost, now)
@@ -256,6 +265,34 @@ class RateLimiter:
             self._wake.set_result(None)
 
     # ---- settlement and the server's word ---------------------------------------------
+
+    def finish(self, reservation: Reservation, report: AttemptReport) -> None:
+        """Everything one attempt tells the limiter, in the one right order: settle the
+        reservation to what was used, then clamp to the server's figures (so a refund never
+        lifts a bucket above what the server says remains), then pause or widen."""
+        self.settle(reservation, reservation.cost if report.used is None else report.used)
+        self.observe(report.server)
+        if report.rate_limited:
+            self.rate_limited(reservation, report.retry_after, report.server)
+        elif report.succeeded:
+            self.confirm(reservation)
+
+    def progress(self, reservation: Reservation, used_so_far: Cost) -> None:
+        """A streamed answer reported its usage so far: charge what goes beyond the
+        reservation now; anything reserved but unused is returned only when it settles."""
+        if reservation.settled:
+            return
+        held = reservation.cost
+        grown = Cost(
+            requests=max(held.requests, used_so_far.requests),
+            input_tokens=max(held.input_tokens, used_so_far.input_tokens),
+            output_tokens=max(held.output_tokens, used_so_far.output_tokens),
+        )
+        if grown == held:
+            return
+        for bucket in self._buckets.values():
+            bucket.level -= grown.of(bucket.dimension) - held.of(bucket.dimension)
+        reservation.cost = grown  # settle() then works from what is now held
 
     def settle(self, reservation: Reservation, actual: Cost) -> None:
         """Return what was reserved but not used; charge what was used beyond it."""

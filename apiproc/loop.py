@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from types import ModuleType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
+    # The run starts outside the `except ImportError` below, so that no error of the run
+    # carries "No module named uvloop" as its context.
+    uvloop = _uvloop()
+    if uvloop is None:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def _uvloop() -> ModuleType | None:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
+        return None
+    return uvloop

@@ -1,13 +1,16 @@
 """Before spending anything: validate a requests file and say what running it will take.
 
-    report = preflight("requests.jsonl")
+    report = preflight("requests.jsonl", facts=provider.model, check=provider.validate)
     low, high = report.implied_seconds(Limits(requests_per_minute=1_000))
+    report.retiring(today, within_days=30)  # models past or near their end of life
 
 Reads the file once, in large batches, validates every line exactly as `run` would
 (bad lines are reported with their line numbers), counts requests, estimated input
 tokens and the output ceiling (the sum of `max_tokens`) per model, and from those the
-cost range and the time the given limits imply. A large file is split at line
-boundaries and measured by one process per core, which is what makes it fast.
+cost range and the time the given limits imply. Each request is priced on its own, as a
+tiered price needs. A large file is split at line boundaries and measured by one process
+per core, which is what makes it fast; `facts` and `check` go to those processes, so they
+must pickle (module-level functions, or methods of a plain provider).
 """
 
 from __future__ import annotations
@@ -16,13 +19,17 @@ import itertools
 import math
 import multiprocessing
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import BinaryIO
 
-from apiproc.jobs import BadLine, JobReader
+from apiproc.jobs import DUPLICATE_CUSTOM_ID, BadLine, Check, JobReader
 from apiproc.limiter import Limits
-from apiproc.pricing import price_for
-from apiproc.tokens import PRIOR_RATIO, TokenEstimator, Usage
+from apiproc.providers.base import BATCH_DISCOUNT, ModelFacts, Usage
+from apiproc.tokens import PRIOR_RATIO, TokenEstimator
+
+Facts = Callable[[str], ModelFacts]
 
 BATCH_LINES = 4_096
 MAX_BAD_LINES_KEPT = 1_000
@@ -33,13 +40,12 @@ MAX_WORKERS = 8
 @dataclass(slots=True)
 class ModelTotals:
     requests: int = 0
-    raw_input_tokens: int = 0
+    input_tokens: int = 0  # cl100k counts corrected by the model's ratio to cl100k
     output_ceiling: int = 0
-
-    @property
-    def input_tokens(self) -> int:
-        """cl100k count corrected by the usual ratio of Claude's tokenizer to cl100k."""
-        return math.ceil(self.raw_input_tokens * PRIOR_RATIO)
+    cost_without_output: float = 0.0  # dollars, each request priced on its own
+    cost_with_all_output: float = 0.0  # the same, had every request used all of max_tokens
+    ratio: float = PRIOR_RATIO  # the model's tokens per cl100k token, as its provider guesses
+    facts: ModelFacts | None = None
 
 
 @dataclass(slots=True)
@@ -64,16 +70,23 @@ class Preflight:
         low = high = 0.0
         unknown: list[str] = []
         for model, totals in sorted(self.by_model.items()):
-            price = price_for(model)
-            if price is None:
+            if totals.facts is None or totals.facts.price is None:
                 unknown.append(model)
                 continue
-            low += price.cost(Usage(input_tokens=totals.input_tokens), batch)
-            high += price.cost(
-                Usage(input_tokens=totals.input_tokens, output_tokens=totals.output_ceiling),
-                batch,
-            )
-        return low, high, unknown
+            low += totals.cost_without_output
+            high += totals.cost_with_all_output
+        # Every token category is discounted alike, so the batch cost is a plain share.
+        discount = BATCH_DISCOUNT if batch else 1.0
+        return low * discount, high * discount, unknown
+
+    def retiring(self, today: date, within_days: int) -> list[tuple[str, date]]:
+        """The models at or past their end of life, or reaching it within `within_days`."""
+        found = []
+        for model, totals in sorted(self.by_model.items()):
+            end = totals.facts.end_of_life if totals.facts is not None else None
+            if end is not None and (end - today).days <= within_days:
+                found.append((model, end))
+        return found
 
     def implied_seconds(self, limits: Limits) -> tuple[float, float] | None:
         """Least and most time the limits imply (outputs of nothing / of max_tokens);
@@ -100,20 +113,33 @@ def _seconds(use: dict[str, int], limits: dict[str, float]) -> float:
     return max(max(0.0, use[name] - limit) / (limit / 60.0) for name, limit in limits.items())
 
 
-def preflight(path: str, workers: int | None = None) -> Preflight:
-    """Validate and measure every line of `path` without sending anything.
+def preflight(
+    path: str, facts: Facts, check: Check | None = None, workers: int | None = None
+) -> Preflight:
+    """Validate and measure every line of `path` without sending anything; `facts(model)`
+    gives each model's token ratio, price and end of life, `check(params)` what the API
+    would refuse.
 
     A large file is split at line boundaries and measured by one process per core.
     """
+    report = _preflight(path, facts, check, workers)
+    for model, totals in report.by_model.items():
+        totals.facts = facts(model)
+        totals.ratio = totals.facts.token_ratio
+    return report
+
+
+def _preflight(path: str, facts: Facts, check: Check | None, workers: int | None) -> Preflight:
     size = os.path.getsize(path)
     if workers is None:
         workers = min(os.cpu_count() or 1, MAX_WORKERS) if size >= PARALLEL_MIN_BYTES else 1
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return _measure(path, 0, size)[0]
+        return _measure(path, 0, size, facts, check)[0]
     ranges = _split(path, size, workers)
     TokenEstimator()  # loads tiktoken's encoding once, before the workers fork
+    parts_args = [(path, start, end, facts, check) for start, end in ranges]
     with multiprocessing.get_context("fork").Pool(len(ranges)) as pool:
-        parts = pool.starmap(_measure, [(path, start, end) for start, end in ranges])
+        parts = pool.starmap(_measure, parts_args)
     return _merge(parts)
 
 
@@ -129,11 +155,13 @@ def _split(path: str, size: int, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(starts) if b > a]
 
 
-def _measure(path: str, start: int, end: int) -> tuple[Preflight, dict[str, int]]:
+def _measure(
+    path: str, start: int, end: int, facts: Facts, check: Check | None
+) -> tuple[Preflight, dict[str, int]]:
     """Measure the lines in [start, end); also return their ids with line numbers."""
-    estimator = TokenEstimator()
+    counter = _Counter(TokenEstimator(), facts)
     report = Preflight()
-    reader = JobReader()
+    reader = JobReader(check)
     ids: dict[str, int] = {}
     pending: list[tuple[str, int, dict]] = []
     with open(path, "rb") as handle:
@@ -154,8 +182,8 @@ def _measure(path: str, start: int, end: int) -> tuple[Preflight, dict[str, int]
                 continue
             pending.append((item.params["model"], item.params["max_tokens"], item.params))
             if len(pending) >= BATCH_LINES:
-                _count(pending, report, estimator)
-    _count(pending, report, estimator)
+                counter.count(pending, report)
+    counter.count(pending, report)
     return report, ids
 
 
@@ -182,14 +210,17 @@ def _merge(parts: list[tuple[Preflight, dict[str, int]]]) -> Preflight:
         for model, totals in part.by_model.items():
             merged = report.by_model.setdefault(model, ModelTotals())
             merged.requests += totals.requests
-            merged.raw_input_tokens += totals.raw_input_tokens
+            merged.input_tokens += totals.input_tokens
             merged.output_ceiling += totals.output_ceiling
+            merged.cost_without_output += totals.cost_without_output
+            merged.cost_with_all_output += totals.cost_with_all_output
         for custom_id, line_no in ids.items():
             if custom_id in seen:
                 # A duplicate across parts: reported, though its tokens stay in the totals.
                 report.requests -= 1
                 reason = f"duplicate custom_id {custom_id!r}: ids must be unique in a file"
-                _add_bad(report, BadLine(f"line-{line_no}", line_no, reason))
+                duplicate = BadLine(f"line-{line_no}", line_no, reason, code=DUPLICATE_CUSTOM_ID)
+                _add_bad(report, duplicate)
             else:
                 seen[custom_id] = line_no
     report.bad.sort(key=lambda bad: bad.line_no)
@@ -203,16 +234,29 @@ def _add_bad(report: Preflight, bad: BadLine, count: bool = True) -> None:
         report.bad.append(bad)
 
 
-def _count(
-    pending: list[tuple[str, int, dict]], report: Preflight, estimator: TokenEstimator
-) -> None:
-    if not pending:
-        return
-    counts = [estimator.count(params) for _, _, params in pending]
-    for (model, max_tokens, _), raw in zip(pending, counts, strict=True):
-        totals = report.by_model.setdefault(model, ModelTotals())
-        totals.requests += 1
-        totals.raw_input_tokens += raw
-        totals.output_ceiling += max_tokens
-    report.requests += len(pending)
-    pending.clear()
+@dataclass(slots=True)
+class _Counter:
+    """Counts and prices batches of requests; each model's facts are asked for once."""
+
+    estimator: TokenEstimator
+    facts: Facts
+    known: dict[str, ModelFacts] = field(default_factory=dict)
+
+    def count(self, pending: list[tuple[str, int, dict]], report: Preflight) -> None:
+        if not pending:
+            return
+        counts = [self.estimator.count(params) for _, _, params in pending]
+        for (model, max_tokens, _), raw in zip(pending, counts, strict=True):
+            facts = self.known.get(model) or self.known.setdefault(model, self.facts(model))
+            input_tokens = math.ceil(raw * facts.token_ratio)
+            totals = report.by_model.setdefault(model, ModelTotals())
+            totals.requests += 1
+            totals.input_tokens += input_tokens
+            totals.output_ceiling += max_tokens
+            if facts.price is not None:
+                totals.cost_without_output += facts.price.cost(Usage(input_tokens=input_tokens))
+                totals.cost_with_all_output += facts.price.cost(
+                    Usage(input_tokens=input_tokens, output_tokens=max_tokens)
+                )
+        report.requests += len(pending)
+        pending.clear()

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,10 +31,12 @@ from apiproc.engine import Engine, RunStats
 from apiproc.jobs import count_lines
 from apiproc.limiter import Limits
 from apiproc.preflight import Preflight
-from apiproc.pricing import PRICES_AS_OF, cache_savings, total_cost
-from apiproc.tokens import PRIOR_RATIO, Usage
+from apiproc.pricing import cache_savings, total_cost
+from apiproc.providers.base import Usage
+from apiproc.results import first_few, resumable
 
 RATE_WINDOW_SECONDS = 60.0
+RETIREMENT_NOTICE_DAYS = 30
 LIVE_REFRESH_SECONDS = 0.5
 
 
@@ -167,6 +170,20 @@ def live_view(shot: Snapshot) -> Group:
     )
 
 
+def retirement_text(model: str, end: date, today: date) -> str:
+    """What a model's end of life means for this file, with the date."""
+    if end <= today:
+        return (
+            f"{model} reached its end of life on {end.isoformat()}; the API answers 404 "
+            "for it, so move its lines to a current model."
+        )
+    days = (end - today).days
+    return (
+        f"{model} reaches its end of life on {end.isoformat()} (in {days} days); from "
+        "then on the API answers 404 for it."
+    )
+
+
 def cache_hit_rate(usage: Usage) -> float | None:
     """Cache read tokens over cacheable tokens (read or written); None if nothing was."""
     cacheable = usage.cache_read_input_tokens + usage.cache_creation_input_tokens
@@ -179,7 +196,7 @@ def cache_text(stats: RunStats) -> str | None:
     rate = cache_hit_rate(usage)
     if rate is None:
         return None
-    saved = cache_savings(stats.usage_by_model)
+    saved = cache_savings(stats.bills)
     effect = f"saved ${saved:,.4f} against" if saved >= 0 else f"cost ${-saved:,.4f} above"
     return (
         f"{usage.cache_creation_input_tokens:,} tokens written, "
@@ -189,8 +206,8 @@ def cache_text(stats: RunStats) -> str | None:
 
 
 def cost_text(stats: RunStats) -> str:
-    dollars, unknown = total_cost(stats.usage_by_model)
-    known = len(stats.usage_by_model) - len(unknown)
+    dollars, unknown = total_cost(stats.bills)
+    known = len(stats.bills) - len(unknown)
     parts = [f"${dollars:,.4f}"] if known or not unknown else []
     if unknown:
         parts.append("cost unknown for " + ", ".join(unknown))
@@ -208,6 +225,12 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
     ]
     if stats.skipped:
         lines.append(f"Skipped:   {stats.skipped:,} already in the output from earlier runs")
+    if stats.changed:
+        lines.append(
+            f"Changed:   {len(stats.changed):,} not sent: their id has a result in the output "
+            f"that answered another request ({first_few(stats.changed)}); to replace those "
+            "results, save the input to a file and rerun from it with --force"
+        )
     lines += [
         f"Attempts:  {stats.attempts:,} ({stats.retries:,} retries, "
         f"{stats.rate_limited:,} answered 429)",
@@ -219,7 +242,7 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
         f"Rate:      {_per_minute(stats.done, elapsed):,.0f} requests/min, "
         f"{_per_minute(counted_input, elapsed):,.0f} input tokens/min (cache reads aside), "
         f"{_per_minute(usage.output_tokens, elapsed):,.0f} output tokens/min",
-        f"Cost:      {cost_text(stats)} (prices of {PRICES_AS_OF})",
+        f"Cost:      {cost_text(stats)} (prices of {stats.prices_as_of})",
         f"Output:    {'stdout' if output_path == '-' else output_path}",
     ]
     if stats.estimates:
@@ -230,24 +253,45 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
                 for model, (ratio, count) in sorted(stats.estimates.items())
             )
         )
-    if stats.fatal:
-        lines.append(f"Stopped:   {stats.fatal}")
-    if stats.interrupted:
+    if stats.unwritten:
         lines.append(
-            f"Stopped:   by {stats.interrupted}"
-            + (
-                f"; {stats.abandoned:,} requests in flight were abandoned"
-                if stats.abandoned
-                else ""
-            )
+            f"Unwritten: {len(stats.unwritten):,} answered (and paid for) but not written: "
+            f"{first_few(stats.unwritten)}"
         )
+    elif stats.unrecorded and not (stats.fatal or stats.interrupted):
+        lines.append(
+            f"Missing:   {stats.unrecorded:,} requests read have no result line "
+            "(an internal error); a rerun sends them"
+        )
+    abandoned = (
+        f"; {stats.abandoned:,} requests in flight were abandoned" if stats.abandoned else ""
+    )
+    hurried = f"; {stats.hurried} cut the wait short" if stats.hurried else ""
+    for cause in (stats.write_error, stats.fatal):
+        if cause:
+            lines.append(f"Stopped:   {cause}{hurried}{abandoned}")
+            abandoned = hurried = ""
+    if stats.interrupted:
+        lines.append(f"Stopped:   by {stats.interrupted}{abandoned}")
     return lines
+
+
+def resume_line(stats: RunStats, output_path: str, command: str | None) -> str | None:
+    """How to go on after a run that left requests without a result line."""
+    if not command or not (stats.interrupted or stats.fatal or stats.unwritten or stats.unrecorded):
+        return None
+    if not resumable(output_path):
+        return (
+            "Resume:    the output is not a file, so a rerun sends every request again; "
+            "write to a file (-o results.jsonl) to be able to resume"
+        )
+    return f"Resume:    {command}"
 
 
 def summary_record(stats: RunStats, output_path: str) -> dict[str, Any]:
     """The summary as JSON, for monitoring (--summary-json)."""
     usage = stats.usage
-    dollars, unknown = total_cost(stats.usage_by_model)
+    dollars, unknown = total_cost(stats.bills)
     return {
         "succeeded": stats.succeeded,
         "errored": stats.errored_total,
@@ -266,12 +310,15 @@ def summary_record(stats: RunStats, output_path: str) -> dict[str, Any]:
         "requests_per_minute": round(_per_minute(stats.done, stats.elapsed), 1),
         "cost_usd": round(dollars, 6),
         "cost_unknown_models": unknown,
-        "prices_as_of": PRICES_AS_OF,
+        "prices_as_of": stats.prices_as_of,
         "estimates": {
             model: {"input_ratio": ratio, "answers": count}
             for model, (ratio, count) in stats.estimates.items()
         },
-        "stopped": stats.fatal or stats.interrupted,
+        "stopped": stats.write_error or stats.fatal or stats.interrupted,
+        "unwritten": stats.unwritten,
+        "changed": stats.changed,
+        "unrecorded": stats.unrecorded,
         "output": output_path,
     }
 
@@ -331,8 +378,9 @@ class Reporter:
 
     def summary(self, stats: RunStats, output_path: str, resume_command: str | None) -> None:
         lines = summary_lines(stats, output_path)
-        if resume_command and (stats.interrupted or stats.fatal):
-            lines.append(f"Resume:    {resume_command}")
+        resume = resume_line(stats, output_path, resume_command)
+        if resume:
+            lines.append(resume)
         self.line("\n".join(lines))
 
     def write_summary_json(self, stats: RunStats, output_path: str, path: str) -> None:
@@ -345,7 +393,9 @@ class Reporter:
         self.line(f"Error: {message}")
 
 
-def print_estimate(report: Preflight, limits: Limits, show_bad_lines: int) -> None:
+def print_estimate(
+    report: Preflight, limits: Limits, show_bad_lines: int, prices_as_of: str, today: date
+) -> None:
     """The `estimate` command's table, on stdout."""
     console = Console(highlight=False)
     table = Table(title="apiproc estimate (no API called)", show_footer=True)
@@ -367,13 +417,14 @@ def print_estimate(report: Preflight, limits: Limits, show_bad_lines: int) -> No
         f"Lines: {report.lines:,}; valid requests {report.requests:,}; "
         f"bad lines {report.bad_lines:,}"
     )
+    ratios = sorted({f"{totals.ratio:g}" for totals in report.by_model.values()})
     console.print(
-        f"Input estimate: cl100k count x {PRIOR_RATIO} (Claude's tokenizer counts more; "
-        "a run learns the real ratio)"
+        f"Input estimate: cl100k count x {' or '.join(ratios) or '1'} (the model's tokenizer "
+        "counts more; a run learns the real ratio)"
     )
     console.print(
         f"Cost online: ${low:,.2f} to ${high:,.2f}; with the Batches API: "
-        f"${batch_low:,.2f} to ${batch_high:,.2f} (prices of {PRICES_AS_OF}; "
+        f"${batch_low:,.2f} to ${batch_high:,.2f} (prices of {prices_as_of}; "
         "from no output to every max_tokens used)"
     )
     if unknown:
@@ -383,6 +434,8 @@ def print_estimate(report: Preflight, limits: Limits, show_bad_lines: int) -> No
         console.print("Time: give --max-requests-per-minute / token limits to see it")
     else:
         console.print(f"Time at these limits: {_duration(implied[0])} to {_duration(implied[1])}")
+    for model, end in report.retiring(today, RETIREMENT_NOTICE_DAYS):
+        console.print(f"Warning: {retirement_text(model, end, today)}", markup=False)
     for bad in report.bad[:show_bad_lines]:
         console.print(f"bad line {bad.line_no}: {bad.reason}", markup=False)
     if report.bad_lines > show_bad_lines:

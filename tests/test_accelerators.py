@@ -41,3 +41,23 @@ def test_without_uvloop_the_standard_loop_runs_the_job(monkeypatch: pytest.Monke
         return type(asyncio.get_running_loop()).__module__
 
     assert loop.run(which_loop()).startswith("asyncio")
+
+
+def test_an_error_of_the_run_carries_no_uvloop_import_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_import = builtins.__import__
+
+    def no_uvloop(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "uvloop":
+            raise ImportError("No module named 'uvloop'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_uvloop)
+
+    async def fails() -> None:
+        raise RuntimeError("a bug of ours")
+
+    with pytest.raises(RuntimeError) as raised:
+        loop.run(fails())
+    assert raised.value.__context__ is None

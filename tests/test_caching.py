@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from apiproc.caching import PrefixGroups, add_system_breakpoint, cached_prefix
+from apiproc.caching import PrefixGroups, cached_prefix, with_system_breakpoint
 from apiproc.clock import ManualClock
 from apiproc.jobs import Job
 from apiproc.limiter import Cost
-from apiproc.providers.anthropic import min_cacheable_tokens
-from apiproc.providers.base import Outcome, Verdict
-from apiproc.tokens import TokenEstimator, Usage
+from apiproc.providers.anthropic_models import min_cacheable_tokens, model_facts
+from apiproc.providers.base import Outcome, Usage, Verdict
+from apiproc.tokens import TokenEstimator
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"
 LONG = "a long shared document " * 400
 MARK = {"type": "ephemeral"}
 
@@ -117,8 +117,11 @@ def test_tool_choice_changes_a_messages_prefix_only() -> None:
 def test_use_caching_turns_a_string_system_prompt_into_a_marked_block() -> None:
     params = request(system=LONG)
     params["system"] = LONG
-    assert add_system_breakpoint(params)
-    assert params["system"] == [{"type": "text", "text": LONG, "cache_control": MARK}]
+    before = copy.deepcopy(params)
+    marked = with_system_breakpoint(params)
+    assert marked is not None
+    assert marked["system"] == [{"type": "text", "text": LONG, "cache_control": MARK}]
+    assert params == before  # the request as read stays as it was
 
 
 def test_use_caching_leaves_a_request_with_its_own_breakpoint_alone() -> None:
@@ -130,7 +133,7 @@ def test_use_caching_leaves_a_request_with_its_own_breakpoint_alone() -> None:
         ],
     }
     before = copy.deepcopy(params)
-    assert not add_system_breakpoint(params)
+    assert with_system_breakpoint(params) is None
     assert params == before
 
 
@@ -156,6 +159,7 @@ class Harness:
             TokenEstimator(),
             release=lambda jobs: self.released.extend(job.custom_id for job in jobs),
             wake=lambda delay, callback: self.wakes.append((delay, callback)),
+            facts=model_facts,
             **options,
         )
         self.jobs: dict[str, Job] = {}

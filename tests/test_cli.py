@@ -166,6 +166,34 @@ def test_retries_stop_at_max_attempts_with_the_last_error(
     assert len(messages_seen(simulator)) == 3
 
 
+@pytest.mark.simulator(rate_429=0.6, seed=11)
+def test_a_429_storm_longer_than_max_attempts_does_not_turn_requests_into_errors(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(16)])
+    done = run_against(simulator, source, tmp_path / "out.jsonl", "--max-attempts", "1")
+    assert done.returncode == 0, done.stderr
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert sorted(r["custom_id"] for r in records) == sorted(f"line-{n}" for n in range(1, 17))
+    assert all(r["result"]["type"] == "succeeded" for r in records)
+    limited = Counter(
+        s.body["messages"][0]["content"] for s in messages_seen(simulator) if s.status == 429
+    )
+    assert max(limited.values()) >= 2  # more 429s in a row than --max-attempts allows
+    assert max(r["attempts"] for r in records) >= 3
+
+
+@pytest.mark.simulator(rate_429=1.0)
+def test_429s_have_their_own_bound(simulator: Simulator, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [request_line(1)])
+    done = run_against(simulator, source, tmp_path / "out.jsonl", "--max-rate-limit-retries", "2")
+    assert done.returncode == 1
+    (record,) = read_jsonl(tmp_path / "out.jsonl")
+    assert record["attempts"] == 3
+    assert record["result"]["error"]["error"]["type"] == "rate_limit_error"
+    assert len(messages_seen(simulator)) == 3
+
+
 @pytest.mark.simulator(api_key="sk-ant-the-right-key")
 def test_a_rejected_api_key_stops_the_run_quickly(simulator: Simulator, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(50)])
@@ -184,6 +212,21 @@ def test_the_spend_cap_stops_the_run(simulator: Simulator, tmp_path: Path) -> No
     assert done.returncode == 3
     assert "rate_limit_error" in done.stderr
     assert len(messages_seen(simulator)) < 20
+
+
+@pytest.mark.simulator(user_spend_limit_after=3)
+def test_the_user_set_spend_limit_stops_the_run_without_an_error_line_per_request(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(200)])
+    done = run_against(simulator, source, tmp_path / "out.jsonl", "--max-requests-per-minute", "60")
+    assert done.returncode == 3, done.stderr
+    assert "You have reached your specified API usage limits" in done.stderr
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["result"]["type"] for r in records] == ["succeeded"] * 3
+    statuses = Counter(s.status for s in messages_seen(simulator))
+    assert statuses[200] == 3 and 0 < statuses[400] < 20
+    assert "Resume:" in done.stderr
 
 
 @pytest.mark.simulator(requests_per_minute=120, window_seconds=1.0)
@@ -354,3 +397,19 @@ def test_max_tokens_accounting_reserves_max_tokens_where_the_server_charges_it(
     statuses = Counter(s.status for s in messages_seen(simulator))
     assert statuses[200] == 40
     assert (statuses[429] > 0) is meets_429
+
+
+@pytest.mark.simulator(input_tokens_per_minute=1_000)
+def test_a_request_larger_than_a_limit_learned_from_the_server_is_never_sent(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    # No limits given: the first request goes alone to learn them, and the large one
+    # waits behind it until the server's headers say how much an input-token bucket holds.
+    big = request_line(2, messages=[{"role": "user", "content": "word " * 3000}])
+    source = write_jsonl(tmp_path / "in.jsonl", [request_line(1), big])
+    done = run_against(simulator, source, tmp_path / "out.jsonl")
+    assert done.returncode == 1, done.stderr
+    records = {r["custom_id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
+    assert "can never be admitted" in records["line-2"]["result"]["error"]["error"]["message"]
+    assert records["line-1"]["result"]["type"] == "succeeded"
+    assert [s.body["messages"] for s in messages_seen(simulator)] == [request_line(1)["messages"]]

@@ -11,7 +11,7 @@ from test_cli import messages_seen, run_against
 
 from apiproc.simulator import SeenRequest, Simulator
 
-MODEL = "claude-sonnet-4-5"  # caches prefixes of 1,024 tokens and more
+MODEL = "claude-sonnet-4-6"  # caches prefixes of 1,024 tokens and more
 LATENCY = 0.3
 MARK = {"type": "ephemeral"}
 FAST = ("--max-requests-per-minute", "4000", "--max-concurrency", "50")

@@ -266,3 +266,27 @@ def test_net_admissions_in_any_window_never_exceed_capacity_plus_rate_times_wind
         for end in times[i:]:
             taken = sum(amount for t, amount in events if start <= t <= end)
             assert taken <= limit + rate * (end - start) + 1e-6 * limit
+
+
+def test_streamed_progress_charges_beyond_the_reservation_as_reported() -> None:
+    clock = ManualClock()
+    lim = limiter(clock, output_tokens_per_minute=6_000)
+    reservation = lim.take(request(output_tokens=1_000))
+    lim.progress(reservation, request(output_tokens=3_000))
+    # 6,000 - 3,000 used so far: 3,000 fit now, 3,001 do not.
+    assert lim.wait_time(request(output_tokens=3_000), clock.now()) == 0
+    assert lim.wait_time(request(output_tokens=3_001), clock.now()) > 0
+    lim.progress(reservation, request(output_tokens=3_500))
+    lim.settle(reservation, request(output_tokens=3_500))
+    assert lim.wait_time(request(output_tokens=2_500), clock.now()) == 0
+    assert lim.wait_time(request(output_tokens=2_501), clock.now()) > 0
+
+
+def test_streamed_progress_below_the_reservation_refunds_nothing_before_it_settles() -> None:
+    clock = ManualClock()
+    lim = limiter(clock, output_tokens_per_minute=6_000)
+    reservation = lim.take(request(output_tokens=4_000))
+    lim.progress(reservation, request(output_tokens=500))
+    assert lim.wait_time(request(output_tokens=2_001), clock.now()) > 0
+    lim.settle(reservation, request(output_tokens=500))
+    assert lim.wait_time(request(output_tokens=5_500), clock.now()) == 0

@@ -155,12 +155,13 @@ def test_estimate_validates_and_measures_without_calling_any_api(tmp_path: Path)
 
 def test_estimate_split_across_processes_agrees_with_one_process(tmp_path: Path) -> None:
     from apiproc.preflight import preflight
+    from apiproc.providers.anthropic_models import model_facts
 
     # 500 ids come back near the end: duplicates of lines in another worker's part.
     rows = [request_line(n, custom_id=f"id-{n % 30_000}") for n in range(30_500)]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
-    one = preflight(str(source), workers=1)
-    two = preflight(str(source), workers=2)
+    one = preflight(str(source), model_facts, workers=1)
+    two = preflight(str(source), model_facts, workers=2)
     assert one.requests == two.requests == 30_000
     assert one.bad_lines == two.bad_lines == 500
     assert [bad.line_no for bad in two.bad][:3] == [30_001, 30_002, 30_003]

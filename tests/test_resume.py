@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, read_jsonl, request_line, run_against, write_jsonl
 
+from apiproc.jobs import request_fingerprint
 from apiproc.simulator import Simulator
 
 KEY = "sk-ant-resume-test-key"
@@ -73,7 +76,7 @@ def test_a_torn_last_line_is_repaired_and_its_request_sent_again(
     assert read_jsonl(output)[-1]["custom_id"] == torn_id
 
 
-def test_resuming_into_the_output_of_another_input_is_refused_unless_forced(
+def test_resuming_with_other_requests_under_the_same_ids_is_refused_unless_forced(
     simulator: Simulator, tmp_path: Path
 ) -> None:
     output = tmp_path / "out.jsonl"
@@ -82,11 +85,15 @@ def test_resuming_into_the_output_of_another_input_is_refused_unless_forced(
     assert run(simulator, first, output).returncode == 0
     refused = run(simulator, other, output)
     assert refused.returncode == 2
-    assert "holds results of another input" in refused.stderr
+    assert "3 lines of" in refused.stderr and "line-1, line-2, line-3" in refused.stderr
     assert "Traceback" not in refused.stderr
+    assert succeeded_at_server(simulator) == 3
     forced = run(simulator, other, output, "--force")
-    assert forced.returncode == 0
-    assert len(read_jsonl(output)) == 3  # same line-N ids: already final
+    assert forced.returncode == 0, forced.stderr
+    assert succeeded_at_server(simulator) == 6
+    assert ids_in(output) == Counter({"line-1": 1, "line-2": 1, "line-3": 1})
+    answered = {record["fingerprint"] for record in read_jsonl(output)}
+    assert answered == {request_fingerprint(request_line(n + 100)) for n in range(3)}
 
 
 def test_lines_appended_to_the_input_are_picked_up_on_resume(
@@ -169,6 +176,19 @@ def start(simulator: Simulator, source: Path, output: Path, *extra: str) -> subp
     )
 
 
+PROGRESS = ("--progress-every", "0.05")
+
+
+def wait_for_line(process: subprocess.Popen, wanted: Callable[[str], bool]) -> str:
+    """Read the run's stderr until a line it prints shows the moment has come."""
+    assert process.stderr is not None
+    for _ in range(10_000):  # bounded: a line that never comes fails the test, not hangs it
+        line = process.stderr.readline()
+        if not line or wanted(line):
+            return line
+    return ""
+
+
 @pytest.mark.simulator(latency=0.1, latency_jitter=0.05)
 def test_sigkill_at_random_moments_then_rerun_until_done(
     simulator: Simulator, tmp_path: Path
@@ -208,9 +228,9 @@ def test_a_signal_stops_gracefully_and_the_rerun_completes_the_rest(
 ) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(300)])
     output = tmp_path / "out.jsonl"
-    process = start(simulator, source, output, "--max-concurrency", "10")
-    time.sleep(1.5)
-    process.send_signal(sig)
+    process = start(simulator, source, output, "--max-concurrency", "10", *PROGRESS)
+    wait_for_line(process, lambda line: re.match(r"[1-9][\d,]*/300 done", line) is not None)
+    process.send_signal(sig)  # at least one result is written, more are in flight
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == status, stderr
     assert "finishing the requests in flight" in stderr
@@ -230,15 +250,34 @@ def test_a_signal_stops_gracefully_and_the_rerun_completes_the_rest(
 @pytest.mark.simulator(latency=5.0)
 def test_a_second_signal_exits_at_once(simulator: Simulator, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(20)])
-    process = start(simulator, source, tmp_path / "out.jsonl")
-    time.sleep(1.5)
+    process = start(simulator, source, tmp_path / "out.jsonl", *PROGRESS)
+    wait_for_line(process, lambda line: " done (" in line)  # under way, requests in flight
     process.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    wait_for_line(process, lambda line: "finishing the requests in flight" in line)
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=30)
     assert process.returncode == 130
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.simulator(latency=30.0, spend_limit_after=2)
+def test_a_signal_after_a_fatal_stop_cuts_the_wait_for_requests_in_flight_short(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(50)])
+    process = start(simulator, source, tmp_path / "out.jsonl", "--max-requests-per-minute", "600")
+    line = wait_for_line(process, lambda line: "stopping:" in line)  # the spend cap is met
+    assert "usage limits" in line, line
+    process.send_signal(signal.SIGINT)
+    # The two accepted requests take 30 s to answer, and the grace period is 30 s.
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 3, stderr
+    assert "SIGINT: no longer waiting for the requests in flight" in stderr
+    assert "SIGINT cut the wait short; " in stderr and "in flight were abandoned" in stderr
+    assert "Resume:" in stderr
+    assert simulator.stats.succeeded == 0  # nothing answered: they were not waited for
+    assert (tmp_path / "out.jsonl").read_text() == ""  # and no error line for the rest
 
 
 def test_fsync_option_runs(simulator: Simulator, tmp_path: Path) -> None:

@@ -51,6 +51,26 @@ def test_spend_limit_429_stops_the_run() -> None:
     assert provider.classify(429, {}, body).verdict is Verdict.FATAL
 
 
+def user_spend_limit(message: str, kind: str = "invalid_request_error") -> bytes:
+    return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "You have reached your specified API usage limits. You will regain access on ...",
+        "You have reached your specified workspace API usage limits. ...",
+    ],
+)
+def test_the_user_set_spend_limit_400_stops_the_run(message: str) -> None:
+    assert provider.classify(400, {}, user_spend_limit(message)).verdict is Verdict.FATAL
+
+
+def test_other_400s_about_usage_stay_permanent() -> None:
+    other = user_spend_limit("max_tokens: You have reached your specified maximum")
+    assert provider.classify(400, {}, other).verdict is Verdict.PERMANENT
+
+
 def test_rate_limit_message_text_does_not_change_the_verdict() -> None:
     body = json.dumps(
         {"type": "error", "error": {"type": "api_error", "message": "Rate limit exceeded"}}

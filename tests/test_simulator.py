@@ -22,7 +22,7 @@ from apiproc.simulator import (
 )
 
 HEADERS = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}
-MODEL = "claude-sonnet-4-5"  # minimum cacheable prefix: 1,024 tokens
+MODEL = "claude-sonnet-4-6"  # minimum cacheable prefix: 1,024 tokens
 SCENARIO_TIMEOUT = 10.0
 RFC3339_SECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 RATE_LIMIT_HEADERS = [
@@ -257,7 +257,7 @@ def test_unknown_model_is_404_not_found_error() -> None:
         ({"messages": []}, "messages: at least one message is required"),
         ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role: Input should"),
         ({"system": 42}, "system: Input should be a valid string or list"),
-        ({"stream": True}, "stream: streaming is not supported by this simulator"),
+        ({"stream": "yes"}, "stream: Input should be a valid boolean"),
     ],
 )
 def test_invalid_body_is_400_with_the_field_named(change: dict[str, Any], message: str) -> None:

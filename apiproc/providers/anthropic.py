@@ -1,32 +1,74 @@
 """The Anthropic Messages API: headers, answers, error classes, rate-limit headers.
 
     provider = AnthropicProvider(api_key=key, url="https://api.anthropic.com/v1/messages")
-    body, headers = provider.body(params), provider.headers
+    problem = provider.validate(params)          # what the chosen anthropic-version refuses
+    request = provider.request(params)           # url and body; session_headers on every one
     outcome = provider.classify(200, response_headers, response_bytes)
+    decoder = provider.decoder(200, response_headers)  # for a text/event-stream answer
 
-Retry decisions follow the HTTP status and the error's `type`, never its message text,
-and `x-should-retry` when the server sends it.
+Retry decisions follow the HTTP status and the error's `type` and `x-should-retry` when
+the server sends it; message text only for the user-set spend limit, which the API tells
+apart in no other way. An `error` event inside a streamed 200 is judged as the status its
+type stands for, so an `overloaded_error` is retried like a 529.
+
+Which requests stream (`transport`): `plain` sends none, `stream` sends all, and `auto`
+streams a line that asks for it (`"stream": true`) and one whose `max_tokens` could keep a
+non-streaming answer past the timeout. That is the official SDK's rule with our timeout in
+place of its ten minutes: it expects up to an hour per 128,000 output tokens, and some
+models refuse long non-streaming answers outright (`MODEL_NONSTREAMING_TOKENS`).
 """
 
 from __future__ import annotations
 
 import email.utils
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from apiproc.jsonio import dumps, loads
-from apiproc.limiter import ServerLimit
-from apiproc.providers.base import Outcome, Verdict
-from apiproc.tokens import Usage
+from apiproc.providers.anthropic_models import PRICES_AS_OF, model_facts, model_family
+from apiproc.providers.anthropic_stream import MessageAssembler
+from apiproc.providers.anthropic_versions import VERSION_2023, version_problem
+from apiproc.providers.base import HttpRequest, ModelFacts, Outcome, ServerLimit, Usage, Verdict
+from apiproc.providers.sse import SseParser
 
 DEFAULT_URL = "https://api.anthropic.com/v1/messages"
-DEFAULT_VERSION = "2023-06-01"
+# 2023-06-01 stays the default: it is still accepted, with no announced sunset, and
+# it takes `temperature`, which many files carry; 2026-10-21 is one option away.
+DEFAULT_VERSION = VERSION_2023
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 FATAL_STATUSES = frozenset({401, 402, 403})
+# Error types of answers that may not recur later (the others answer the request itself).
+TRANSIENT_ERROR_TYPES = frozenset(
+    {"rate_limit_error", "overloaded_error", "api_error", "timeout_error", "conflict_error"}
+)
 SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
+# The user-set (organisation or workspace) spend limit is a plain 400 invalid_request_error
+# whose message is the only signal the API gives: "You have reached your specified API usage
+# limits" or "... your specified workspace API usage limits".
+USER_SPEND_LIMIT_START = "you have reached your specified"
+USER_SPEND_LIMIT_WORDS = "api usage limits"
 LONGEST_RETRY_AFTER = 600.0
+DEFAULT_TIMEOUT = 600.0
+# The SDK's worst case for a generation (`_calculate_nonstreaming_timeout`): an hour for
+# 128,000 output tokens.
+SECONDS_PER_OUTPUT_TOKEN = 3_600 / 128_000
+# The SDK's MODEL_NONSTREAMING_TOKENS, by model family; it lists Opus 4.1 only under its
+# cloud ids, but the model is the same, so it is capped here too.
+NONSTREAMING_MAX_TOKENS = {"claude-opus-4": 8_192, "claude-opus-4-1": 8_192}
+# The status an `error` event's type stands for, to judge it as that answer would be.
+STATUS_OF_ERROR = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
 # (limiter dimension, limit header, remaining header)
 RATE_LIMIT_HEADERS = tuple(
     (dimension, f"anthropic-ratelimit-{name}-limit", f"anthropic-ratelimit-{name}-remaining")
@@ -40,7 +82,10 @@ RATE_LIMIT_HEADERS = tuple(
 
 
 class AnthropicProvider:
+    """The Messages API at api.anthropic.com (or the bundled simulator)."""
+
     name = "anthropic"
+    prices_as_of = PRICES_AS_OF
 
     def __init__(
         self,
@@ -48,19 +93,67 @@ class AnthropicProvider:
         url: str = DEFAULT_URL,
         version: str = DEFAULT_VERSION,
         betas: tuple[str, ...] = (),
+        transport: str = "auto",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.url = url
-        self.headers = {
+        self.version = version
+        self.transport = transport
+        self.timeout = timeout
+        self._headers = {
             "x-api-key": api_key,
             "anthropic-version": version,
             "content-type": "application/json",
             "accept": "application/json",
         }
         if betas:
-            self.headers["anthropic-beta"] = ",".join(betas)
+            self._headers["anthropic-beta"] = ",".join(betas)
+
+    @property
+    def session_headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    def validate(self, params: dict[str, Any]) -> str | None:
+        return version_problem(params, self.version)
+
+    def request(self, params: dict[str, Any]) -> HttpRequest:
+        if not self.streams(params):
+            if "stream" in params:
+                params = {key: value for key, value in params.items() if key != "stream"}
+            return HttpRequest(self.url, self.body(params))
+        return HttpRequest(
+            self.url,
+            self.body({**params, "stream": True}),
+            headers={"accept": "text/event-stream"},
+            stream=True,
+            time_limit=max(self.timeout, _longest_generation(params)),
+        )
+
+    def streams(self, params: dict[str, Any]) -> bool:
+        """Whether `params` are sent as a stream under this provider's transport."""
+        if self.transport != "auto":
+            return self.transport == "stream"
+        if params.get("stream") is True:
+            return True
+        if _longest_generation(params) > self.timeout:
+            return True
+        cap = NONSTREAMING_MAX_TOKENS.get(model_family(str(params.get("model", ""))))
+        return cap is not None and _max_tokens(params) > cap
 
     def body(self, params: dict[str, Any]) -> bytes:
         return dumps(params)
+
+    def decoder(self, status: int, headers: Mapping[str, str]) -> AnthropicStreamDecoder | None:
+        content_type = headers.get("content-type", "")
+        if status != 200 or not content_type.startswith("text/event-stream"):
+            return None
+        return AnthropicStreamDecoder(headers)
+
+    def model(self, model: str) -> ModelFacts:
+        return model_facts(model)
+
+    def transient_error(self, error_type: str) -> bool:
+        return error_type in TRANSIENT_ERROR_TYPES
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         """Turn one HTTP answer into an Outcome."""
@@ -99,10 +192,71 @@ class AnthropicProvider:
         return outcome
 
 
+class AnthropicStreamDecoder:
+    """One streamed answer: parses its events as they arrive and judges it at the end."""
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._server = server_limits(headers)
+        self._request_id = headers.get("request-id")
+        self._events = SseParser()
+        self._message = MessageAssembler()
+
+    def feed(self, chunk: bytes) -> Usage | None:
+        reported = False
+        for event in self._events.feed(chunk):
+            if event.name == "ping":
+                continue
+            parsed = _json_or_none(event.data.encode())
+            if parsed is None:
+                self._message.broken = f"a {event.name} event whose data is not JSON"
+                continue
+            reported = self._message.apply(parsed) or reported
+        message = self._message.message
+        return parse_usage(message["usage"]) if reported and message is not None else None
+
+    def finish(self) -> Outcome:
+        assembled = self._message
+        if assembled.error is not None:
+            return self._failed(assembled.error)
+        if assembled.broken is not None or not assembled.complete or assembled.message is None:
+            reason = assembled.broken or "the stream ended before message_stop"
+            return self._failed({"type": "api_error", "message": reason})
+        message = assembled.message
+        return Outcome(
+            Verdict.SUCCESS,
+            200,
+            message=message,
+            usage=parse_usage(message.get("usage")),
+            request_id=self._request_id,
+            server=self._server,
+        )
+
+    def _failed(self, error: dict[str, Any]) -> Outcome:
+        status = STATUS_OF_ERROR.get(str(error.get("type")), 500)
+        return Outcome(
+            _verdict(status, {}, error),
+            200,
+            error=error,
+            request_id=self._request_id,
+            server=self._server,
+        )
+
+
+def _longest_generation(params: dict[str, Any]) -> float:
+    """Seconds the SDK allows for generating `max_tokens` tokens in the worst case."""
+    return _max_tokens(params) * SECONDS_PER_OUTPUT_TOKEN
+
+
+def _max_tokens(params: dict[str, Any]) -> int:
+    return _int(params.get("max_tokens"))
+
+
 def _verdict(status: int, headers: Mapping[str, str], error: dict[str, Any]) -> Verdict:
     if status in FATAL_STATUSES:
         return Verdict.FATAL
     if status == 429 and _details_code(error) == SPEND_LIMIT_CODE:
+        return Verdict.FATAL
+    if status == 400 and _user_spend_limit(error):
         return Verdict.FATAL
     should_retry = headers.get("x-should-retry")
     if should_retry == "true":
@@ -180,6 +334,16 @@ def _not_json_error(status: int, headers: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def _user_spend_limit(error: dict[str, Any]) -> bool:
+    """The 400 of a spend limit the user set: every further request would get it too."""
+    message = str(error.get("message", "")).lower()
+    return (
+        error.get("type") == "invalid_request_error"
+        and message.startswith(USER_SPEND_LIMIT_START)
+        and USER_SPEND_LIMIT_WORDS in message
+    )
+
+
 def _details_code(error: dict[str, Any]) -> str | None:
     details = error.get("details")
     return details.get("error_code") if isinstance(details, dict) else None
@@ -205,55 +369,3 @@ def _float(value: str | None) -> float | None:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-# Models whose cache reads still count toward the input-tokens-per-minute limit
-# (marked † in the rate-limit docs: Haiku 3.5 in 2026; Haiku 3 and Opus 3 in 2025).
-CACHE_READS_COUNTED = ("claude-3-5-haiku", "claude-3-haiku", "claude-3-opus")
-
-# Shortest prefix the API caches, by model family (prompt-caching docs of 2025-12; the
-# 2026 figures from quotes of the 2026 page). A shorter prefix is sent uncached, silently.
-MIN_CACHEABLE_TOKENS = {
-    "claude-opus-5-5": 512,
-    "claude-opus-5": 512,
-    "claude-sonnet-5-5": 512,
-    "claude-haiku-5-5": 512,
-    "claude-fable-5-1": 512,
-    "claude-fable-5": 512,
-    "claude-mythos-5-1": 512,
-    "claude-mythos-5": 512,
-    "claude-mythos-preview": 2_048,
-    "claude-opus-4-8": 1_024,
-    "claude-opus-4-7": 2_048,
-    "claude-opus-4-6": 4_096,
-    "claude-opus-4-5": 4_096,
-    "claude-opus-4-1": 1_024,
-    "claude-opus-4": 1_024,
-    "claude-sonnet-5": 1_024,
-    "claude-sonnet-4-6": 1_024,
-    "claude-sonnet-4-5": 1_024,
-    "claude-sonnet-4": 1_024,
-    "claude-haiku-4-5": 4_096,
-    "claude-3-7-sonnet": 1_024,
-    "claude-3-opus": 1_024,
-    "claude-3-5-haiku": 2_048,
-    "claude-3-haiku": 2_048,
-}
-
-# A dated snapshot, `-latest`, and the `-0` of aliases such as `claude-opus-4-0`.
-_FAMILY = re.compile(r"^(?P<family>.+?)(?:-0)?(?:-\d{8}|-latest)?$")
-
-
-def model_family(model: str) -> str:
-    """The model id without its snapshot date or alias suffix: `claude-sonnet-4-5`."""
-    match = _FAMILY.match(model)
-    return match.group("family") if match else model
-
-
-def counts_cache_reads(model: str) -> bool:
-    return model.startswith(CACHE_READS_COUNTED)
-
-
-def min_cacheable_tokens(model: str) -> int | None:
-    """The shortest prefix `model` caches; None for a model this table does not know."""
-    return MIN_CACHEABLE_TOKENS.get(model) or MIN_CACHEABLE_TOKENS.get(model_family(model))
