@@ -589,7 +589,7 @@ def _internal_error(error: BaseException) -> dict[str, Any]:
 
 
 def _bad_line_error(item: BadLine) -> dict[str, Any]:
-    return {"type": "invalid_request_error", "message": item.message}
+    return {"type": "invalid_request_error", "message": item.message, "code": item.code}
 
 
 async def feed_file(engine: Engine, path: str) -> None:

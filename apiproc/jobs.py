@@ -15,7 +15,9 @@ A line is one JSON object in one of these shapes:
   `body` is sent.
 A line without an id gets `line-<number>`. Blank lines are skipped. The file is read
 line by line, never whole. A line is checked for the shape every request needs here, then
-by the provider's `check` for what its API would certainly refuse.
+by the provider's `check` for what its API would certainly refuse. Every bad line carries a
+reason code (`INVALID_JSON_LINE`, ...) in the spirit of the batch APIs' own input
+validation, the same in every mode.
 
 A request's fingerprint is a short hash of it as read (key order and spacing aside),
 before apiproc adds anything: resume skips an id only when the fingerprint of its line
@@ -41,6 +43,14 @@ from apiproc.tokens import Estimate
 MAX_CUSTOM_ID = 64
 READ_HINT = 1 << 16
 FINGERPRINT_BYTES = 8  # 16 hex characters
+# Reason codes of bad lines.
+INVALID_JSON_LINE = "invalid_json_line"
+MISSING_REQUIRED_PARAMETER = "missing_required_parameter"
+INVALID_REQUEST = "invalid_request"
+INVALID_CUSTOM_ID = "invalid_custom_id"
+DUPLICATE_CUSTOM_ID = "duplicate_custom_id"
+STREAMING_UNSUPPORTED = "streaming_unsupported"
+REQUEST_TOO_LARGE = "request_too_large"
 
 # The provider's own check of a well-shaped request: None, or why its API would refuse it.
 Check = Callable[[dict[str, Any]], "str | None"]
@@ -83,6 +93,7 @@ class BadLine:
     metadata: Any = None
     text: str = ""  # the line as read
     fingerprint: str = ""
+    code: str = INVALID_REQUEST
 
     @property
     def request(self) -> str:
@@ -144,6 +155,7 @@ class JobReader:
                 reason=f"duplicate custom_id {item.custom_id!r}: ids must be unique in a file",
                 metadata=item.metadata,
                 text=_text(raw),
+                code=DUPLICATE_CUSTOM_ID,
             )
         self._remember(item.custom_id)
         if self.fingerprints:
@@ -226,9 +238,12 @@ def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | Ba
     try:
         data = loads(raw)
     except ValueError as error:
-        return BadLine(derived, line_no, f"not valid JSON ({_short(error)})", text=_text(raw))
+        reason = f"not valid JSON ({_short(error)})"
+        return BadLine(derived, line_no, reason, text=_text(raw), code=INVALID_JSON_LINE)
     if not isinstance(data, dict):
-        return BadLine(derived, line_no, "not a JSON object", text=_text(raw))
+        return BadLine(
+            derived, line_no, "not a JSON object", text=_text(raw), code=INVALID_JSON_LINE
+        )
     custom_id, problem = _custom_id(data, derived)
     if "params" in data:
         params, metadata, sent_metadata = data["params"], data.get("metadata"), None
@@ -239,12 +254,14 @@ def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | Ba
         metadata = data.get("metadata")
         sent_metadata = _sent_metadata(metadata)
     if problem:
-        return BadLine(derived, line_no, problem, metadata, _text(raw))
+        return BadLine(derived, line_no, problem, metadata, _text(raw), code=INVALID_CUSTOM_ID)
     if not isinstance(params, dict):
         return BadLine(custom_id, line_no, "params must be a JSON object", metadata, _text(raw))
     problem = validate_params(params) or (check(params) if check is not None else None)
     if problem:
-        return BadLine(custom_id, line_no, problem, metadata, _text(raw))
+        return BadLine(
+            custom_id, line_no, problem, metadata, _text(raw), code=problem_code(problem)
+        )
     if sent_metadata is not None:
         params["metadata"] = sent_metadata
     return Job(custom_id=custom_id, params=params, line_no=line_no, metadata=metadata)
@@ -259,6 +276,12 @@ def validate_params(params: dict[str, Any]) -> str | None:
     if not isinstance(model, str) or not model:
         return "model: must be a non-empty string"
     return None
+
+
+def problem_code(problem: str) -> str:
+    """The reason code of a problem `validate_params` or a provider's check found."""
+    # Our own messages follow the API's pydantic wording: "<field>: Field required".
+    return MISSING_REQUIRED_PARAMETER if problem.endswith("Field required") else INVALID_REQUEST
 
 
 def _custom_id(data: dict[str, Any], derived: str) -> tuple[str, str | None]:

@@ -37,6 +37,26 @@ LOOPBACK_HOSTS = ("localhost", "::1")
 # connection errors, apiproc's own), or every error, permanent 4xx answers too.
 RETRY_ERRORED = ("fixable", "all")
 
+MODES = ("online", "batch")
+FALLBACKS = ("batch", "online")
+MAX_BATCH_SIZE = 100_000
+
+
+@dataclass(slots=True)
+class BatchOptions:
+    """How `--mode batch` splits, polls and sends again."""
+
+    size: int | None = None  # requests per batch at most (the API's limit when None)
+    max_bytes: int | None = None  # bytes per batch at most (the API's limit, less a margin)
+    poll_interval: float = 30.0  # seconds between polls after a change
+    poll_max_interval: float | None = None  # longest wait while nothing changes
+    fallback: str = "batch"  # where requests go again: a new batch, or the online path
+    max_queue: int | None = None  # requests in unfinished batches at most
+    api_rpm: float = 50.0  # calls per minute to the batch endpoints (the lowest tier's limit)
+    adopt: str | None = None  # the batch an unconfirmed create made, when the list is ambiguous
+    create_settle: float = 10.0  # seconds a create may take to show in the list
+    wait: bool = True  # follow the batches to the end; False: submit, collect, exit (cron)
+
 
 @dataclass(slots=True)
 class Settings:
@@ -71,6 +91,8 @@ class Settings:
     allow_insecure_http: bool = False
     cache_warmup: bool = True
     cache_aware_limits: bool = True
+    mode: str = "online"
+    batch: BatchOptions = field(default_factory=BatchOptions)
 
     def validate(self) -> None:
         for name, value in vars_of(self.limits).items():
@@ -111,6 +133,30 @@ class Settings:
             raise SettingsError("--overwrite starts afresh, so --retry-errored has nothing to do.")
         self._validate_url()
         self._validate_paths()
+        if self.mode == "batch":
+            self._validate_batch()
+        elif self.mode not in MODES:
+            raise SettingsError(f"--mode must be one of {', '.join(MODES)}.")
+
+    def _validate_batch(self) -> None:
+        batch = self.batch
+        if self.requests_path == "-" or self.output_path == "-":
+            raise SettingsError(
+                "--mode batch reads its requests from a file and writes to a file (not '-'), "
+                "so that a rerun can find the batches again."
+            )
+        if batch.size is not None and not 1 <= batch.size <= MAX_BATCH_SIZE:
+            raise SettingsError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE:,}.")
+        if batch.max_bytes is not None and batch.max_bytes < 1:
+            raise SettingsError("--batch-bytes must be a positive number of bytes.")
+        if batch.poll_interval <= 0:
+            raise SettingsError("--poll-interval must be a positive number of seconds.")
+        if batch.fallback not in FALLBACKS:
+            raise SettingsError(f"--fallback must be one of {', '.join(FALLBACKS)}.")
+        if batch.max_queue is not None and batch.max_queue < 1:
+            raise SettingsError("--max-batch-queue must be at least 1.")
+        if batch.api_rpm <= 0:
+            raise SettingsError("--batch-api-rpm must be a positive number.")
 
     def _validate_url(self) -> None:
         if self.request_url is None:

@@ -49,6 +49,12 @@ SIMULATOR_OPTIONS = {
     "output_tokens_per_second": "--output-tokens-per-second",
     "seed": "--seed",
     "output_tokens": "--output-tokens",
+    "batch_processing_seconds": "--batch-processing-seconds",
+    "batch_create_latency": "--batch-create-latency",
+    "batch_errored_rate": "--batch-errored-rate",
+    "batch_expired_rate": "--batch-expired-rate",
+    "batch_requests_per_minute": "--batch-requests-per-minute",
+    "batch_queue_limit": "--batch-queue-limit",
 }
 
 
@@ -131,7 +137,12 @@ class ClientRun:
 
 
 def run_client(
-    workload: Path, url: str, *options: str, output: Path | None = None, api: str = "anthropic"
+    workload: Path,
+    url: str,
+    *options: str,
+    output: Path | None = None,
+    timeout: float = RUN_TIMEOUT,
+    api: str = "anthropic",
 ) -> ClientRun:
     """Run `apiproc run --api API` to completion; measure its wall time, CPU time and peak
     RSS (of that one process, read with wait4)."""
@@ -155,11 +166,16 @@ def run_client(
         "3600",
         *options,
     ]
-    return measure(args, output)
+    return measure(args, output, timeout)
 
 
 def run_floor(
-    workload: Path, url: str, output: Path, concurrency: int, uvloop: bool = False
+    workload: Path,
+    url: str,
+    output: Path,
+    concurrency: int,
+    uvloop: bool = False,
+    timeout: float = RUN_TIMEOUT,
 ) -> ClientRun:
     """Run the floor client (bench/floor.py) to completion, measured as `run_client` is."""
     args = [
@@ -175,10 +191,10 @@ def run_floor(
         str(concurrency),
         *(["--uvloop"] if uvloop else []),
     ]
-    return measure(args, output)
+    return measure(args, output, timeout)
 
 
-def measure(args: list[str], output: Path) -> ClientRun:
+def measure(args: list[str], output: Path, timeout: float = RUN_TIMEOUT) -> ClientRun:
     """Run one client process to completion: wall time, and CPU time and peak RSS of that
     process alone (wait4), start-up included."""
     with tempfile.TemporaryFile("w+") as errors:
@@ -188,10 +204,10 @@ def measure(args: list[str], output: Path) -> ClientRun:
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=errors,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=client_environment(),
             text=True,
         )
-        _, status, usage = _wait4(process, RUN_TIMEOUT)
+        _, status, usage = _wait4(process, timeout)
         wall = time.monotonic() - started
         errors.seek(0)
         stderr = errors.read()
@@ -199,6 +215,14 @@ def measure(args: list[str], output: Path) -> ClientRun:
     return ClientRun(
         os.waitstatus_to_exitcode(status), wall, cpu, usage.ru_maxrss / 1024, stderr, output
     )
+
+
+def client_environment() -> dict[str, str]:
+    """This environment, with bytecode cached as on a user's machine: without the cache
+    every launch would compile apiproc's modules again and start-up would measure that."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def _wait4(process: subprocess.Popen[str], timeout: float) -> tuple[int, int, Any]:

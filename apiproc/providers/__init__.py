@@ -33,6 +33,23 @@ from apiproc.providers.base import (
     Usage,
     Verdict,
 )
+from apiproc.providers.batches import BatchApi, BatchApiError
+
+
+def batch_api(provider: Provider, session: Any) -> BatchApi:
+    """The provider's batch service on an aiohttp session that sends its headers."""
+    if isinstance(provider, AnthropicProvider):
+        from apiproc.providers.anthropic_batches import AnthropicBatches
+
+        return AnthropicBatches(provider, session)
+    from apiproc.providers.openai import OpenAIProvider
+
+    if isinstance(provider, OpenAIProvider):
+        from apiproc.providers.openai_batches import OpenAIBatches
+
+        return OpenAIBatches(provider, session)
+    raise ValueError(f"the {provider.name} provider has no batch service in apiproc")
+
 
 APIS = ("anthropic", "openai", "bedrock", "bedrock-mantle", "vertex")
 # Where each API's key is found when --api-key is not given; None: no key is needed.
@@ -157,6 +174,8 @@ __all__ = [
     "SIMULATED_APIS",
     "AnthropicProvider",
     "ApiRules",
+    "BatchApi",
+    "BatchApiError",
     "HttpRequest",
     "ModelFacts",
     "Outcome",
@@ -166,6 +185,7 @@ __all__ = [
     "StreamDecoder",
     "Usage",
     "Verdict",
+    "batch_api",
     "build_provider",
     "rules_for",
     "url_from_environment",

@@ -11,6 +11,7 @@ the server saw, never by what the client says it did.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -64,6 +65,20 @@ class SimulatorConfig:
     # The simulated API's date (models past their end of life answer 404); None: the real
     # UTC date, read at each request.
     today: date | None = None
+    # Message Batches (§E): how long a batch takes, what its results hold, its limits.
+    batch_processing_seconds: float = 1.0  # from creation until a batch ends
+    batch_cancel_seconds: float = 0.1  # from a cancel until the batch ends
+    batch_create_latency: float = 0.0  # seconds a create takes; the batch exists halfway
+    batch_errored_rate: float = 0.0  # share of results errored for a transient reason
+    batch_expired_rate: float = 0.0  # share of results expired
+    batch_requests_per_minute: float = 1_000  # every batch endpoint together (2026 copy)
+    batch_queue_limit: int = 200_000  # requests in unfinished batches (2026 copy)
+    batch_max_requests: int = 100_000
+    batch_max_bytes: int = 256_000_000  # "256 MB", read as the smaller figure
+    batch_results_days: float = 29.0
+    # Tests: awaited at points of a batch's life ("create", "created", "retrieve", "results");
+    # returning True drops the connection there.
+    batch_hook: Callable[[str, dict[str, Any]], Awaitable[bool | None]] | None = None
 
 
 @dataclass(slots=True)
@@ -134,5 +149,7 @@ def check_config(config: SimulatorConfig) -> None:
     shares = (config.batch_errored_rate, config.batch_expired_rate)
     if min(shares) < 0 or sum(shares) > 1:
         raise ValueError("batch_errored_rate and batch_expired_rate must be shares adding to <= 1")
+    if config.batch_requests_per_minute <= 0 or config.batch_queue_limit < 1:
+        raise ValueError("the Batches API limits must be positive")
     if config.batch_processing_seconds < 0 or config.batch_cancel_seconds < 0:
         raise ValueError("batch processing and cancel times must not be negative")

@@ -4,7 +4,8 @@
         async with aiohttp.ClientSession() as session:
             await session.post(sim.messages_url, json=body, headers=headers)
 
-One ``Simulator`` owns all state (rate pools, prompt cache, counters) on one event loop.
+One ``Simulator`` owns all state (rate pools, prompt cache, counters, batches) on one
+event loop.
 Every endpoint is registered in ``Simulator._add_routes``; a handler reads the request with
 the shared intake, then answers through ``_reply`` or ``_error`` so headers, the request id
 and the traffic record are the same for every endpoint.
@@ -24,6 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
+from apiproc.simulator.batch_routes import BatchRoutes
+from apiproc.simulator.batches import BatchRecord
 from apiproc.simulator.cache import CachePlan, PromptCache
 from apiproc.simulator.config import SeenRequest, SimulatorConfig, SimulatorStats, check_config
 from apiproc.simulator.errors import ApiError
@@ -139,6 +142,7 @@ class Simulator:
         self._in_flight = 0
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        self.batches = BatchRoutes(self)  # the Message Batches endpoints and their state
         self._chat = ChatCompletions(self)
         self.openai_files = OpenAIFiles(self)
         self.openai_batches = OpenAIBatches(self, self.openai_files)
@@ -186,12 +190,18 @@ class Simulator:
         """The endpoint a client of `api` ("anthropic" or "openai") sends to."""
         return self.chat_completions_url if api == "openai" else self.messages_url
 
+    @property
+    def batch_record(self) -> list[BatchRecord]:
+        """Every batch created, with its custom_ids (``GET /_sim/batches`` out of process)."""
+        return self.batches.service.record
+
     # -- endpoints
 
     def _add_routes(self, router: web.UrlDispatcher) -> None:
         """Every endpoint the simulator answers; the catch-all 404 must stay last."""
         router.add_post("/v1/messages", self._messages)
         router.add_post("/v1/messages/count_tokens", self._count_tokens)
+        self.batches.add_to(router)
         router.add_post("/v1/chat/completions", self._chat.answer)
         self.openai_files.add_routes(router)
         self.openai_batches.add_routes(router)
