@@ -75,6 +75,8 @@ from apiproc.settings import (
 )
 
 EXIT_INTERRUPTED = EXIT_ON_SIGNAL["SIGINT"]
+# The APIs with a batch service in apiproc.
+BATCH_APIS = ("anthropic", "openai")
 # What a batch command can meet that is not a bug: the API's refusal, the network, files.
 COMMAND_ERRORS = (BatchApiError, ValueError, OSError, aiohttp.ClientError)
 
@@ -812,11 +814,21 @@ def _api_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """What a batch command needs to reach the API."""
     for decorator in reversed(
         [
+            click.option(
+                "--api",
+                type=click.Choice(BATCH_APIS),
+                help="Whose batches: the state file's API, else anthropic.",
+            ),
             _option(
                 "--request-url",
-                help=f"Messages endpoint (default: the state file's, else {DEFAULT_URL}).",
+                help=f"Messages endpoint, or the OpenAI base URL (default: the state file's, "
+                f"else the API's own: {DEFAULT_URL} for anthropic).",
             ),
-            _option("--api-key", help="API key. Default: ANTHROPIC_API_KEY or .env."),
+            _option(
+                "--api-key",
+                help="API key. Default: ANTHROPIC_API_KEY (OPENAI_API_KEY for --api openai) "
+                "or .env.",
+            ),
             _option(
                 "--anthropic-version",
                 type=click.Choice(API_VERSIONS),
@@ -831,13 +843,14 @@ def _api_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-def _batch_provider(options: dict[str, Any], url: str | None) -> Any:
-
+def _batch_provider(options: dict[str, Any], url: str | None, api: str | None = None) -> Any:
+    options["api"] = options.get("api") or api or "anthropic"
     settings = Settings(
         requests_path="-",
         output_path="-",
         api_key=_api_key(options),
-        request_url=url or options["request_url"] or DEFAULT_URL,
+        api=options["api"],
+        request_url=url or options["request_url"],
         anthropic_version=options["anthropic_version"],
         anthropic_betas=tuple(options["anthropic_beta"]),
         allow_insecure_http=options["allow_insecure_http"],
@@ -860,10 +873,12 @@ def _state_settings(state_path: str, options: dict[str, Any]) -> Settings:
         Reporter(sys.stderr).error(f"{state_path} is not a batch state file (or is empty).")
         sys.exit(EXIT_USAGE)
     output = output_file(state_path)
+    options["api"] = options.get("api") or state.api
     settings = Settings(
         requests_path=str(state.identity.get("input", "")),
         output_path=output,
         api_key=_api_key(options),
+        api=options["api"],
         request_url=options["request_url"] or messages_url(state.endpoint),
         anthropic_version=options["anthropic_version"],
         anthropic_betas=tuple(options["anthropic_beta"]),
@@ -915,7 +930,7 @@ def batch_status(target: str | None, batch_id: str | None, offline: bool, **opti
             return
         state = read_state(path)
         url = options["request_url"] or _messages_url_of(state.endpoint)
-        provider = _batch_provider(options, url) if not offline else None
+        provider = _batch_provider(options, url, state.api) if not offline else None
         rows = run_loop(status_rows(provider, state, ask=not offline)) if provider else None
     except COMMAND_ERRORS as error:
         _batch_command_failed(error)

@@ -169,4 +169,4 @@ def test_batches_list_most_recent_first_page_by_page(simulator: Simulator) -> No
     ]
     listed = [batch.id for batch in client.batches.list(limit=2)]
     assert listed == list(reversed(made))
-    assert len(simulator.openai_batches.created) == 3
+    assert [record.id for record in simulator.batch_record] == made

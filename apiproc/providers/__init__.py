@@ -48,7 +48,10 @@ def batch_api(provider: Provider, session: Any) -> BatchApi:
         from apiproc.providers.openai_batches import OpenAIBatches
 
         return OpenAIBatches(provider, session)
-    raise ValueError(f"the {provider.name} provider has no batch service in apiproc")
+    raise SettingsError(
+        f"--mode batch: apiproc has no batch service for --api {provider.name}; "
+        "send the requests online (leave --mode out)."
+    )
 
 
 APIS = ("anthropic", "openai", "bedrock", "bedrock-mantle", "vertex")

@@ -21,8 +21,10 @@ A file that does not validate fails the whole batch with one error per bad line 
 `message`, `line`), as llama-stack's reference implementation reports them; the codes are
 guesses modelled on it. Configurable: the processing time, and the shares of requests that
 fail for a transient reason (a 500 `server_error`) or expire (`batch_errored_rate`,
-`batch_expired_rate`). Every batch created is recorded with its ids (`created`), so a test
-can prove that no request ran in two batches at once.
+`batch_expired_rate`). Every batch created is recorded with its ids in the simulator's
+`batch_record` (beside the Message Batches), so a test can prove that no request ran in
+two batches at once; `batch_hook` is awaited at the same points of a batch's life
+("create", "created", "retrieve", "results").
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from apiproc.simulator.batches import BatchRecord
 from apiproc.simulator.exchange import Exchange, new_id
+from apiproc.simulator.faults import hang_up
 from apiproc.simulator.generation import generate
 from apiproc.simulator.openai_chat import (
     ChatError,
@@ -90,6 +94,7 @@ class SimBatch:
     completed: int = 0
     failed: int = 0
     times: dict[str, int] = field(default_factory=dict)
+    record: BatchRecord | None = None
 
     def object(self) -> dict[str, Any]:
         return {
@@ -125,25 +130,14 @@ class SimBatch:
         }
 
 
-@dataclass(slots=True)
-class CreatedBatch:
-    """A record of one batch as created: its id and the ids of its requests."""
-
-    id: str
-    custom_ids: list[str]
-    created_at: float
-    ended_at: float | None = None
-
-
 class OpenAIBatches:
     """The batches of one simulator."""
 
-    def __init__(self, simulator: Simulator, files: OpenAIFiles) -> None:
+    def __init__(self, simulator: Simulator, files: OpenAIFiles, record: list[BatchRecord]) -> None:
         self.sim = simulator
         self.files = files
         self.batches: dict[str, SimBatch] = {}
-        self.created: list[CreatedBatch] = []
-        self._made = 0
+        self.record = record  # shared with the Message Batches: every batch ever created
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/batches", self._create)
@@ -160,11 +154,17 @@ class OpenAIBatches:
             return self._error(exchange, refusal)
         try:
             params = await request.json()
-            batch = self._new_batch(params if isinstance(params, dict) else {})
         except ValueError:
             return self._error(exchange, ChatError(400, "The body must be a JSON object."))
+        exchange.body = params if isinstance(params, dict) else None
+        if await self.sim.batch_hook("create", {"params": params}):
+            return hang_up(request)
+        try:
+            batch = self._new_batch(params if isinstance(params, dict) else {})
         except ChatError as error:
             return self._error(exchange, error)
+        if await self.sim.batch_hook("created", {"id": batch.id, "count": len(batch.lines)}):
+            return hang_up(request)
         return self._answer(exchange, batch)
 
     async def _retrieve(self, request: web.Request) -> web.StreamResponse:
@@ -172,6 +172,8 @@ class OpenAIBatches:
         batch = self.batches.get(request.match_info["batch_id"])
         if batch is None:
             return self._missing(exchange, request.match_info["batch_id"])
+        if await self.sim.batch_hook("retrieve", {"id": batch.id}):
+            return hang_up(request)
         self._advance(batch)
         return self._answer(exchange, batch)
 
@@ -240,7 +242,6 @@ class OpenAIBatches:
             )
         metadata = params.get("metadata")
         lines, errors = read_input(stored)
-        self._made += 1
         batch = SimBatch(
             id=new_id("batch_", 24),
             input_file_id=stored.id,
@@ -253,8 +254,9 @@ class OpenAIBatches:
         )
         self.batches[batch.id] = batch
         if not errors:
-            ids = [line.custom_id for line in lines]
-            self.created.append(CreatedBatch(batch.id, ids, batch.created_at))
+            ids = tuple(line.custom_id for line in lines)
+            batch.record = BatchRecord(batch.id, batch.created_at, ids)
+            self.record.append(batch.record)
         return batch
 
     def _advance(self, batch: SimBatch) -> None:
@@ -315,9 +317,8 @@ class OpenAIBatches:
         batch.status = final
         batch.times[final] = int(now)
         batch.ended_at = now
-        for record in self.created:
-            if record.id == batch.id:
-                record.ended_at = now
+        if batch.record is not None:
+            batch.record.ended_at = now
 
     def _answer_line(self, line: BatchLine, rng: random.Random) -> tuple[int, dict[str, Any]]:
         try:

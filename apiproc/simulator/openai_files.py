@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from apiproc.simulator.exchange import Exchange, new_id
+from apiproc.simulator.faults import hang_up
 from apiproc.simulator.openai_chat import ChatError, key_problem
 
 if TYPE_CHECKING:
@@ -111,16 +112,24 @@ class OpenAIFiles:
         return self.sim.respond(exchange, 200, payload, self.headers(exchange))
 
     async def _content(self, request: web.Request) -> web.StreamResponse:
+        """The file's bytes; a batch's results are sent in two halves, with the results
+        hook between them (a test may drop the connection there)."""
         exchange = self.sim.begin(request, counted=False)
         stored = self.files.get(request.match_info["file_id"])
         if stored is None:
             return self._missing(exchange, request.match_info["file_id"])
+        response = web.StreamResponse(headers=self.headers(exchange))
+        response.content_type = "application/octet-stream"
+        await response.prepare(request)
+        half = stored.data.rfind(b"\n", 0, len(stored.data) // 2) + 1
+        await response.write(stored.data[:half])
+        output = stored.purpose == "batch_output"
+        if output and await self.sim.batch_hook("results", {"id": stored.id, "sent": half}):
+            return hang_up(request)
+        await response.write(stored.data[half:])
+        await response.write_eof()
         self.sim.record(exchange, 200, None)
-        return web.Response(
-            body=stored.data,
-            content_type="application/octet-stream",
-            headers=self.headers(exchange),
-        )
+        return response
 
     # ---- answers
 

@@ -145,7 +145,7 @@ class Simulator:
         self.batches = BatchRoutes(self)  # the Message Batches endpoints and their state
         self._chat = ChatCompletions(self)
         self.openai_files = OpenAIFiles(self)
-        self.openai_batches = OpenAIBatches(self, self.openai_files)
+        self.openai_batches = OpenAIBatches(self, self.openai_files, self.batches.service.record)
 
     # -- lifecycle
 
@@ -194,6 +194,11 @@ class Simulator:
     def batch_record(self) -> list[BatchRecord]:
         """Every batch created, with its custom_ids (``GET /_sim/batches`` out of process)."""
         return self.batches.service.record
+
+    async def batch_hook(self, event: str, detail: dict[str, Any]) -> bool:
+        """Await the tests' hook at a point of a batch's life; True: drop the connection."""
+        hook = self.config.batch_hook
+        return False if hook is None else bool(await hook(event, detail))
 
     # -- endpoints
 
