@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from apiproc.simulator.batches import BatchRecord
+from apiproc.simulator.batches import BatchRecord, BatchService
 from apiproc.simulator.exchange import Exchange, new_id
 from apiproc.simulator.faults import hang_up
 from apiproc.simulator.generation import generate
@@ -133,11 +133,13 @@ class SimBatch:
 class OpenAIBatches:
     """The batches of one simulator."""
 
-    def __init__(self, simulator: Simulator, files: OpenAIFiles, record: list[BatchRecord]) -> None:
+    def __init__(self, simulator: Simulator, files: OpenAIFiles, service: BatchService) -> None:
         self.sim = simulator
         self.files = files
         self.batches: dict[str, SimBatch] = {}
-        self.record = record  # shared with the Message Batches: every batch ever created
+        # Shared with the Message Batches: every batch ever created, and what became of them.
+        self.record = service.record
+        self.counters = service.counters
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/batches", self._create)
@@ -257,6 +259,8 @@ class OpenAIBatches:
             ids = tuple(line.custom_id for line in lines)
             batch.record = BatchRecord(batch.id, batch.created_at, ids)
             self.record.append(batch.record)
+            self.counters.created += 1
+            self.counters.requests += len(ids)
         return batch
 
     def _advance(self, batch: SimBatch) -> None:
@@ -296,17 +300,19 @@ class OpenAIBatches:
             draw = rng.random()
             if index >= processed:
                 errors.append(_error_line(line, "batch_cancelled", CANCELLED_MESSAGE))
+                kind = "canceled"
             elif draw < config.batch_expired_rate:
                 errors.append(_error_line(line, "batch_expired", EXPIRED_MESSAGE))
-                expired_any = True
+                expired_any, kind = True, "expired"
             elif draw < config.batch_expired_rate + config.batch_errored_rate:
                 failure = ChatError(500, TRANSIENT_MESSAGE, "server_error")
                 errors.append(_response_line(line, failure.status, {"error": failure.body}))
+                kind = "errored"
             else:
-                answer = self._answer_line(line, rng)
-                (output if answer[0] == 200 else errors).append(
-                    _response_line(line, answer[0], answer[1])
-                )
+                code, body = self._answer_line(line, rng)
+                (output if code == 200 else errors).append(_response_line(line, code, body))
+                kind = "succeeded" if code == 200 else "errored"
+            self.counters.results[kind] = self.counters.results.get(kind, 0) + 1
         batch.completed = len(output)
         batch.failed = len(errors)
         if output:

@@ -145,7 +145,7 @@ class Simulator:
         self.batches = BatchRoutes(self)  # the Message Batches endpoints and their state
         self._chat = ChatCompletions(self)
         self.openai_files = OpenAIFiles(self)
-        self.openai_batches = OpenAIBatches(self, self.openai_files, self.batches.service.record)
+        self.openai_batches = OpenAIBatches(self, self.openai_files, self.batches.service)
 
     # -- lifecycle
 
