@@ -13,6 +13,8 @@ Exit status (the first that applies, in this order):
     2   usage or input/output file error, the output in use by another run, or lines that
         differ from the requests answered under their ids;
     4   a request read has no result line (never 0 then);
+    75  batch mode left batches running (--no-wait, or the batch service did not answer):
+        run the same command again later;
     1   some requests are recorded as errored;
     0   every request read has a succeeded line.
 """
@@ -20,6 +22,7 @@ Exit status (the first that applies, in this order):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shlex
@@ -28,18 +31,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import aiohttp
 import click
 
 from apiproc import runner
-from apiproc.engine import RunStats
 from apiproc.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_ERRORED,
     EXIT_FATAL,
     EXIT_OK,
     EXIT_ON_SIGNAL,
+    EXIT_PENDING,
     EXIT_UNRECORDED,
     EXIT_USAGE,
     ApiprocError,
@@ -48,9 +52,11 @@ from apiproc.errors import (
 from apiproc.limiter import Limits
 from apiproc.limits_file import read_limits_file
 from apiproc.loop import run as run_loop
+from apiproc.providers import APIS, url_from_environment
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
 from apiproc.providers.anthropic_versions import API_VERSIONS
 from apiproc.providers.base import TRANSPORTS
+from apiproc.providers.batches import BatchApiError
 from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter, print_estimate
 from apiproc.settings import (
@@ -61,13 +67,19 @@ from apiproc.settings import (
     DEFAULT_RATE_LIMIT_RETRIES,
     DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_TIMEOUT,
+    MAX_BATCH_SIZE,
     RETRY_ERRORED,
+    BatchOptions,
     Settings,
     default_output_path,
     resolve_api_key,
 )
 
 EXIT_INTERRUPTED = EXIT_ON_SIGNAL["SIGINT"]
+# The APIs with a batch service in apiproc.
+BATCH_APIS = ("anthropic", "openai")
+# What a batch command can meet that is not a bug: the API's refusal, the network, files.
+COMMAND_ERRORS = (BatchApiError, ValueError, OSError, aiohttp.ClientError)
 
 CLASSIC_REQUESTS_PER_MINUTE = 40.0
 CLASSIC_TOKENS_PER_MINUTE = 16_000.0
@@ -102,7 +114,11 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="apiproc")
 def main() -> None:
-    """Send a JSONL file of Anthropic Messages requests as fast as the rate limits allow."""
+    """Send a JSONL file of LLM API requests as fast as the rate limits allow.
+
+    Anthropic Messages (the default), OpenAI-compatible Chat Completions (--api openai),
+    Claude on Bedrock (--api bedrock, bedrock-mantle) and on Vertex AI (--api vertex).
+    """
 
 
 @main.command()
@@ -116,8 +132,26 @@ def main() -> None:
     help="Output JSONL ('-' for stdout). Default: <input stem>_results.jsonl beside the "
     "input, or stdout when reading stdin.",
 )
-@_option("--request-url", default=DEFAULT_URL, show_default=True, help="Messages endpoint.")
-@_option("--api-key", help="API key. Default: ANTHROPIC_API_KEY from the environment or .env.")
+@click.option(
+    "--api",
+    type=click.Choice(APIS),
+    default="anthropic",
+    show_default=True,
+    help="Which API to send to: the Messages API, an OpenAI-compatible Chat Completions "
+    "server, Claude on Bedrock (InvokeModel or the bedrock-mantle Messages API) or on Vertex AI.",
+)
+@_option(
+    "--request-url",
+    help="Endpoint. Default: the API's own (openai: a base URL such as "
+    "http://localhost:8000/v1 will do; bedrock, vertex: the base URL before the model path).",
+)
+@click.option("--region", help="Cloud region for --api bedrock, bedrock-mantle and vertex.")
+@click.option("--project", help="Google Cloud project for --api vertex.")
+@_option(
+    "--api-key",
+    help="API key. Default: ANTHROPIC_API_KEY, or OPENAI_API_KEY for --api openai, from the "
+    "environment or .env. Bedrock and Vertex sign in with the cloud's own credentials.",
+)
 @_option(
     "--max-requests-per-minute",
     type=float,
@@ -126,7 +160,8 @@ def main() -> None:
 @_option(
     "--max-tokens-per-minute",
     type=float,
-    help="Combined input+output tokens per minute (the classic limit).",
+    help="Combined input+output tokens per minute (the classic limit; OpenAI's and "
+    "Bedrock's tokens-per-minute budget).",
 )
 @_option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
 @_option("--max-output-tokens-per-minute", type=float, help="Output tokens per minute.")
@@ -219,10 +254,9 @@ def main() -> None:
 @_option(
     "--output-accounting",
     type=click.Choice(["generated", "max_tokens"]),
-    default="generated",
-    show_default=True,
-    help="How the API counts output tokens against its limit: only generated tokens "
-    "(current docs) or max_tokens at the start (older docs).",
+    help="How the API counts output tokens against its limit: only generated tokens, or "
+    "max_tokens at the start. Default: generated for the Messages API (current docs), "
+    "max_tokens for the others.",
 )
 @_option(
     "--use-caching",
@@ -304,6 +338,59 @@ def main() -> None:
     is_flag=True,
     help="Start the bundled API simulator on 127.0.0.1 and send everything there.",
 )
+@click.option(
+    "--mode",
+    type=click.Choice(["online", "batch"]),
+    default="online",
+    show_default=True,
+    help="online: as fast as the rate limits allow; batch: through the Message Batches API, "
+    "at half the price, within 24 hours (resumable: rerun the same command).",
+)
+@_option(
+    "--batch-size",
+    type=click.IntRange(1, MAX_BATCH_SIZE),
+    help="Batch mode: requests per batch at most (default: the API's 100,000).",
+)
+@_option("--batch-bytes", type=click.IntRange(1), hidden=True)
+@_option(
+    "--poll-interval",
+    type=float,
+    help="Batch mode: seconds between polls, longer while nothing changes. Default: 30, "
+    "or 1 with --simulate.",
+)
+@_option(
+    "--no-wait",
+    is_flag=True,
+    help="Batch mode: submit what can be submitted, write what has ended, and exit (status "
+    "75 while batches still run): for cron, run the same command again later.",
+)
+@_option("--poll-max-interval", type=float, help="Batch mode: longest wait between polls.")
+@_option(
+    "--fallback",
+    type=click.Choice(["batch", "online"]),
+    default="batch",
+    show_default=True,
+    help="Batch mode: where errored (transient), expired and canceled requests go again: "
+    "a new batch, or the online path (when a deadline is near).",
+)
+@_option(
+    "--max-batch-queue",
+    type=click.IntRange(1),
+    help="Batch mode: requests in unfinished batches at most (the account's queue limit).",
+)
+@_option(
+    "--batch-api-rpm",
+    type=float,
+    help="Batch mode: calls per minute to the batch endpoints. Default: 50 (the lowest "
+    "tier's limit), or the simulator's 1,000 with --simulate.",
+)
+@_option(
+    "--adopt-batch",
+    metavar="BATCH_ID",
+    help="Batch mode: the batch an interrupted create made, when the account's list "
+    "cannot tell (the run says when).",
+)
+@_option("--batch-create-settle", type=float, default=10.0, hidden=True)
 def run(requests: str, output: str | None, **options: Any) -> None:
     """Send every request in REQUESTS ('-' for stdin) and append one result line each."""
     settings = _settings(requests, output, options)
@@ -319,7 +406,11 @@ def run(requests: str, output: str | None, **options: Any) -> None:
 def _api_key(options: dict[str, Any]) -> str:
     """The key from the options, the environment or .env; a clear exit when there is none."""
     try:
-        return resolve_api_key(options["api_key"], simulate=options.get("simulate", False))
+        return resolve_api_key(
+            options["api_key"],
+            simulate=options.get("simulate", False),
+            api=options.get("api", "anthropic"),
+        )
     except SettingsError as error:
         Reporter(sys.stderr).error(str(error))
         sys.exit(EXIT_USAGE)
@@ -353,7 +444,10 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         requests_path=requests,
         output_path=output or default_output_path(requests),
         api_key=api_key,
-        request_url=options["request_url"],
+        request_url=options["request_url"] or url_from_environment(options["api"]),
+        api=options["api"],
+        region=options["region"],
+        project=options["project"],
         limits=_limits(options),
         class_limits=_class_limits(options),
         max_attempts=options["max_attempts"],
@@ -379,6 +473,19 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         allow_insecure_http=options["allow_insecure_http"],
         cache_warmup=options["cache_warmup"],
         cache_aware_limits=options["cache_aware_limits"],
+        mode=options["mode"],
+        batch=BatchOptions(
+            size=options["batch_size"],
+            max_bytes=options["batch_bytes"],
+            poll_interval=options["poll_interval"] or (1.0 if options["simulate"] else 30.0),
+            wait=not options["no_wait"],
+            poll_max_interval=options["poll_max_interval"],
+            fallback=options["fallback"],
+            max_queue=options["max_batch_queue"],
+            api_rpm=options["batch_api_rpm"] or (1_000.0 if options["simulate"] else 50.0),
+            adopt=options["adopt_batch"],
+            create_settle=options["batch_create_settle"],
+        ),
     )
 
 
@@ -409,6 +516,9 @@ def execute(settings: Settings, display: Display) -> int:
     )
     install_redaction(settings.api_key)
     resume = resume_command()
+
+    if settings.mode == "batch":
+        return _execute_batches(settings, display, reporter, resume)
 
     def stopping(name: str, hurried: bool) -> None:
         if hurried:
@@ -447,7 +557,63 @@ def execute(settings: Settings, display: Display) -> int:
     return exit_status(stats)
 
 
-def exit_status(stats: RunStats) -> int:
+def _execute_batches(
+    settings: Settings,
+    display: Display,
+    reporter: Reporter,
+    resume: str,
+    mode: str = "run",
+) -> int:
+    """A batch-mode run (or collect, or cancel): progress per poll, the batch summary."""
+    from apiproc.batch.report import BatchDisplay, summary_lines, summary_record
+
+    progress = BatchDisplay(reporter)
+
+    def stopping(name: str, hurried: bool) -> None:
+        progress.close()
+        reporter.line(
+            f"{name}: stopping after the current step; the batches go on at the provider. "
+            "Send it again to quit at once."
+        )
+
+    def waiting(holder: str) -> None:
+        reporter.line(f"Waiting for the run writing {settings.output_path} to end ({holder}).")
+
+    try:
+        if mode == "run":
+            stats = runner.run(
+                settings,
+                on_stopping=stopping,
+                owner=resume,
+                on_waiting=waiting,
+                batch_display=progress,
+            )
+        else:
+            stats = runner.run_batch_command(
+                settings, mode, batch_display=progress, on_stopping=stopping, owner=resume
+            )
+    except ApiprocError as error:
+        progress.close()
+        reporter.error(redact(str(error), settings.api_key))
+        return error.exit_status
+    except KeyboardInterrupt:
+        progress.close()
+        reporter.error("interrupted; rerun the same command to resume.")
+        return EXIT_INTERRUPTED
+    progress.close()
+    lines = summary_lines(stats, settings.output_path)
+    if stats.interrupted or stats.fatal or stats.pending:
+        lines.append(f"Resume:    {resume}")
+    if stats.live:
+        lines.append(f"Cancel:    apiproc batch cancel {shlex.quote(stats.state_path)}")
+    reporter.line("\n".join(lines))
+    if display.summary_json:
+        record = summary_record(stats, settings.output_path)
+        Path(display.summary_json).write_text(json.dumps(record, indent=2) + "\n")
+    return exit_status(stats)
+
+
+def exit_status(stats: Any) -> int:
     """The status from what the run did; never 0 when a request read has no result line."""
     if stats.unwritten:
         return EXIT_BROKEN_PIPE if stats.broken_pipe else EXIT_UNRECORDED
@@ -459,6 +625,8 @@ def exit_status(stats: RunStats) -> int:
         return EXIT_USAGE
     if stats.unrecorded:
         return EXIT_UNRECORDED
+    if getattr(stats, "pending", False):
+        return EXIT_PENDING  # batch mode left work at the provider or for a later run
     return EXIT_OK if stats.errored_total == 0 else EXIT_ERRORED
 
 
@@ -480,6 +648,13 @@ def resume_command() -> str:
 
 @main.command()
 @click.argument("requests", metavar="REQUESTS", type=click.Path(dir_okay=False))
+@click.option(
+    "--api",
+    type=click.Choice(APIS),
+    default="anthropic",
+    show_default=True,
+    help="Which API's request rules and prices to apply.",
+)
 @_option("--max-requests-per-minute", type=float, help="Requests per minute.")
 @_option("--max-tokens-per-minute", type=float, help="Combined tokens per minute.")
 @_option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
@@ -495,7 +670,7 @@ def resume_command() -> str:
     "--show-bad-lines", type=int, default=20, show_default=True, help="How many bad lines to list."
 )
 def estimate(
-    requests: str, show_bad_lines: int, anthropic_version: str, **limits: float | None
+    requests: str, api: str, show_bad_lines: int, anthropic_version: str, **limits: float | None
 ) -> None:
     """Validate REQUESTS and estimate tokens, cost and time, without calling any API.
 
@@ -503,11 +678,11 @@ def estimate(
     file cannot be read.
     """
     from apiproc.preflight import preflight
-    from apiproc.providers import AnthropicProvider
+    from apiproc.providers import rules_for
 
-    provider = AnthropicProvider(api_key="", version=anthropic_version)  # nothing is sent
+    rules = rules_for(api, anthropic_version)  # nothing is sent, no credentials are needed
     try:
-        report = preflight(requests, facts=provider.model, check=provider.validate)
+        report = preflight(requests, facts=rules.model, check=rules.validate)
     except OSError as error:
         Reporter(sys.stderr).error(f"Cannot read {requests}: {error.strerror}.")
         sys.exit(EXIT_USAGE)
@@ -517,7 +692,7 @@ def estimate(
             Reporter(sys.stderr).error("Limits must be positive numbers.")
             sys.exit(EXIT_USAGE)
     today = datetime.now(timezone.utc).date()
-    print_estimate(report, given, show_bad_lines, provider.prices_as_of, today)
+    print_estimate(report, given, show_bad_lines, rules.prices_as_of, today)
     sys.exit(EXIT_OK if report.bad_lines == 0 else EXIT_ERRORED)
 
 
@@ -526,6 +701,13 @@ def estimate(
 @click.option("--requests-per-minute", type=float, default=4_000, show_default=True)
 @click.option("--input-tokens-per-minute", type=float, default=2_000_000, show_default=True)
 @click.option("--output-tokens-per-minute", type=float, default=400_000, show_default=True)
+@click.option(
+    "--tokens-per-minute",
+    type=float,
+    default=2_400_000,
+    show_default=True,
+    help="The OpenAI endpoint's one budget for input and output tokens.",
+)
 @click.option(
     "--output-accounting",
     type=click.Choice(["generated", "max_tokens"]),
@@ -576,6 +758,36 @@ def estimate(
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
+    "--batch-processing-seconds",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Seconds from creating a batch until it ends.",
+)
+@click.option(
+    "--batch-errored-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Share of batch results errored for a transient reason.",
+)
+@click.option(
+    "--batch-expired-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Share of batch results expired.",
+)
+@click.option(
+    "--batch-create-latency",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds a batch create takes (the batch exists halfway).",
+)
+@click.option("--batch-requests-per-minute", type=float, default=1_000, show_default=True)
+@click.option("--batch-queue-limit", type=int, default=200_000, show_default=True)
+@click.option(
     "--output-tokens",
     default="16,128",
     show_default=True,
@@ -597,7 +809,11 @@ def estimate(
 def simulate(
     output_tokens: str, limits_file: str | None, today: datetime | None, **options: Any
 ) -> None:
-    """Run the bundled Messages API simulator on 127.0.0.1 until Ctrl-C."""
+    """Run the bundled API simulator on 127.0.0.1 until Ctrl-C.
+
+    It serves the Messages API at /v1/messages and OpenAI Chat Completions at
+    /v1/chat/completions.
+    """
     from apiproc.simulator import SimulatorConfig, serve_forever
 
     try:
@@ -635,6 +851,269 @@ def _simulated_class_limits(path: str | None) -> dict[str, dict[str, float]]:
         }
         by_pool[pool] = {name: value for name, value in given.items() if value is not None}
     return by_pool
+
+
+# ---- apiproc batch ... ---------------------------------------------------------------------
+
+
+def _api_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """What a batch command needs to reach the API."""
+    for decorator in reversed(
+        [
+            click.option(
+                "--api",
+                type=click.Choice(BATCH_APIS),
+                help="Whose batches: the state file's API, else anthropic.",
+            ),
+            _option(
+                "--request-url",
+                help=f"Messages endpoint, or the OpenAI base URL (default: the state file's, "
+                f"else the API's own: {DEFAULT_URL} for anthropic).",
+            ),
+            _option(
+                "--api-key",
+                help="API key. Default: ANTHROPIC_API_KEY (OPENAI_API_KEY for --api openai) "
+                "or .env.",
+            ),
+            _option(
+                "--anthropic-version",
+                type=click.Choice(API_VERSIONS),
+                default=DEFAULT_VERSION,
+                show_default=True,
+            ),
+            _option("--anthropic-beta", multiple=True, help="Beta feature name; repeatable."),
+            _option("--allow-insecure-http", is_flag=True, help="Allow a plain-http remote host."),
+        ]
+    ):
+        function = decorator(function)
+    return function
+
+
+def _batch_provider(options: dict[str, Any], url: str | None, api: str | None = None) -> Any:
+    options["api"] = options.get("api") or api or "anthropic"
+    settings = Settings(
+        requests_path="-",
+        output_path="-",
+        api_key=_api_key(options),
+        api=options["api"],
+        request_url=url or options["request_url"],
+        anthropic_version=options["anthropic_version"],
+        anthropic_betas=tuple(options["anthropic_beta"]),
+        allow_insecure_http=options["allow_insecure_http"],
+    )
+    try:
+        settings._validate_url()
+    except SettingsError as error:
+        Reporter(sys.stderr).error(str(error))
+        sys.exit(EXIT_USAGE)
+    return runner.provider_of(settings)
+
+
+def _state_settings(state_path: str, options: dict[str, Any]) -> Settings:
+    """Settings that collect or cancel the batches of a state file into its output."""
+    from apiproc.batch.commands import messages_url, output_file, output_format
+    from apiproc.batch.journal import read_state
+
+    state = read_state(state_path)
+    if not state.identity:
+        Reporter(sys.stderr).error(f"{state_path} is not a batch state file (or is empty).")
+        sys.exit(EXIT_USAGE)
+    output = output_file(state_path)
+    options["api"] = options.get("api") or state.api
+    settings = Settings(
+        requests_path=str(state.identity.get("input", "")),
+        output_path=output,
+        api_key=_api_key(options),
+        api=options["api"],
+        request_url=options["request_url"] or messages_url(state.endpoint),
+        anthropic_version=options["anthropic_version"],
+        anthropic_betas=tuple(options["anthropic_beta"]),
+        allow_insecure_http=options["allow_insecure_http"],
+        output_format=output_format(output),
+        max_attempts=options.get("max_attempts") or DEFAULT_ATTEMPTS,
+        mode="batch",
+        batch=BatchOptions(poll_interval=options.get("poll_interval") or 30.0),
+    )
+    return settings
+
+
+def _state_or_exit(target: str | None, batch_id: str | None) -> str | None:
+    from apiproc.batch.commands import state_file
+
+    if (target is None) == (batch_id is None):
+        Reporter(sys.stderr).error("Give an output (or its state file), or --batch-id, not both.")
+        sys.exit(EXIT_USAGE)
+    if target is None:
+        return None
+    path = state_file(target)
+    if not Path(path).exists():
+        Reporter(sys.stderr).error(f"There is no batch state file {path}.")
+        sys.exit(EXIT_USAGE)
+    return path
+
+
+@main.group()
+def batch() -> None:
+    """Follow, collect and cancel batches: those of a --mode batch output, or any one."""
+
+
+@batch.command("status")
+@click.argument("target", metavar="OUTPUT", required=False)
+@click.option("--batch-id", help="One batch of the account instead of a state file's.")
+@click.option("--offline", is_flag=True, help="Only what the state file knows; no API call.")
+@_api_options
+def batch_status(target: str | None, batch_id: str | None, offline: bool, **options: Any) -> None:
+    """The batches of OUTPUT's state file (asked afresh), or one batch."""
+    from apiproc.batch.commands import one_batch, status_rows
+    from apiproc.batch.journal import read_state
+
+    path = _state_or_exit(target, batch_id)
+    try:
+        if path is None:
+            provider = _batch_provider(options, None)
+            info = run_loop(one_batch(provider, str(batch_id)))
+            click.echo(json.dumps(info.raw, indent=2))
+            return
+        state = read_state(path)
+        url = options["request_url"] or _messages_url_of(state.endpoint)
+        provider = _batch_provider(options, url, state.api) if not offline else None
+        rows = run_loop(status_rows(provider, state, ask=not offline)) if provider else None
+    except COMMAND_ERRORS as error:
+        _batch_command_failed(error)
+    if rows is None:
+        from apiproc.batch.commands import StatusRow
+
+        rows = [
+            StatusRow(
+                i.seq,
+                i.purpose,
+                i.batch_id or "-",
+                i.count,
+                i.status or i.state,
+                dict(i.counts),
+                i.written,
+                i.created_at,
+            )
+            for i in state.intents.values()
+        ]
+    _print_status(rows, state)
+
+
+def _messages_url_of(endpoint: str) -> str | None:
+    from apiproc.batch.commands import messages_url
+
+    return messages_url(endpoint) if endpoint else None
+
+
+def _print_status(rows: list[Any], state: Any) -> None:
+    """One line per batch (plain, so that scripts can read it), then what is left."""
+    for row in rows:
+        counts = ", ".join(f"{k} {v:,}" for k, v in row.counts.items() if v)
+        written = "written" if row.written else "not written"
+        click.echo(
+            f"{row.seq:>4} {row.purpose:<6} {row.batch_id:<36} {row.requests:>9,} "
+            f"{row.status:<12} {written:<12} {counts}"
+        )
+    pooled = sum(span.lines for span in state.pool.values())
+    click.echo(
+        f"input planned up to line {state.next_line - 1:,}; {pooled:,} requests wait to be "
+        "sent again; rerun the same `apiproc run` command to go on."
+    )
+
+
+@batch.command("results")
+@click.argument("target", metavar="OUTPUT", required=False)
+@click.option("--batch-id", help="One batch of the account instead of a state file's.")
+@_option("-o", "--output", "output", help="With --batch-id: the file to append the results to.")
+@_api_options
+def batch_results(
+    target: str | None, batch_id: str | None, output: str | None, **options: Any
+) -> None:
+    """Write the ended batches of OUTPUT's state file into OUTPUT, or one batch's results."""
+    from apiproc.batch.commands import download
+
+    path = _state_or_exit(target, batch_id)
+    if path is not None:
+        sys.exit(_collect(path, options, "collect"))
+    if not output:
+        Reporter(sys.stderr).error("With --batch-id, give the file to write to with -o.")
+        sys.exit(EXIT_USAGE)
+    try:
+        counts = run_loop(download(_batch_provider(options, None), str(batch_id), output))
+    except COMMAND_ERRORS as error:
+        _batch_command_failed(error)
+    click.echo(", ".join(f"{kind} {n:,}" for kind, n in sorted(counts.items())) or "no results")
+
+
+@batch.command("cancel")
+@click.argument("target", metavar="OUTPUT", required=False)
+@click.option("--batch-id", help="One batch of the account instead of a state file's.")
+@_api_options
+def batch_cancel(target: str | None, batch_id: str | None, **options: Any) -> None:
+    """Cancel the running batches of OUTPUT's state file and collect their partial results
+    (a rerun sends the canceled requests again), or cancel one batch."""
+    from apiproc.batch.commands import one_batch
+
+    path = _state_or_exit(target, batch_id)
+    if path is not None:
+        sys.exit(_collect(path, options, "cancel"))
+    try:
+        info = run_loop(one_batch(_batch_provider(options, None), str(batch_id), cancel=True))
+    except COMMAND_ERRORS as error:
+        _batch_command_failed(error)
+    click.echo(f"{info.id}: {info.status}")
+
+
+@batch.command("list")
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Batches per page."
+)
+@click.option("--pages", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--all", "every", is_flag=True, help="Every page.")
+@_api_options
+def batch_list(limit: int, pages: int, every: bool, **options: Any) -> None:
+    """Page through the account's batches, most recent first."""
+    from apiproc.batch.commands import account_batches
+    from apiproc.providers.anthropic_batches import format_time
+
+    provider = _batch_provider(options, None)
+
+    async def show() -> None:
+        async for page in account_batches(provider, limit, None if every else pages):
+            for info in page:
+                counts = ", ".join(f"{k} {v:,}" for k, v in info.counts.as_dict().items() if v)
+                click.echo(f"{info.id}  {format_time(info.created_at)}  {info.status:<11} {counts}")
+
+    try:
+        run_loop(show())
+    except COMMAND_ERRORS as error:
+        _batch_command_failed(error)
+
+
+def _collect(state_path: str, options: dict[str, Any], mode: str) -> int:
+    settings = _state_settings(state_path, options)
+    reporter = Reporter(sys.stderr)
+    try:
+        settings.validate()
+    except SettingsError as error:
+        reporter.error(redact(str(error), settings.api_key))
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    install_redaction(settings.api_key)
+    return _execute_batches(settings, Display(), reporter, resume_command(), mode=mode)
+
+
+def _batch_command_failed(error: Exception) -> NoReturn:
+    """An API refusal, an unreachable server or a bad file: one sentence, no traceback."""
+    from apiproc.providers.base import Verdict
+
+    Reporter(sys.stderr).error(f"{error}.")
+    fatal = isinstance(error, BatchApiError) and error.verdict is Verdict.FATAL
+    sys.exit(EXIT_FATAL if fatal else EXIT_USAGE)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -165,7 +165,8 @@ class Engine:
             ramp=settings.ramp,
         )
         self.estimator = estimator or TokenEstimator(
-            settings.output_accounting, prior=lambda model: provider.model(model).token_ratio
+            settings.output_accounting or provider.output_accounting,
+            prior=lambda model: provider.model(model).token_ratio,
         )
         self.rng = rng or random.Random()
         self.stats = RunStats(
@@ -688,7 +689,7 @@ def _internal_error(error: BaseException) -> dict[str, Any]:
 
 
 def _bad_line_error(item: BadLine) -> dict[str, Any]:
-    return {"type": "invalid_request_error", "message": item.message}
+    return {"type": "invalid_request_error", "message": item.message, "code": item.code}
 
 
 async def feed_file(engine: Engine, path: str) -> None:

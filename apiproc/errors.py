@@ -18,6 +18,7 @@ EXIT_ERRORED = 1  # the run finished, some requests are recorded as errored
 EXIT_USAGE = 2  # options, input file, output file, changed requests, output in use
 EXIT_FATAL = 3  # an answer that every request would get: bad key, billing, spend limit
 EXIT_UNRECORDED = 4  # results that were paid for could not be written, or went missing
+EXIT_PENDING = 75  # batch mode with --no-wait: batches still run; run the command again later
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the output's reader went away, as a shell expects
 EXIT_ON_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -30,6 +31,16 @@ class ApiprocError(Exception):
 
 class SettingsError(ApiprocError):
     """A setting a user gave (or left out) cannot work."""
+
+
+class MissingExtra(SettingsError):
+    """An API that needs an optional dependency a plain install leaves out."""
+
+    def __init__(self, api: str, extra: str, library: str) -> None:
+        super().__init__(
+            f"--api {api} needs {library}, which a plain install leaves out: "
+            f"pip install 'apiproc[{extra}]'."
+        )
 
 
 class InputError(ApiprocError):

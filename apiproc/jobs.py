@@ -5,8 +5,9 @@
             ...  # a Job to send, or a BadLine to record as errored
 
 A line is one JSON object in one of these shapes:
-- a Messages API request body; its top-level `metadata` object is passed through to the
-  output and not sent, except `metadata.user_id`, which is the API's own field and is sent;
+- a request body (of the Messages API, or of the API `--api` names); its top-level
+  `metadata` object is passed through to the output and not sent, except
+  `metadata.user_id`, which is the API's own field and is sent;
   an optional top-level `custom_id` names the request and is not sent;
 - a Message Batches line `{"custom_id": ..., "params": {...}, "metadata": ...}`: `params`
   is sent as is, `metadata` passed through;
@@ -14,7 +15,9 @@ A line is one JSON object in one of these shapes:
   `body` is sent.
 A line without an id gets `line-<number>`. Blank lines are skipped. The file is read
 line by line, never whole. A line is checked for the shape every request needs here, then
-by the provider's `check` for what its API would certainly refuse.
+by the provider's `check` for what its API would certainly refuse. Every bad line carries a
+reason code (`INVALID_JSON_LINE`, ...) in the spirit of the batch APIs' own input
+validation, the same in every mode.
 
 A request's fingerprint is a short hash of it as read (key order and spacing aside),
 before apiproc adds anything: resume skips an id only when the fingerprint of its line
@@ -40,7 +43,14 @@ from apiproc.tokens import Estimate
 MAX_CUSTOM_ID = 64
 READ_HINT = 1 << 16
 FINGERPRINT_BYTES = 8  # 16 hex characters
-ROLES = ("user", "assistant")
+# Reason codes of bad lines.
+INVALID_JSON_LINE = "invalid_json_line"
+MISSING_REQUIRED_PARAMETER = "missing_required_parameter"
+INVALID_REQUEST = "invalid_request"
+INVALID_CUSTOM_ID = "invalid_custom_id"
+DUPLICATE_CUSTOM_ID = "duplicate_custom_id"
+STREAMING_UNSUPPORTED = "streaming_unsupported"
+REQUEST_TOO_LARGE = "request_too_large"
 
 # The provider's own check of a well-shaped request: None, or why its API would refuse it.
 Check = Callable[[dict[str, Any]], "str | None"]
@@ -83,6 +93,7 @@ class BadLine:
     metadata: Any = None
     text: str = ""  # the line as read
     fingerprint: str = ""
+    code: str = INVALID_REQUEST
 
     @property
     def request(self) -> str:
@@ -144,6 +155,7 @@ class JobReader:
                 reason=f"duplicate custom_id {item.custom_id!r}: ids must be unique in a file",
                 metadata=item.metadata,
                 text=_text(raw),
+                code=DUPLICATE_CUSTOM_ID,
             )
         self._remember(item.custom_id)
         if self.fingerprints:
@@ -226,9 +238,12 @@ def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | Ba
     try:
         data = loads(raw)
     except ValueError as error:
-        return BadLine(derived, line_no, f"not valid JSON ({_short(error)})", text=_text(raw))
+        reason = f"not valid JSON ({_short(error)})"
+        return BadLine(derived, line_no, reason, text=_text(raw), code=INVALID_JSON_LINE)
     if not isinstance(data, dict):
-        return BadLine(derived, line_no, "not a JSON object", text=_text(raw))
+        return BadLine(
+            derived, line_no, "not a JSON object", text=_text(raw), code=INVALID_JSON_LINE
+        )
     custom_id, problem = _custom_id(data, derived)
     if "params" in data:
         params, metadata, sent_metadata = data["params"], data.get("metadata"), None
@@ -239,50 +254,34 @@ def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | Ba
         metadata = data.get("metadata")
         sent_metadata = _sent_metadata(metadata)
     if problem:
-        return BadLine(derived, line_no, problem, metadata, _text(raw))
+        return BadLine(derived, line_no, problem, metadata, _text(raw), code=INVALID_CUSTOM_ID)
     if not isinstance(params, dict):
         return BadLine(custom_id, line_no, "params must be a JSON object", metadata, _text(raw))
     problem = validate_params(params) or (check(params) if check is not None else None)
     if problem:
-        return BadLine(custom_id, line_no, problem, metadata, _text(raw))
+        return BadLine(
+            custom_id, line_no, problem, metadata, _text(raw), code=problem_code(problem)
+        )
     if sent_metadata is not None:
         params["metadata"] = sent_metadata
     return Job(custom_id=custom_id, params=params, line_no=line_no, metadata=metadata)
 
 
 def validate_params(params: dict[str, Any]) -> str | None:
-    """The reason `params` cannot be a Messages request, or None if it looks sound."""
+    """The reason `params` lacks what every API's request has (a model), or None; the rest
+    is for the provider's check."""
     model = params.get("model")
     if model is None:
         return "model: Field required"
     if not isinstance(model, str) or not model:
         return "model: must be a non-empty string"
-    max_tokens = params.get("max_tokens")
-    if max_tokens is None:
-        return "max_tokens: Field required"
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
-        return "max_tokens: must be a non-negative integer"
-    messages = params.get("messages")
-    if messages is None:
-        return "messages: Field required"
-    if not isinstance(messages, list) or not messages:
-        return "messages: must be a non-empty list"
-    for index, message in enumerate(messages):
-        problem = _message_problem(message)
-        if problem:
-            return f"messages.{index}: {problem}"
     return None
 
 
-def _message_problem(message: Any) -> str | None:
-    if not isinstance(message, dict):
-        return "must be an object with role and content"
-    if message.get("role") not in ROLES:
-        return "role must be 'user' or 'assistant'"
-    content = message.get("content")
-    if not isinstance(content, (str, list)):
-        return "content must be a string or a list of content blocks"
-    return None
+def problem_code(problem: str) -> str:
+    """The reason code of a problem `validate_params` or a provider's check found."""
+    # Our own messages follow the API's pydantic wording: "<field>: Field required".
+    return MISSING_REQUIRED_PARAMETER if problem.endswith("Field required") else INVALID_REQUEST
 
 
 def _custom_id(data: dict[str, Any], derived: str) -> tuple[str, str | None]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import BinaryIO
 
-from apiproc.jobs import BadLine, Check, JobReader
+from apiproc.jobs import DUPLICATE_CUSTOM_ID, BadLine, Check, JobReader
 from apiproc.limiter import Limits
 from apiproc.providers.base import BATCH_DISCOUNT, ModelFacts, Usage
 from apiproc.tokens import PRIOR_RATIO, TokenEstimator
@@ -180,11 +180,20 @@ def _measure(
             if isinstance(item, BadLine):
                 _add_bad(report, item)
                 continue
-            pending.append((item.params["model"], item.params["max_tokens"], item.params))
+            pending.append((item.params["model"], _ceiling(item.params), item.params))
             if len(pending) >= BATCH_LINES:
                 counter.count(pending, report)
     counter.count(pending, report)
     return report, ids
+
+
+def _ceiling(params: dict) -> int:
+    """The request's output ceiling; 0 where it sets none (it then adds no known bound)."""
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = params.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return 0
 
 
 def _newlines_before(handle: BinaryIO, offset: int) -> int:
@@ -219,7 +228,8 @@ def _merge(parts: list[tuple[Preflight, dict[str, int]]]) -> Preflight:
                 # A duplicate across parts: reported, though its tokens stay in the totals.
                 report.requests -= 1
                 reason = f"duplicate custom_id {custom_id!r}: ids must be unique in a file"
-                _add_bad(report, BadLine(f"line-{line_no}", line_no, reason))
+                duplicate = BadLine(f"line-{line_no}", line_no, reason, code=DUPLICATE_CUSTOM_ID)
+                _add_bad(report, duplicate)
             else:
                 seen[custom_id] = line_no
     report.bad.sort(key=lambda bad: bad.line_no)

@@ -14,7 +14,9 @@ results shape:
      "error": {"type": "...", "message": "..."}, "request_id": "req_..."}}, ...}
 
 `metadata` appears only when the input line had it; `request_id` when the API gave one;
-`fingerprint` is the request's as read (see jobs.py), for resume. The `cookbook` format
+`fingerprint` is the request's as read (see jobs.py), for resume. A batch request that was
+canceled or expired as many times as it may be attempted ends as `{"type": "canceled"}` or
+`{"type": "expired"}`, the batch results' own shapes. The `cookbook` format
 writes the classic `[request, response, metadata]` arrays instead, with the request as
 read from the input (not as apiproc may have changed it), which resume matches.
 Each line is written with one `write` on an append-only descriptor, so a line is
@@ -52,6 +54,7 @@ class Result:
     request_id: str | None = None
     attempts: int = 0
     fingerprint: str | None = None
+    outcome: str | None = None  # "canceled" or "expired": a batch request never processed
 
     @property
     def succeeded(self) -> bool:
@@ -59,12 +62,16 @@ class Result:
 
     @property
     def error_type(self) -> str:
+        if self.outcome is not None:
+            return self.outcome
         return str((self.error or {}).get("type", "api_error"))
 
 
 def batch_record(result: Result) -> dict[str, Any]:
     if result.message is not None:
         outcome: dict[str, Any] = {"type": "succeeded", "message": result.message}
+    elif result.outcome is not None:
+        outcome = {"type": result.outcome}
     else:
         outcome = {
             "type": "errored",
@@ -85,7 +92,9 @@ def batch_record(result: Result) -> dict[str, Any]:
 def cookbook_record(result: Result) -> list[Any]:
     """The classic script's line: [request, response or list of errors, metadata?]."""
     answer: Any = result.message
-    if answer is None:
+    if answer is None and result.outcome is not None:
+        answer = [result.outcome]
+    elif answer is None:
         error = result.error or {}
         answer = [f"{error.get('type', 'error')}: {error.get('message', '')}"]
     record = [result.request, answer]
@@ -152,6 +161,11 @@ class ResultWriter:
             os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_END) - written)
         except OSError:
             self._broken = error
+
+    def sync(self) -> None:
+        """Force what was written to disk (before a step that relies on it is recorded)."""
+        if self._fd is not None and self._owns_fd:
+            os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd is not None and self._owns_fd:

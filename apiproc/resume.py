@@ -209,6 +209,8 @@ def _error_type(record: Any, output_format: str) -> str | None:
     result = record["result"]
     if result.get("type") == "succeeded":
         return None
+    if result.get("type") in ("canceled", "expired"):  # a batch request never processed
+        return str(result["type"])
     error = (result.get("error") or {}).get("error") or {}
     return str(error.get("type") or "unknown") if isinstance(error, dict) else "unknown"
 

@@ -4,9 +4,10 @@
 
 The engine moves data; this module prepares what it moves it between. It locks the
 output against a second run, repairs and scans the existing output to resume from it,
-builds the provider, starts the bundled simulator for `--simulate`, opens the writer,
-and turns SIGINT/SIGTERM into a graceful stop (a second signal exits at once; every
-written line is whole).
+builds the provider the settings name, starts the bundled simulator for `--simulate`,
+opens the writer, and turns SIGINT/SIGTERM into a graceful stop (a second signal exits
+at once; every written line is whole). `--mode batch` hands the run to `apiproc.batch`
+instead.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import os
 import signal
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from apiproc.engine import OWN_TRANSIENT_ERRORS, Engine, RunStats, feed_file
-from apiproc.errors import EXIT_ON_SIGNAL, ResumeMismatch
+from apiproc.errors import EXIT_ON_SIGNAL, OutputError, ResumeMismatch, SettingsError
 from apiproc.jobs import Check, rereadable
 from apiproc.lock import OutputLock
 from apiproc.loop import run as run_loop
-from apiproc.providers import AnthropicProvider, Provider
+from apiproc.providers import Provider, build_provider
 from apiproc.results import ResultWriter, first_few, resumable
 from apiproc.resume import (
     Finished,
@@ -40,6 +41,8 @@ from apiproc.settings import Settings
 log = logging.getLogger("apiproc")
 
 Progress = Callable[[Engine], Coroutine[Any, Any, None]]
+# Batch requests canceled or expired every time they were tried: a rerun may process them.
+UNPROCESSED = frozenset({"canceled", "expired"})
 
 
 def run(
@@ -48,14 +51,39 @@ def run(
     on_stopping: Callable[[str, bool], None] | None = None,
     owner: str = "",
     on_waiting: Callable[[str], None] | None = None,
-) -> RunStats:
+    batch_display: Callable[[Any], None] | None = None,
+) -> Any:
     """Hold the output's lock for the whole run, then run the job on the fastest loop.
 
     A second run on the same output raises OutputInUse, or with `settings.wait` waits
     (`on_waiting` is told who holds it). `owner` is this run's command line, for theirs.
+    In batch mode the result is a `BatchStats`, and `batch_display(run)` shows progress.
     """
     with _output_lock(settings, owner, on_waiting):
-        return run_loop(run_job(settings, progress, on_stopping))
+        return run_loop(run_job(settings, progress, on_stopping, batch_display))
+
+
+def run_batch_command(
+    settings: Settings,
+    mode: str,
+    batch_display: Callable[[Any], None] | None = None,
+    on_stopping: Callable[[str, bool], None] | None = None,
+    owner: str = "",
+) -> Any:
+    """`apiproc batch results|cancel`: collect (or cancel, then collect) the batches of an
+    output's state file, holding the output's lock like a run."""
+    from apiproc.batch import run_batches
+
+    with _output_lock(settings, owner, None):
+        return run_loop(
+            run_batches(
+                settings,
+                provider_of(settings),
+                display=batch_display,
+                on_stopping=on_stopping,
+                mode=mode,
+            )
+        )
 
 
 @contextmanager
@@ -73,7 +101,8 @@ async def run_job(
     settings: Settings,
     progress: Progress | None = None,
     on_stopping: Callable[[str, bool], None] | None = None,
-) -> RunStats:
+    batch_display: Callable[[Any], None] | None = None,
+) -> Any:
     """Run one job as the settings say, against the simulator when asked (the caller
     holds the output's lock: see `run`).
 
@@ -81,14 +110,72 @@ async def run_job(
     cancelled when it ends. The first SIGINT/SIGTERM stops gracefully, or cuts the wait
     for the requests in flight short when the run is already stopping (`on_stopping` is
     told which); a second one exits at once — the output stays whole and resumable.
+    In batch mode `batch_display(run)` is called after each poll instead of `progress`.
     """
     if settings.simulate:
         from apiproc.simulator import Simulator
 
         async with Simulator() as simulator:
-            settings.request_url = simulator.messages_url
-            return await _run(settings, progress, on_stopping)
+            settings.request_url = simulator.url_for(settings.api)
+            return await _run_mode(settings, progress, on_stopping, batch_display)
+    return await _run_mode(settings, progress, on_stopping, batch_display)
+
+
+async def _run_mode(
+    settings: Settings,
+    progress: Progress | None,
+    on_stopping: Callable[[str, bool], None] | None,
+    batch_display: Callable[[Any], None] | None,
+) -> Any:
+    if settings.mode == "batch":
+        from apiproc.batch import run_batches
+
+        return await run_batches(
+            settings, provider_of(settings), display=batch_display, on_stopping=on_stopping
+        )
+    refuse_while_batches_run(settings.output_path, settings.overwrite)
     return await _run(settings, progress, on_stopping)
+
+
+def refuse_while_batches_run(output_path: str, overwrite: bool = False) -> None:
+    """Online mode must not send requests that batches of the same output still hold;
+    --overwrite also forgets the batch state of an output it empties."""
+    if not resumable(output_path):
+        return
+    from apiproc.batch.journal import read_state, state_path
+
+    path = state_path(output_path)
+    if not os.path.exists(path):
+        return
+    state = read_state(path)
+    if state.live() or state.unresolved():
+        raise OutputError(
+            f"{output_path} has batches still running ({path}): collect them with "
+            "--mode batch, or cancel them with `apiproc batch cancel`, before sending online."
+        )
+    if overwrite:
+        os.remove(path)
+
+
+def provider_of(settings: Settings) -> Provider:
+    """The provider the settings name, checked against the options that need its help."""
+    provider = build_provider(
+        settings.api,
+        api_key=settings.api_key,
+        url=settings.request_url,
+        version=settings.anthropic_version,
+        betas=settings.anthropic_betas,
+        transport=settings.transport,
+        timeout=settings.timeout,
+        region=settings.region,
+        project=settings.project,
+    )
+    if settings.use_caching and not provider.cache_breakpoints:
+        raise SettingsError(
+            f"--use-caching adds cache_control breakpoints, which --api {provider.name} does "
+            "not take; leave it out."
+        )
+    return provider
 
 
 def prepare_output(settings: Settings, provider: Provider | None = None) -> Finished | None:
@@ -133,7 +220,9 @@ def _resend(settings: Settings, provider: Provider | None) -> Resend | None:
     if settings.retry_errored is None:
         return None
     transient = provider.transient_error if provider is not None else lambda _: False
-    return lambda error_type: error_type in OWN_TRANSIENT_ERRORS or transient(error_type)
+    return lambda error_type: (
+        error_type in OWN_TRANSIENT_ERRORS or error_type in UNPROCESSED or transient(error_type)
+    )
 
 
 def _send_changed_again_or_refuse(
@@ -162,14 +251,7 @@ def _send_changed_again_or_refuse(
 async def _run(
     settings: Settings, progress: Progress | None, on_stopping: Callable[[str, bool], None] | None
 ) -> RunStats:
-    provider = AnthropicProvider(
-        api_key=settings.api_key,
-        url=settings.request_url,
-        version=settings.anthropic_version,
-        betas=settings.anthropic_betas,
-        transport=settings.transport,
-        timeout=settings.timeout,
-    )
+    provider = provider_of(settings)
     finished = prepare_output(settings, provider)
     with ResultWriter(settings.output_path, settings.output_format, settings.fsync) as writer:
         engine = Engine(settings, provider, writer, finished=finished)
@@ -183,8 +265,19 @@ async def _run(
                     await asyncio.gather(reporter, return_exceptions=True)
 
 
+class Stoppable(Protocol):
+    """What the signal handler stops: the engine, or a batch run."""
+
+    stats: Any
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def request_stop(self, reason: str) -> None: ...
+
+
 @contextmanager
-def _signals(engine: Engine, on_stopping: Callable[[str, bool], None] | None) -> Iterator[None]:
+def _signals(engine: Stoppable, on_stopping: Callable[[str, bool], None] | None) -> Iterator[None]:
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
 

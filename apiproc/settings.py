@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 from apiproc.errors import SettingsError
 from apiproc.limiter import Limits
-from apiproc.providers.anthropic import DEFAULT_TIMEOUT, DEFAULT_URL, DEFAULT_VERSION
+from apiproc.providers import APIS, KEY_OPTIONAL, KEY_VARIABLES, SIMULATED_APIS
+from apiproc.providers.anthropic import DEFAULT_TIMEOUT, DEFAULT_VERSION
 from apiproc.providers.base import TRANSPORTS
 from apiproc.results import OUTPUT_FORMATS
 from apiproc.tokens import OUTPUT_ACCOUNTINGS
@@ -36,13 +37,36 @@ LOOPBACK_HOSTS = ("localhost", "::1")
 # connection errors, apiproc's own), or every error, permanent 4xx answers too.
 RETRY_ERRORED = ("fixable", "all")
 
+MODES = ("online", "batch")
+FALLBACKS = ("batch", "online")
+MAX_BATCH_SIZE = 100_000
+
+
+@dataclass(slots=True)
+class BatchOptions:
+    """How `--mode batch` splits, polls and sends again."""
+
+    size: int | None = None  # requests per batch at most (the API's limit when None)
+    max_bytes: int | None = None  # bytes per batch at most (the API's limit, less a margin)
+    poll_interval: float = 30.0  # seconds between polls after a change
+    poll_max_interval: float | None = None  # longest wait while nothing changes
+    fallback: str = "batch"  # where requests go again: a new batch, or the online path
+    max_queue: int | None = None  # requests in unfinished batches at most
+    api_rpm: float = 50.0  # calls per minute to the batch endpoints (the lowest tier's limit)
+    adopt: str | None = None  # the batch an unconfirmed create made, when the list is ambiguous
+    create_settle: float = 10.0  # seconds a create may take to show in the list
+    wait: bool = True  # follow the batches to the end; False: submit, collect, exit (cron)
+
 
 @dataclass(slots=True)
 class Settings:
     requests_path: str
     output_path: str
     api_key: str
-    request_url: str = DEFAULT_URL
+    request_url: str | None = None  # None: the API's own endpoint
+    api: str = "anthropic"
+    region: str | None = None
+    project: str | None = None
     limits: Limits = field(default_factory=Limits)
     # From --limits-file: limits by model class (or model id); the flags fill the gaps.
     class_limits: dict[str, Limits] = field(default_factory=dict)
@@ -56,7 +80,7 @@ class Settings:
     anthropic_version: str = DEFAULT_VERSION
     anthropic_betas: tuple[str, ...] = ()
     output_format: str = "batch"
-    output_accounting: str = "generated"
+    output_accounting: str | None = None  # None: as the API counts by default
     use_caching: bool = False
     simulate: bool = False
     ramp: bool = True
@@ -69,6 +93,8 @@ class Settings:
     allow_insecure_http: bool = False
     cache_warmup: bool = True
     cache_aware_limits: bool = True
+    mode: str = "online"
+    batch: BatchOptions = field(default_factory=BatchOptions)
 
     def validate(self) -> None:
         for name, value in vars_of(self.limits).items():
@@ -90,7 +116,14 @@ class Settings:
             raise SettingsError("--idle-timeout must be a positive number of seconds.")
         if self.output_format not in OUTPUT_FORMATS:
             raise SettingsError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}.")
-        if self.output_accounting not in OUTPUT_ACCOUNTINGS:
+        if self.api not in APIS:
+            raise SettingsError(f"--api must be one of {', '.join(APIS)}.")
+        if self.simulate and self.api not in SIMULATED_APIS:
+            raise SettingsError(
+                f"--simulate serves the {' and '.join(sorted(SIMULATED_APIS))} APIs, "
+                f"not {self.api}; drop --simulate or choose one of those with --api."
+            )
+        if self.output_accounting is not None and self.output_accounting not in OUTPUT_ACCOUNTINGS:
             raise SettingsError(
                 f"--output-accounting must be one of {', '.join(OUTPUT_ACCOUNTINGS)}."
             )
@@ -102,8 +135,34 @@ class Settings:
             raise SettingsError("--overwrite starts afresh, so --retry-errored has nothing to do.")
         self._validate_url()
         self._validate_paths()
+        if self.mode == "batch":
+            self._validate_batch()
+        elif self.mode not in MODES:
+            raise SettingsError(f"--mode must be one of {', '.join(MODES)}.")
+
+    def _validate_batch(self) -> None:
+        batch = self.batch
+        if self.requests_path == "-" or self.output_path == "-":
+            raise SettingsError(
+                "--mode batch reads its requests from a file and writes to a file (not '-'), "
+                "so that a rerun can find the batches again."
+            )
+        if batch.size is not None and not 1 <= batch.size <= MAX_BATCH_SIZE:
+            raise SettingsError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE:,}.")
+        if batch.max_bytes is not None and batch.max_bytes < 1:
+            raise SettingsError("--batch-bytes must be a positive number of bytes.")
+        if batch.poll_interval <= 0:
+            raise SettingsError("--poll-interval must be a positive number of seconds.")
+        if batch.fallback not in FALLBACKS:
+            raise SettingsError(f"--fallback must be one of {', '.join(FALLBACKS)}.")
+        if batch.max_queue is not None and batch.max_queue < 1:
+            raise SettingsError("--max-batch-queue must be at least 1.")
+        if batch.api_rpm <= 0:
+            raise SettingsError("--batch-api-rpm must be a positive number.")
 
     def _validate_url(self) -> None:
+        if self.request_url is None:
+            return
         url = urlsplit(self.request_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise SettingsError(f"--request-url must be an http(s) URL, not {self.request_url!r}.")
@@ -151,8 +210,9 @@ def default_output_path(requests_path: str) -> str:
     return str(source.with_name(f"{source.stem}_results.jsonl"))
 
 
-def resolve_api_key(given: str | None, simulate: bool = False) -> str:
-    """The key from the option, else ANTHROPIC_API_KEY from the environment or `.env`."""
+def resolve_api_key(given: str | None, simulate: bool = False, api: str = "anthropic") -> str:
+    """The key from the option, else the API's variable (ANTHROPIC_API_KEY, OPENAI_API_KEY,
+    ...) from the environment or `.env`; "" for an API that signs in another way."""
     if given:
         return given
     if simulate:
@@ -160,13 +220,16 @@ def resolve_api_key(given: str | None, simulate: bool = False) -> str:
     from dotenv import find_dotenv, load_dotenv
 
     load_dotenv(find_dotenv(usecwd=True), override=False)
-    key = os.environ.get("ANTHROPIC_API_KEY")
-    if not key:
-        raise SettingsError(
-            "No API key: pass --api-key, set ANTHROPIC_API_KEY in the environment or a .env "
-            "file, or add --simulate to run against the bundled simulator."
-        )
-    return key
+    variables = KEY_VARIABLES.get(api, ())
+    for variable in variables:
+        if os.environ.get(variable):
+            return os.environ[variable]
+    if api in KEY_OPTIONAL or not variables:
+        return ""
+    raise SettingsError(
+        f"No API key: pass --api-key, set {variables[0]} in the environment or a .env "
+        "file, or add --simulate to run against the bundled simulator."
+    )
 
 
 def _is_loopback(host: str) -> bool:

@@ -32,6 +32,7 @@ SIMULATOR_OPTIONS = {
     "requests_per_minute": "--requests-per-minute",
     "input_tokens_per_minute": "--input-tokens-per-minute",
     "output_tokens_per_minute": "--output-tokens-per-minute",
+    "tokens_per_minute": "--tokens-per-minute",
     "output_accounting": "--output-accounting",
     "window_seconds": "--window-seconds",
     "latency": "--latency",
@@ -48,6 +49,12 @@ SIMULATOR_OPTIONS = {
     "output_tokens_per_second": "--output-tokens-per-second",
     "seed": "--seed",
     "output_tokens": "--output-tokens",
+    "batch_processing_seconds": "--batch-processing-seconds",
+    "batch_create_latency": "--batch-create-latency",
+    "batch_errored_rate": "--batch-errored-rate",
+    "batch_expired_rate": "--batch-expired-rate",
+    "batch_requests_per_minute": "--batch-requests-per-minute",
+    "batch_queue_limit": "--batch-queue-limit",
 }
 
 
@@ -100,6 +107,10 @@ class SimulatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
 
+    def url_for(self, api: str) -> str:
+        """Where a client of `api` sends: the Messages endpoint or the OpenAI base URL."""
+        return self.base + "/v1" if api == "openai" else self.url
+
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.base + "/_sim/stats", timeout=10) as response:
             return json.load(response)
@@ -128,9 +139,16 @@ class ClientRun:
             return [json.loads(line) for line in handle]
 
 
-def run_client(workload: Path, url: str, *options: str, output: Path | None = None) -> ClientRun:
-    """Run `apiproc run` to completion; measure its wall time, CPU time and peak RSS
-    (of that one process, read with wait4)."""
+def run_client(
+    workload: Path,
+    url: str,
+    *options: str,
+    output: Path | None = None,
+    timeout: float = RUN_TIMEOUT,
+    api: str = "anthropic",
+) -> ClientRun:
+    """Run `apiproc run --api API` to completion; measure its wall time, CPU time and peak
+    RSS (of that one process, read with wait4)."""
     if output is None:
         output = Path(tempfile.mkdtemp(prefix="apiproc-bench-")) / "out.jsonl"
     args = [
@@ -145,15 +163,22 @@ def run_client(workload: Path, url: str, *options: str, output: Path | None = No
         url,
         "--api-key",
         "sk-bench",
+        "--api",
+        api,
         "--progress-every",
         "3600",
         *options,
     ]
-    return measure(args, output)
+    return measure(args, output, timeout)
 
 
 def run_floor(
-    workload: Path, url: str, output: Path, concurrency: int, uvloop: bool = False
+    workload: Path,
+    url: str,
+    output: Path,
+    concurrency: int,
+    uvloop: bool = False,
+    timeout: float = RUN_TIMEOUT,
 ) -> ClientRun:
     """Run the floor client (bench/floor.py) to completion, measured as `run_client` is."""
     args = [
@@ -169,10 +194,10 @@ def run_floor(
         str(concurrency),
         *(["--uvloop"] if uvloop else []),
     ]
-    return measure(args, output)
+    return measure(args, output, timeout)
 
 
-def measure(args: list[str], output: Path) -> ClientRun:
+def measure(args: list[str], output: Path, timeout: float = RUN_TIMEOUT) -> ClientRun:
     """Run one client process to completion: wall time, and CPU time and peak RSS of that
     process alone (wait4), start-up included."""
     with tempfile.TemporaryFile("w+") as errors:
@@ -182,10 +207,10 @@ def measure(args: list[str], output: Path) -> ClientRun:
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=errors,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=client_environment(),
             text=True,
         )
-        _, status, usage = _wait4(process, RUN_TIMEOUT)
+        _, status, usage = _wait4(process, timeout)
         wall = time.monotonic() - started
         errors.seek(0)
         stderr = errors.read()
@@ -193,6 +218,14 @@ def measure(args: list[str], output: Path) -> ClientRun:
     return ClientRun(
         os.waitstatus_to_exitcode(status), wall, cpu, usage.ru_maxrss / 1024, stderr, output
     )
+
+
+def client_environment() -> dict[str, str]:
+    """This environment, with bytecode cached as on a user's machine: without the cache
+    every launch would compile apiproc's modules again and start-up would measure that."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def _wait4(process: subprocess.Popen[str], timeout: float) -> tuple[int, int, Any]:
@@ -211,10 +244,12 @@ def _wait4(process: subprocess.Popen[str], timeout: float) -> tuple[int, int, An
 def theoretical_seconds(stats: dict[str, Any], limits: dict[str, float]) -> float:
     """max over the limits of (total consumption - initial bucket) / rate, from the
     simulator's own counts; `limits` maps requests/input_tokens/output_tokens to per-minute."""
+    input_tokens = stats["input_tokens"] + stats["cache_creation_input_tokens"]
     consumed = {
         "requests": stats["succeeded"],
-        "input_tokens": stats["input_tokens"] + stats["cache_creation_input_tokens"],
+        "input_tokens": input_tokens,
         "output_tokens": stats["output_tokens"],
+        "tokens": input_tokens + stats["output_tokens"],
     }
     return max(
         max(0.0, consumed[name] - per_minute) / (per_minute / 60.0)
@@ -233,6 +268,11 @@ def write_workload(path: Path, rows: list[dict[str, Any]]) -> Path:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
     return path
+
+
+# The model each API's workloads name in the simulator.
+SMALL_MODEL = {"anthropic": "claude-haiku-4-5", "openai": "gpt-4o-mini"}
+LARGE_MODEL = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4o-mini"}
 
 
 def small_requests(count: int, model: str = "claude-haiku-4-5") -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
+    RUN_TIMEOUT,
     ClientRun,
     SimulatorProcess,
     median,
@@ -47,6 +48,7 @@ from harness import (
 
 CLIENTS = ("floor", "apiproc")
 CONCURRENCY = 64
+SLOWEST_RATE = 100  # requests per second, to bound one run's time
 TINY_REQUESTS = 20_000
 UNLIMITED = {
     "requests_per_minute": 1e9,
@@ -74,14 +76,18 @@ class Comparison:
 
 
 def run(client: str, workload: Path, sim: SimulatorProcess, *apiproc_options: str) -> ClientRun:
-    """One complete run of `client` over `workload`; the output file is removed after."""
+    """One complete run of `client` over `workload`; its output files are removed after."""
     output = workload.with_suffix(f".{client}.out")
+    # Long inputs on a busy machine: allow at least SLOWEST_RATE requests per second.
+    with open(workload, "rb") as handle:
+        timeout = max(RUN_TIMEOUT, sum(1 for _ in handle) / SLOWEST_RATE)
     if client == "floor":
-        done = run_floor(workload, sim.url, output, CONCURRENCY, uvloop=UVLOOP)
+        done = run_floor(workload, sim.url, output, CONCURRENCY, UVLOOP, timeout)
     else:
         options = ("--overwrite", "--max-concurrency", str(CONCURRENCY), *apiproc_options)
-        done = run_client(workload, sim.url, *options, output=output)
-    output.unlink(missing_ok=True)
+        done = run_client(workload, sim.url, *options, output=output, timeout=timeout)
+    for written in output.parent.glob(output.name + "*"):  # apiproc's sidecar too
+        written.unlink()
     if done.returncode != 0:
         raise RuntimeError(f"{client} exited {done.returncode}: {done.stderr[-2000:]}")
     return done

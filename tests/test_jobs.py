@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
-from apiproc.jobs import BadLine, Job, read_jobs
+import pytest
+
+from apiproc.jobs import BadLine, Job, JobReader, parse_line, read_jobs
+from apiproc.providers.anthropic import validate_messages
 
 
 def lines(*objects: object) -> list[bytes]:
@@ -62,7 +65,8 @@ def test_bad_lines_name_their_line_and_reason() -> None:
                 {"model": "m", "max_tokens": 5, "messages": []},
                 {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
                 {"custom_id": "c", "params": "nope"},
-            )
+            ),
+            check=validate_messages,
         )
     )
     assert all(isinstance(item, BadLine) for item in items)
@@ -112,3 +116,30 @@ def test_an_unnamed_line_whose_id_was_given_earlier_is_a_duplicate() -> None:
     first, second = read_jobs(lines({"custom_id": "line-2", "params": BODY}, BODY))
     assert isinstance(first, Job)
     assert isinstance(second, BadLine) and "duplicate custom_id 'line-2'" in second.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"{not json", "invalid_json_line"),
+        (b"[1]", "invalid_json_line"),
+        (
+            b'{"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}',
+            "missing_required_parameter",
+        ),
+        (b'{"model": "m", "max_tokens": -1, "messages": []}', "invalid_request"),
+        (b'{"custom_id": "' + b"x" * 65 + b'", "params": {}}', "invalid_custom_id"),
+    ],
+)
+def test_a_bad_line_carries_a_reason_code(raw: bytes, code: str) -> None:
+    item = parse_line(raw, 1, validate_messages)
+    assert isinstance(item, BadLine) and item.code == code
+
+
+def test_a_duplicate_id_carries_the_duplicate_code() -> None:
+    reader = JobReader()
+    params = {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "a"}]}
+    line = json.dumps({"custom_id": "x", "params": params}).encode()
+    reader.feed(line)
+    second = reader.feed(line)
+    assert isinstance(second, BadLine) and second.code == "duplicate_custom_id"

@@ -174,11 +174,14 @@ class RateLimiter:
         """Limits in force follow the server (never above a configured one); no bucket
         holds more than the server says remains."""
         burst = self.ramp.burst
+        # A combined tokens figure beside separate input and output limits is their sum,
+        # not a limit of its own; alone, it is the one token budget.
+        separate = "input_tokens" in server or "output_tokens" in server
         for dimension, figures in server.items():
             self._server[dimension] = figures
             bucket = self.buckets.get(dimension)
             if bucket is None:
-                if figures.limit and dimension != "tokens":
+                if figures.limit and (dimension != "tokens" or not separate):
                     self._learn(dimension, figures, now)
                 continue
             if bucket.fallback and figures.limit:

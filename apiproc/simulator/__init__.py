@@ -28,6 +28,9 @@ convenient for a client:
 * Faults (429, 529, 500, an HTML 502, dropped and stalled connections) are injected from a
   seeded random generator (``faults``). A streamed answer may instead stall, or end in an
   ``overloaded_error`` event, partway through.
+* Message Batches (create, retrieve, list, cancel, delete, results) with their own rate
+  limits, a processing time, and shares of errored and expired results (``batches``,
+  ``batch_routes``); every batch created is recorded with its ids.
 
 The simulator's tokenizer is deliberately not cl100k, so a client's estimate has to learn
 from the real usage (``tokens``): text is split by the regex ``\\w+|[^\\w\\s]`` and each
@@ -35,18 +38,21 @@ piece counts ``ceil(len(piece) / 3)`` tokens. A request adds 3 tokens per messag
 request; images and documents are 1,500 tokens each; tools, tool_use and other non-text
 blocks count as their canonical JSON.
 
-Benchmarks in another process read ``GET /_sim/stats`` and reset with ``POST /_sim/reset``.
+Benchmarks in another process read ``GET /_sim/stats`` and reset with ``POST /_sim/reset``;
+``GET /_sim/batches`` lists every batch created with its ids.
 Only the names below are public; the modules are the package's own business.
 """
 
 from __future__ import annotations
 
+from apiproc.simulator.batches import BatchRecord
 from apiproc.simulator.config import SeenRequest, SimulatorConfig, SimulatorStats
 from apiproc.simulator.runners import SimulatorThread, serve_forever
 from apiproc.simulator.server import Simulator
 from apiproc.simulator.tokens import count_tokens
 
 __all__ = [
+    "BatchRecord",
     "SeenRequest",
     "Simulator",
     "SimulatorConfig",

@@ -11,6 +11,7 @@ the server saw, never by what the client says it did.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -28,6 +29,10 @@ class SimulatorConfig:
     # Other limits for some rate pools (``ModelSpec.rate_pool``), by the names above:
     # {"haiku-4-5": {"requests_per_minute": 16_000}}; the rest keep the three above.
     class_limits: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The OpenAI endpoint's single budget for input and output tokens together.
+    tokens_per_minute: float = 2_400_000
+    # False: the OpenAI endpoint sends no x-ratelimit-* headers, as vLLM and llama-stack.
+    rate_limit_headers: bool = True
     # "generated": OTPM counts generated tokens only, charged when generation ends (2026
     # docs). "max_tokens": max_tokens reserved at the start, corrected at the end (2025 docs).
     output_accounting: str = "generated"
@@ -55,9 +60,28 @@ class SimulatorConfig:
     # accepted requests before the 400 of a spend limit the organisation set itself
     user_spend_limit_after: int | None = None
     record: bool = True  # keep a SeenRequest per request
+    # Batches (the OpenAI Batch API here): how long a batch takes, what its results hold.
+    batch_processing_seconds: float = 1.0  # from creation until a batch ends
+    batch_cancel_seconds: float = 0.1  # from a cancel until the batch ends
+    batch_errored_rate: float = 0.0  # share of results errored for a transient reason
+    batch_expired_rate: float = 0.0  # share of results expired
     # The simulated API's date (models past their end of life answer 404); None: the real
     # UTC date, read at each request.
     today: date | None = None
+    # Message Batches (§E): how long a batch takes, what its results hold, its limits.
+    batch_processing_seconds: float = 1.0  # from creation until a batch ends
+    batch_cancel_seconds: float = 0.1  # from a cancel until the batch ends
+    batch_create_latency: float = 0.0  # seconds a create takes; the batch exists halfway
+    batch_errored_rate: float = 0.0  # share of results errored for a transient reason
+    batch_expired_rate: float = 0.0  # share of results expired
+    batch_requests_per_minute: float = 1_000  # every batch endpoint together (2026 copy)
+    batch_queue_limit: int = 200_000  # requests in unfinished batches (2026 copy)
+    batch_max_requests: int = 100_000
+    batch_max_bytes: int = 256_000_000  # "256 MB", read as the smaller figure
+    batch_results_days: float = 29.0
+    # Tests: awaited at points of a batch's life ("create", "created", "retrieve", "results");
+    # returning True drops the connection there.
+    batch_hook: Callable[[str, dict[str, Any]], Awaitable[bool | None]] | None = None
 
 
 @dataclass(slots=True)
@@ -87,7 +111,8 @@ class ClassStats:
 
 @dataclass(slots=True)
 class SimulatorStats:
-    """Counters over ``POST /v1/messages``; status 0 counts requests left without a response.
+    """Counters over the generation endpoints (``POST /v1/messages`` and
+    ``POST /v1/chat/completions``); status 0 counts requests left without a response.
 
     ``rate_limited`` counts rate-limit 429s only; injected faults (including injected 429s)
     are in ``faults_injected``; spend-cap 429s and spend-limit 400s only in ``by_status``.
@@ -130,6 +155,7 @@ def check_config(config: SimulatorConfig) -> None:
         config.requests_per_minute,
         config.input_tokens_per_minute,
         config.output_tokens_per_minute,
+        config.tokens_per_minute,
     )
     for pool_limits in config.class_limits.values():
         unknown = set(pool_limits) - set(CLASS_LIMIT_NAMES)
@@ -147,3 +173,10 @@ def check_config(config: SimulatorConfig) -> None:
     low, high = config.output_tokens
     if not 0 <= low <= high:
         raise ValueError("output_tokens must be a (low, high) range with 0 <= low <= high")
+    shares = (config.batch_errored_rate, config.batch_expired_rate)
+    if min(shares) < 0 or sum(shares) > 1:
+        raise ValueError("batch_errored_rate and batch_expired_rate must be shares adding to <= 1")
+    if config.batch_requests_per_minute <= 0 or config.batch_queue_limit < 1:
+        raise ValueError("the Batches API limits must be positive")
+    if config.batch_processing_seconds < 0 or config.batch_cancel_seconds < 0:
+        raise ValueError("batch processing and cancel times must not be negative")

@@ -34,13 +34,16 @@ class ModelSpec:
     context_window: int = STANDARD_CONTEXT
     long_context: bool = False  # context-1m-2025-08-07 lifts the window to 1M (§B.5)
     output_128k: bool = False  # output-128k-2025-02-19 lifts max output to 128K
+    output_300k_batch: bool = False  # in a batch, output-300k-2026-03-24 lifts it to 300K
     end_of_life: date | None = None  # from this day on the API answers 404 (2026 §0)
 
     def retired_on(self, today: date) -> bool:
         return self.end_of_life is not None and today >= self.end_of_life
 
 
-def _current(model_id: str, pool: str, min_cacheable: int) -> ModelSpec:
+def _current(
+    model_id: str, pool: str, min_cacheable: int, output_300k_batch: bool = False
+) -> ModelSpec:
     """A 2026 model: 128K output, 1M context, no prefill (2026 §5.1; §A.2 for prefill)."""
     return ModelSpec(
         model_id,
@@ -49,6 +52,7 @@ def _current(model_id: str, pool: str, min_cacheable: int) -> ModelSpec:
         min_cacheable,
         allows_prefill=False,
         context_window=MILLION_CONTEXT,
+        output_300k_batch=output_300k_batch,
     )
 
 
@@ -65,11 +69,11 @@ def _current_models() -> list[ModelSpec]:
         _current("claude-mythos-5-1", "mythos-5", 512),
         _current("claude-mythos-5", "mythos-5", 512),
         _current("claude-opus-5-5", "opus-5-5", 512),
-        _current("claude-opus-5", "opus-5", 512),
+        _current("claude-opus-5", "opus-5", 512, output_300k_batch=True),
         _current("claude-opus-4-8", "opus-4", 1_024),
         _current("claude-opus-4-7", "opus-4", 2_048),
-        _current("claude-sonnet-5-5", "sonnet-5-5", 512),
-        _current("claude-sonnet-5", "sonnet-5", 1_024),
+        _current("claude-sonnet-5-5", "sonnet-5-5", 512, output_300k_batch=True),
+        _current("claude-sonnet-5", "sonnet-5", 1_024, output_300k_batch=True),
         _current("claude-haiku-5-5", "haiku-5-5", 512),
     ]
 

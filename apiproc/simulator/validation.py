@@ -168,18 +168,27 @@ class VersionRules:
     message_rules: tuple[MessageRule, ...] = ()  # each called with (message, its path)
 
 
-def validate(body: object, dialect: Dialect, *, counting: bool, today: date) -> Checked:
-    """Validate a Messages (or count_tokens) body the way the API reports problems."""
-    return _check_body(body, dialect, counting, today, _RULES_BY_VERSION[dialect.version])
+def validate(
+    body: object, dialect: Dialect, *, counting: bool, today: date, in_batch: bool = False
+) -> Checked:
+    """Validate a Messages (or count_tokens) body the way the API reports problems;
+    `in_batch` for a request of a Message Batch, which may allow a longer output."""
+    rules = _RULES_BY_VERSION[dialect.version]
+    return _check_body(body, dialect, counting, today, rules, in_batch)
 
 
 def _check_body(
-    body: object, dialect: Dialect, counting: bool, today: date, rules: VersionRules
+    body: object,
+    dialect: Dialect,
+    counting: bool,
+    today: date,
+    rules: VersionRules,
+    in_batch: bool = False,
 ) -> Checked:
     fields = _require_object(body, "body")
     spec = _resolve_model(fields, today)
     _reject_extra(fields, rules.count_fields if counting else rules.create_fields, "")
-    max_tokens = 0 if counting else _check_max_tokens(fields, spec, dialect.betas)
+    max_tokens = 0 if counting else _check_max_tokens(fields, spec, dialect.betas, in_batch)
     _check_messages(fields, spec)
     for index, message in enumerate(fields["messages"]):
         for rule in rules.message_rules:
@@ -287,7 +296,9 @@ def _resolve_model(fields: Mapping[str, Any], today: date) -> ModelSpec:
     return spec
 
 
-def _check_max_tokens(fields: Mapping[str, Any], spec: ModelSpec, betas: frozenset[str]) -> int:
+def _check_max_tokens(
+    fields: Mapping[str, Any], spec: ModelSpec, betas: frozenset[str], in_batch: bool = False
+) -> int:
     if "max_tokens" not in fields:
         raise invalid("max_tokens: Field required")
     value = fields["max_tokens"]
@@ -296,6 +307,8 @@ def _check_max_tokens(fields: Mapping[str, Any], spec: ModelSpec, betas: frozens
     if value < 1:
         raise invalid("max_tokens: Input should be greater than or equal to 1")
     limit = 128_000 if spec.output_128k and "output-128k-2025-02-19" in betas else spec.max_output
+    if in_batch and spec.output_300k_batch and "output-300k-2026-03-24" in betas:
+        limit = 300_000  # "Max output (Batch API, beta): 300K tokens" (2026 §3.4)
     if value > limit:
         raise invalid(
             f"max_tokens: {value} > {limit}, which is the maximum allowed number of "
