@@ -1,7 +1,7 @@
 """The facts of Claude models reached through a cloud: Bedrock and Vertex model ids.
 
-    bedrock_facts("global.anthropic.claude-sonnet-4-5-20250929-v1:0").min_cacheable_tokens
-    vertex_facts("claude-sonnet-4-5@20250929").limit_class     # "claude-sonnet-4-5"
+    bedrock_facts("global.anthropic.claude-haiku-4-5-20251001-v1:0").min_cacheable_tokens
+    vertex_facts("claude-haiku-4-5@20251001").limit_class      # "claude-haiku-4-5"
 
 A cloud id names the same Claude model as the Messages API id it is built from, so the
 cache rules and the tokenizer are that model's. Prices are the cloud's own, differ by
@@ -34,7 +34,7 @@ def bedrock_model(model: str) -> str:
 
 
 def vertex_model(model: str) -> str:
-    """The Messages API family of a Vertex id: `claude-sonnet-4-5@20250929` -> its name."""
+    """The Messages API family of a Vertex id: `claude-haiku-4-5@20251001` -> its name."""
     return model.split("@", 1)[0]
 
 
