@@ -13,7 +13,6 @@ held in memory; result lines are split from the response stream as they arrive.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime, timezone
@@ -23,14 +22,13 @@ import aiohttp
 
 from apiproc.jsonio import dumps, loads
 from apiproc.providers.anthropic import AnthropicProvider, parse_usage
-from apiproc.providers.base import Verdict
+from apiproc.providers.batch_http import BatchHttp
 from apiproc.providers.batches import (
     CANCELED,
     ENDED,
     ERRORED,
     EXPIRED,
     SUCCEEDED,
-    BatchApiError,
     BatchCounts,
     BatchInfo,
     BatchItem,
@@ -59,7 +57,6 @@ FINAL_ERROR_TYPES = frozenset(
         "request_too_large",
     }
 )
-LINE_CHUNK = 1 << 16
 _FRACTION = re.compile(r"\.(\d+)")
 
 
@@ -78,8 +75,7 @@ class AnthropicBatches:
     limits = BatchLimits(MAX_REQUESTS, MAX_BYTES, MAX_REQUEST_BYTES)
 
     def __init__(self, provider: AnthropicProvider, session: aiohttp.ClientSession) -> None:
-        self._provider = provider
-        self._session = session
+        self._http = BatchHttp(provider, session, "the batches endpoint")
         self.endpoint = batches_url(provider.url)
 
     # ---- the batch input
@@ -104,7 +100,7 @@ class AnthropicBatches:
         query: dict[str, str] = {"limit": str(limit)}
         if cursor:
             query["after_id"] = cursor
-        payload = await self._json("GET", self.endpoint, params=query)
+        payload = await self._http.json("GET", self.endpoint, params=query)
         batches = [batch_info(item) for item in payload.get("data") or []]
         more = bool(payload.get("has_more")) and bool(payload.get("last_id"))
         return BatchPage(batches, payload.get("last_id") if more else None)
@@ -115,70 +111,11 @@ class AnthropicBatches:
     async def results(self, info: BatchInfo) -> AsyncIterator[BatchItem]:
         url = info.results_url or f"{self.endpoint}/{info.id}/results"
         # The SDK asks for results with this Accept header (§E.1).
-        headers = {"accept": "application/binary"}
-        try:
-            async with self._session.get(url, headers=headers) as response:
-                if response.status != 200:
-                    raise self._refusal(response.status, response.headers, await response.read())
-                async for line in _lines(response.content):
-                    yield result_item(loads(line))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise _network_error(error) from None
-
-    # ---- plumbing
+        async for line in self._http.lines(url, headers={"accept": "application/binary"}):
+            yield result_item(loads(line))
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> BatchInfo:
-        return batch_info(await self._json(method, url, **kwargs))
-
-    async def _json(
-        self, method: str, url: str, *, creating: bool = False, **kwargs: Any
-    ) -> dict[str, Any]:
-        try:
-            async with self._session.request(method, url, **kwargs) as response:
-                payload = await response.read()
-                if response.status != 200:
-                    raise self._refusal(response.status, response.headers, payload, creating)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise _network_error(error) from None
-        try:
-            parsed = loads(payload)
-        except ValueError:
-            parsed = None
-        if not isinstance(parsed, dict):
-            raise BatchApiError(
-                "the batches endpoint answered 200 with a body that is not a JSON object",
-                verdict=Verdict.RETRY,
-                status=200,
-                uncertain=creating,
-            )
-        return parsed
-
-    def _refusal(
-        self, status: int, headers: Any, payload: bytes, creating: bool = False
-    ) -> BatchApiError:
-        outcome = self._provider.classify(status, headers, payload)
-        error = outcome.error or {}
-        message = f"HTTP {status} {error.get('type', 'error')}: {error.get('message', '')}"
-        return BatchApiError(
-            message,
-            verdict=outcome.verdict,
-            status=status,
-            error=error,
-            retry_after=outcome.retry_after,
-            # A 5xx may come after the batch was made; a 4xx is a refusal.
-            uncertain=creating and status >= 500,
-        )
-
-
-def _network_error(error: BaseException) -> BatchApiError:
-    text = f"{type(error).__name__}: {error}".rstrip(": ")
-    kind = "timeout_error" if isinstance(error, asyncio.TimeoutError) else "connection_error"
-    return BatchApiError(
-        f"no answer from the batches endpoint ({text})",
-        verdict=Verdict.RETRY,
-        error={"type": kind, "message": text},
-        uncertain=True,
-    )
+        return batch_info(await self._http.json(method, url, **kwargs))
 
 
 async def _framed(entries: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
@@ -199,19 +136,6 @@ async def _framed(entries: AsyncIterable[bytes], size: int) -> AsyncIterator[byt
     if sent + len(BODY_TAIL) != size:
         raise ValueError("the batch input changed while it was being sent")
     yield b"".join(pending)
-
-
-async def _lines(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """Non-empty lines of a response, however long (aiohttp's readline caps line length)."""
-    tail = b""
-    async for chunk in stream.iter_chunked(LINE_CHUNK):
-        parts = (tail + chunk).split(b"\n")
-        tail = parts.pop()
-        for part in parts:
-            if part.strip():
-                yield part
-    if tail.strip():
-        yield tail
 
 
 def batch_info(data: dict[str, Any]) -> BatchInfo:

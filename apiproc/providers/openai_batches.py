@@ -20,7 +20,6 @@ line, and the requests on good lines go again.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
@@ -29,6 +28,7 @@ import aiohttp
 
 from apiproc.jsonio import dumps, loads
 from apiproc.providers.base import Verdict
+from apiproc.providers.batch_http import BatchHttp
 from apiproc.providers.batches import (
     CANCELED,
     CANCELING,
@@ -70,7 +70,6 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429})
 FINAL_CODES = frozenset({"insufficient_quota"})
 # What an unprocessed request's error code says became of it.
 UNPROCESSED = {"batch_expired": EXPIRED, "batch_cancelled": CANCELED}
-LINE_CHUNK = 1 << 16
 
 
 class OpenAIBatches:
@@ -80,8 +79,7 @@ class OpenAIBatches:
     limits = BatchLimits(MAX_REQUESTS, MAX_BYTES, MAX_REQUEST_BYTES, one_model=True)
 
     def __init__(self, provider: OpenAIProvider, session: aiohttp.ClientSession) -> None:
-        self._provider = provider
-        self._session = session
+        self._http = BatchHttp(provider, session, "the batch endpoint")
         self.base = base_url(provider.url)
         self.endpoint = f"{self.base}/batches"
 
@@ -103,22 +101,22 @@ class OpenAIBatches:
             "completion_window": COMPLETION_WINDOW,
             "metadata": {TAG_KEY: tag},
         }
-        return batch_info(await self._json("POST", self.endpoint, json=payload, creating=True))
+        return batch_info(await self._http.json("POST", self.endpoint, json=payload, creating=True))
 
     async def retrieve(self, batch_id: str) -> BatchInfo:
-        return batch_info(await self._json("GET", f"{self.endpoint}/{batch_id}"))
+        return batch_info(await self._http.json("GET", f"{self.endpoint}/{batch_id}"))
 
     async def list_page(self, cursor: str | None, limit: int) -> BatchPage:
         query = {"limit": str(min(limit, 100))}
         if cursor:
             query["after"] = cursor
-        payload = await self._json("GET", self.endpoint, params=query)
+        payload = await self._http.json("GET", self.endpoint, params=query)
         batches = [batch_info(item) for item in payload.get("data") or []]
         more = bool(payload.get("has_more")) and bool(payload.get("last_id"))
         return BatchPage(batches, payload.get("last_id") if more else None)
 
     async def cancel(self, batch_id: str) -> BatchInfo:
-        return batch_info(await self._json("POST", f"{self.endpoint}/{batch_id}/cancel"))
+        return batch_info(await self._http.json("POST", f"{self.endpoint}/{batch_id}/cancel"))
 
     async def results(self, info: BatchInfo) -> AsyncIterator[BatchItem]:
         raw = info.raw
@@ -147,7 +145,7 @@ class OpenAIBatches:
         }
         body = _multipart(head, entries, size, tail)
         # No batch exists yet whatever happens here: a failed upload is never uncertain.
-        uploaded = await self._json("POST", f"{self.base}/files", data=body, headers=headers)
+        uploaded = await self._http.json("POST", f"{self.base}/files", data=body, headers=headers)
         file_id = uploaded.get("id")
         if not isinstance(file_id, str):
             raise BatchApiError("the upload answered without a file id", verdict=Verdict.RETRY)
@@ -171,53 +169,8 @@ class OpenAIBatches:
                 yield BatchItem(custom_id, ERRORED, error=_refusal_error(problem))
 
     async def _file_lines(self, file_id: str) -> AsyncIterator[bytes]:
-        url = f"{self.base}/files/{file_id}/content"
-        try:
-            async with self._session.get(url) as response:
-                if response.status != 200:
-                    raise self._refusal(response.status, response.headers, await response.read())
-                async for line in _lines(response.content):
-                    yield line
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise _network_error(error, uncertain=False) from None
-
-    async def _json(
-        self, method: str, url: str, *, creating: bool = False, **kwargs: Any
-    ) -> dict[str, Any]:
-        try:
-            async with self._session.request(method, url, **kwargs) as response:
-                payload = await response.read()
-                if response.status != 200:
-                    raise self._refusal(response.status, response.headers, payload, creating)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise _network_error(error, uncertain=creating) from None
-        try:
-            parsed = loads(payload)
-        except ValueError:
-            parsed = None
-        if not isinstance(parsed, dict):
-            raise BatchApiError(
-                "the batch endpoint answered 200 with a body that is not a JSON object",
-                verdict=Verdict.RETRY,
-                status=200,
-                uncertain=creating,
-            )
-        return parsed
-
-    def _refusal(
-        self, status: int, headers: Any, payload: bytes, creating: bool = False
-    ) -> BatchApiError:
-        outcome = self._provider.classify(status, headers, payload)
-        error = outcome.error or {}
-        message = f"HTTP {status} {error.get('type', 'error')}: {error.get('message', '')}"
-        return BatchApiError(
-            message,
-            verdict=outcome.verdict,
-            status=status,
-            error=error,
-            retry_after=outcome.retry_after,
-            uncertain=creating and status >= 500,
-        )
+        async for line in self._http.lines(f"{self.base}/files/{file_id}/content"):
+            yield line
 
 
 def batch_info(data: dict[str, Any]) -> BatchInfo:
@@ -329,27 +282,3 @@ async def _multipart(
         raise ValueError("the batch input changed while it was being sent")
     pending.append(tail)
     yield b"".join(pending)
-
-
-async def _lines(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """Non-empty lines of a response, however long (aiohttp's readline caps line length)."""
-    tail = b""
-    async for chunk in stream.iter_chunked(LINE_CHUNK):
-        parts = (tail + chunk).split(b"\n")
-        tail = parts.pop()
-        for part in parts:
-            if part.strip():
-                yield part
-    if tail.strip():
-        yield tail
-
-
-def _network_error(error: BaseException, uncertain: bool) -> BatchApiError:
-    text = f"{type(error).__name__}: {error}".rstrip(": ")
-    kind = "timeout_error" if isinstance(error, asyncio.TimeoutError) else "connection_error"
-    return BatchApiError(
-        f"no answer from the batch endpoint ({text})",
-        verdict=Verdict.RETRY,
-        error={"type": kind, "message": text},
-        uncertain=uncertain,
-    )
