@@ -4,7 +4,8 @@
     apiproc run requests.jsonl --simulate
     apiproc simulate --port 8080 --requests-per-minute 3000 --latency 0.2
 
-Options only: each command builds a `Settings` and hands it to the engine.
+Options only: each command builds a `Settings` and hands it to the engine. `apiproc batch
+...` lives in `apiproc.cli_batch`; what both share, in `apiproc.cli_common`.
 Exit status (the first that applies, in this order):
     4   results received (and paid for) could not be written to the output;
     141 the output's reader went away (a broken pipe, as with `| head -1`);
@@ -22,29 +23,28 @@ Exit status (the first that applies, in this order):
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import shlex
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-import aiohttp
 import click
 
 from apiproc import runner
+from apiproc.cli_batch import batch
+from apiproc.cli_common import (
+    EXIT_INTERRUPTED,
+    Display,
+    api_key_or_exit,
+    exit_status,
+    option,
+    resume_command,
+    run_batches,
+)
 from apiproc.errors import (
-    EXIT_BROKEN_PIPE,
     EXIT_ERRORED,
-    EXIT_FATAL,
     EXIT_OK,
-    EXIT_ON_SIGNAL,
-    EXIT_PENDING,
-    EXIT_UNRECORDED,
     EXIT_USAGE,
     ApiprocError,
     SettingsError,
@@ -56,8 +56,7 @@ from apiproc.providers import APIS, url_from_environment
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
 from apiproc.providers.anthropic_versions import API_VERSIONS
 from apiproc.providers.base import TRANSPORTS
-from apiproc.providers.batches import BatchApiError
-from apiproc.redact import install_redaction, redact, redact_arguments
+from apiproc.redact import install_redaction, redact
 from apiproc.report import Reporter, print_estimate
 from apiproc.settings import (
     DEFAULT_ATTEMPTS,
@@ -72,14 +71,7 @@ from apiproc.settings import (
     BatchOptions,
     Settings,
     default_output_path,
-    resolve_api_key,
 )
-
-EXIT_INTERRUPTED = EXIT_ON_SIGNAL["SIGINT"]
-# The APIs with a batch service in apiproc.
-BATCH_APIS = ("anthropic", "openai")
-# What a batch command can meet that is not a bug: the API's refusal, the network, files.
-COMMAND_ERRORS = (BatchApiError, ValueError, OSError, aiohttp.ClientError)
 
 CLASSIC_REQUESTS_PER_MINUTE = 40.0
 CLASSIC_TOKENS_PER_MINUTE = 16_000.0
@@ -102,15 +94,6 @@ class LogLevel(click.ParamType):
         self.fail(f"{value!r} is not a logging level (use 10/20/30/40 or DEBUG/INFO/...)")
 
 
-def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """An option spelled both with hyphens and with the classic underscores."""
-    spelled = list(names)
-    for name in names:
-        if name.startswith("--") and "-" in name[2:] and "/" not in name:
-            spelled.append("--" + name[2:].replace("-", "_"))
-    return click.option(*spelled, **kwargs)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="apiproc")
 def main() -> None:
@@ -121,9 +104,12 @@ def main() -> None:
     """
 
 
+main.add_command(batch)
+
+
 @main.command()
 @click.argument("requests", metavar="REQUESTS")
-@_option(
+@option(
     "-o",
     "--output",
     "--save-filepath",
@@ -140,46 +126,46 @@ def main() -> None:
     help="Which API to send to: the Messages API, an OpenAI-compatible Chat Completions "
     "server, Claude on Bedrock (InvokeModel or the bedrock-mantle Messages API) or on Vertex AI.",
 )
-@_option(
+@option(
     "--request-url",
     help="Endpoint. Default: the API's own (openai: a base URL such as "
     "http://localhost:8000/v1 will do; bedrock, vertex: the base URL before the model path).",
 )
 @click.option("--region", help="Cloud region for --api bedrock, bedrock-mantle and vertex.")
 @click.option("--project", help="Google Cloud project for --api vertex.")
-@_option(
+@option(
     "--api-key",
     help="API key. Default: ANTHROPIC_API_KEY, or OPENAI_API_KEY for --api openai, from the "
     "environment or .env. Bedrock and Vertex sign in with the cloud's own credentials.",
 )
-@_option(
+@option(
     "--max-requests-per-minute",
     type=float,
     help="Requests per minute. Default: the limit the API reports in its headers.",
 )
-@_option(
+@option(
     "--max-tokens-per-minute",
     type=float,
     help="Combined input+output tokens per minute (the classic limit; OpenAI's and "
     "Bedrock's tokens-per-minute budget).",
 )
-@_option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
-@_option("--max-output-tokens-per-minute", type=float, help="Output tokens per minute.")
-@_option(
+@option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
+@option("--max-output-tokens-per-minute", type=float, help="Output tokens per minute.")
+@option(
     "--limits-file",
     metavar="PATH",
     help="Limits per model class (TOML, or JSON for *.json): one table per class, e.g. "
     "[haiku-4-5] requests_per_minute = 4000. The flags above apply to every class and "
     "fill what a table leaves out.",
 )
-@_option(
+@option(
     "--max-attempts",
     type=int,
     default=DEFAULT_ATTEMPTS,
     show_default=True,
     help="Attempts per request before it is recorded as errored; 429 answers do not count.",
 )
-@_option(
+@option(
     "--max-rate-limit-retries",
     type=int,
     default=DEFAULT_RATE_LIMIT_RETRIES,
@@ -187,21 +173,21 @@ def main() -> None:
     help="429 (rate limited) answers a request may get and still be sent again, after "
     "the server's retry-after; they do not use up --max-attempts.",
 )
-@_option(
+@option(
     "--retry-base-delay",
     type=float,
     default=DEFAULT_RETRY_BASE_DELAY,
     show_default=True,
     help="Back-off before the 2nd attempt; doubles each attempt (full jitter, 60 s cap).",
 )
-@_option(
+@option(
     "--max-concurrency",
     type=int,
     default=DEFAULT_CONCURRENCY,
     show_default=True,
     help="Requests in flight at once.",
 )
-@_option(
+@option(
     "--timeout",
     type=float,
     default=DEFAULT_TIMEOUT,
@@ -210,7 +196,7 @@ def main() -> None:
     "streamed attempt may take this long, or longer when its max_tokens needs it: an hour "
     "per 128,000 tokens.",
 )
-@_option(
+@option(
     "--transport",
     type=click.Choice(TRANSPORTS),
     default="auto",
@@ -220,7 +206,7 @@ def main() -> None:
     "outlast --timeout at an hour per 128,000 tokens (over 21,333 at 600 s), or exceed a "
     "model's non-streaming cap. Streamed answers are written exactly like the others.",
 )
-@_option(
+@option(
     "--idle-timeout",
     type=float,
     default=DEFAULT_IDLE_TIMEOUT,
@@ -228,14 +214,14 @@ def main() -> None:
     help="While streaming, seconds without a byte (pings count) before the connection is "
     "taken for stalled and the request retried.",
 )
-@_option(
+@option(
     "--logging-level",
     type=LogLevel(),
     default="WARNING",
     show_default=True,
     help="10/20/30/40 or DEBUG/INFO/WARNING/ERROR.",
 )
-@_option(
+@option(
     "--anthropic-version",
     type=click.Choice(API_VERSIONS),
     default=DEFAULT_VERSION,
@@ -243,22 +229,22 @@ def main() -> None:
     help="API version. 2026-10-21 refuses temperature, top_p and top_k: such lines become "
     "bad lines, never sent.",
 )
-@_option("--anthropic-beta", multiple=True, help="Beta feature name; repeat for several.")
-@_option(
+@option("--anthropic-beta", multiple=True, help="Beta feature name; repeat for several.")
+@option(
     "--output-format",
     type=click.Choice(["batch", "cookbook"]),
     default="batch",
     show_default=True,
     help="batch: Message Batches result lines; cookbook: classic arrays.",
 )
-@_option(
+@option(
     "--output-accounting",
     type=click.Choice(["generated", "max_tokens"]),
     help="How the API counts output tokens against its limit: only generated tokens, or "
     "max_tokens at the start. Default: generated for the Messages API (current docs), "
     "max_tokens for the others.",
 )
-@_option(
+@option(
     "--use-caching",
     type=click.BOOL,
     default=False,
@@ -267,27 +253,27 @@ def main() -> None:
     help="Add a prompt-cache breakpoint at the end of the system prompt of requests "
     "that mark none.",
 )
-@_option(
+@option(
     "--cache-warmup/--no-cache-warmup",
     default=True,
     show_default=True,
     help="Send the first request of each cached prefix alone and the rest of its group "
     "once it has answered, so that they read the cache instead of all writing it.",
 )
-@_option(
+@option(
     "--cache-aware-limits/--no-cache-aware-limits",
     default=True,
     show_default=True,
     help="Leave a warm cached prefix out of the input-token estimate, for the models "
     "whose cache reads do not count toward the input-token limit.",
 )
-@_option(
+@option(
     "--ramp/--no-ramp",
     default=True,
     show_default=True,
     help="Ramp bursts up gradually (recommended by the API docs).",
 )
-@_option(
+@option(
     "--progress-every",
     type=float,
     default=10.0,
@@ -295,7 +281,7 @@ def main() -> None:
     help="Seconds between progress lines on stderr.",
 )
 @click.option("--overwrite", is_flag=True, help="Start afresh instead of resuming the output.")
-@_option(
+@option(
     "--retry-errored",
     type=click.Choice(RETRY_ERRORED),
     is_flag=False,
@@ -319,15 +305,15 @@ def main() -> None:
     "refusing to start.",
 )
 @click.option("--fsync", is_flag=True, help="Force every result line to disk before the next.")
-@_option(
+@option(
     "--grace-period",
     type=float,
     default=DEFAULT_GRACE_PERIOD,
     show_default=True,
     help="On Ctrl-C/SIGTERM, seconds to let in-flight requests finish.",
 )
-@_option("--summary-json", metavar="PATH", help="Also write the final summary as JSON here.")
-@_option(
+@option("--summary-json", metavar="PATH", help="Also write the final summary as JSON here.")
+@option(
     "--allow-insecure-http",
     is_flag=True,
     help="Allow sending the key over plain http to a host other than this machine.",
@@ -346,26 +332,26 @@ def main() -> None:
     help="online: as fast as the rate limits allow; batch: through the Message Batches API, "
     "at half the price, within 24 hours (resumable: rerun the same command).",
 )
-@_option(
+@option(
     "--batch-size",
     type=click.IntRange(1, MAX_BATCH_SIZE),
     help="Batch mode: requests per batch at most (default: the API's 100,000).",
 )
-@_option("--batch-bytes", type=click.IntRange(1), hidden=True)
-@_option(
+@option("--batch-bytes", type=click.IntRange(1), hidden=True)
+@option(
     "--poll-interval",
     type=float,
     help="Batch mode: seconds between polls, longer while nothing changes. Default: 30, "
     "or 1 with --simulate.",
 )
-@_option(
+@option(
     "--no-wait",
     is_flag=True,
     help="Batch mode: submit what can be submitted, write what has ended, and exit (status "
     "75 while batches still run): for cron, run the same command again later.",
 )
-@_option("--poll-max-interval", type=float, help="Batch mode: longest wait between polls.")
-@_option(
+@option("--poll-max-interval", type=float, help="Batch mode: longest wait between polls.")
+@option(
     "--fallback",
     type=click.Choice(["batch", "online"]),
     default="batch",
@@ -373,24 +359,24 @@ def main() -> None:
     help="Batch mode: where errored (transient), expired and canceled requests go again: "
     "a new batch, or the online path (when a deadline is near).",
 )
-@_option(
+@option(
     "--max-batch-queue",
     type=click.IntRange(1),
     help="Batch mode: requests in unfinished batches at most (the account's queue limit).",
 )
-@_option(
+@option(
     "--batch-api-rpm",
     type=float,
     help="Batch mode: calls per minute to the batch endpoints. Default: 50 (the lowest "
     "tier's limit), or the simulator's 1,000 with --simulate.",
 )
-@_option(
+@option(
     "--adopt-batch",
     metavar="BATCH_ID",
     help="Batch mode: the batch an interrupted create made, when the account's list "
     "cannot tell (the run says when).",
 )
-@_option("--batch-create-settle", type=float, default=10.0, hidden=True)
+@option("--batch-create-settle", type=float, default=10.0, hidden=True)
 def run(requests: str, output: str | None, **options: Any) -> None:
     """Send every request in REQUESTS ('-' for stdin) and append one result line each."""
     settings = _settings(requests, output, options)
@@ -401,19 +387,6 @@ def run(requests: str, output: str | None, **options: Any) -> None:
         summary_json=options["summary_json"],
     )
     sys.exit(execute(settings, display))
-
-
-def _api_key(options: dict[str, Any]) -> str:
-    """The key from the options, the environment or .env; a clear exit when there is none."""
-    try:
-        return resolve_api_key(
-            options["api_key"],
-            simulate=options.get("simulate", False),
-            api=options.get("api", "anthropic"),
-        )
-    except SettingsError as error:
-        Reporter(sys.stderr).error(str(error))
-        sys.exit(EXIT_USAGE)
 
 
 def _limits(options: dict[str, Any]) -> Limits:
@@ -439,7 +412,7 @@ def _class_limits(options: dict[str, Any]) -> dict[str, Limits]:
 
 
 def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Settings:
-    api_key = _api_key(options)
+    api_key = api_key_or_exit(options)
     return Settings(
         requests_path=requests,
         output_path=output or default_output_path(requests),
@@ -489,16 +462,6 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
     )
 
 
-@dataclass(slots=True, frozen=True)
-class Display:
-    """How the run talks to the person: log level, progress cadence, quietness."""
-
-    logging_level: int = logging.WARNING
-    progress_every: float = 10.0
-    quiet: bool = False
-    summary_json: str | None = None
-
-
 def execute(settings: Settings, display: Display) -> int:
     """Run a job; return the exit status. User errors get one sentence, no traceback."""
     reporter = Reporter(sys.stderr, quiet=display.quiet, interval=display.progress_every)
@@ -518,7 +481,7 @@ def execute(settings: Settings, display: Display) -> int:
     resume = resume_command()
 
     if settings.mode == "batch":
-        return _execute_batches(settings, display, reporter, resume)
+        return run_batches(settings, display, reporter, resume)
 
     def stopping(name: str, hurried: bool) -> None:
         if hurried:
@@ -557,79 +520,6 @@ def execute(settings: Settings, display: Display) -> int:
     return exit_status(stats)
 
 
-def _execute_batches(
-    settings: Settings,
-    display: Display,
-    reporter: Reporter,
-    resume: str,
-    mode: str = "run",
-) -> int:
-    """A batch-mode run (or collect, or cancel): progress per poll, the batch summary."""
-    from apiproc.batch.report import BatchDisplay, summary_lines, summary_record
-
-    progress = BatchDisplay(reporter)
-
-    def stopping(name: str, hurried: bool) -> None:
-        progress.close()
-        reporter.line(
-            f"{name}: stopping after the current step; the batches go on at the provider. "
-            "Send it again to quit at once."
-        )
-
-    def waiting(holder: str) -> None:
-        reporter.line(f"Waiting for the run writing {settings.output_path} to end ({holder}).")
-
-    try:
-        if mode == "run":
-            stats = runner.run(
-                settings,
-                on_stopping=stopping,
-                owner=resume,
-                on_waiting=waiting,
-                batch_display=progress,
-            )
-        else:
-            stats = runner.run_batch_command(
-                settings, mode, batch_display=progress, on_stopping=stopping, owner=resume
-            )
-    except ApiprocError as error:
-        progress.close()
-        reporter.error(redact(str(error), settings.api_key))
-        return error.exit_status
-    except KeyboardInterrupt:
-        progress.close()
-        reporter.error("interrupted; rerun the same command to resume.")
-        return EXIT_INTERRUPTED
-    progress.close()
-    lines = summary_lines(stats, settings.output_path)
-    if stats.interrupted or stats.fatal or stats.pending:
-        lines.append(f"Resume:    {resume}")
-    if stats.live:
-        lines.append(f"Cancel:    apiproc batch cancel {shlex.quote(stats.state_path)}")
-    reporter.line("\n".join(lines))
-    if display.summary_json:
-        record = summary_record(stats, settings.output_path)
-        Path(display.summary_json).write_text(json.dumps(record, indent=2) + "\n")
-    return exit_status(stats)
-
-
-def exit_status(stats: Any) -> int:
-    """The status from what the run did; never 0 when a request read has no result line."""
-    if stats.unwritten:
-        return EXIT_BROKEN_PIPE if stats.broken_pipe else EXIT_UNRECORDED
-    if stats.interrupted:
-        return EXIT_ON_SIGNAL.get(stats.interrupted, EXIT_INTERRUPTED)
-    if stats.fatal:
-        return EXIT_FATAL
-    if stats.changed:
-        return EXIT_USAGE
-    if stats.unrecorded:
-        return EXIT_UNRECORDED
-    if getattr(stats, "pending", False):
-        return EXIT_PENDING  # batch mode left work at the provider or for a later run
-    return EXIT_OK if stats.errored_total == 0 else EXIT_ERRORED
-
-
 def _silence_stdout() -> None:
     """The reader of stdout is gone: send whatever else goes there (an interpreter flush
     at exit) nowhere, instead of raising another broken pipe."""
@@ -637,13 +527,6 @@ def _silence_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-
-
-def resume_command() -> str:
-    """The command line that started this run, to print for resuming it."""
-    program = Path(sys.argv[0]).name
-    head = ["apiproc"] if program in ("__main__.py", "apiproc") else ["python", sys.argv[0]]
-    return shlex.join(head + redact_arguments(sys.argv[1:]))
 
 
 @main.command()
@@ -655,18 +538,18 @@ def resume_command() -> str:
     show_default=True,
     help="Which API's request rules and prices to apply.",
 )
-@_option("--max-requests-per-minute", type=float, help="Requests per minute.")
-@_option("--max-tokens-per-minute", type=float, help="Combined tokens per minute.")
-@_option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
-@_option("--max-output-tokens-per-minute", type=float, help="Output tokens per minute.")
-@_option(
+@option("--max-requests-per-minute", type=float, help="Requests per minute.")
+@option("--max-tokens-per-minute", type=float, help="Combined tokens per minute.")
+@option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
+@option("--max-output-tokens-per-minute", type=float, help="Output tokens per minute.")
+@option(
     "--anthropic-version",
     type=click.Choice(API_VERSIONS),
     default=DEFAULT_VERSION,
     show_default=True,
     help="The API version the run will use; lines it refuses are bad lines.",
 )
-@_option(
+@option(
     "--show-bad-lines", type=int, default=20, show_default=True, help="How many bad lines to list."
 )
 def estimate(
@@ -853,269 +736,6 @@ def _simulated_class_limits(path: str | None) -> dict[str, dict[str, float]]:
     return by_pool
 
 
-# ---- apiproc batch ... ---------------------------------------------------------------------
-
-
-def _api_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """What a batch command needs to reach the API."""
-    for decorator in reversed(
-        [
-            click.option(
-                "--api",
-                type=click.Choice(BATCH_APIS),
-                help="Whose batches: the state file's API, else anthropic.",
-            ),
-            _option(
-                "--request-url",
-                help=f"Messages endpoint, or the OpenAI base URL (default: the state file's, "
-                f"else the API's own: {DEFAULT_URL} for anthropic).",
-            ),
-            _option(
-                "--api-key",
-                help="API key. Default: ANTHROPIC_API_KEY (OPENAI_API_KEY for --api openai) "
-                "or .env.",
-            ),
-            _option(
-                "--anthropic-version",
-                type=click.Choice(API_VERSIONS),
-                default=DEFAULT_VERSION,
-                show_default=True,
-            ),
-            _option("--anthropic-beta", multiple=True, help="Beta feature name; repeatable."),
-            _option("--allow-insecure-http", is_flag=True, help="Allow a plain-http remote host."),
-        ]
-    ):
-        function = decorator(function)
-    return function
-
-
-def _batch_provider(options: dict[str, Any], url: str | None, api: str | None = None) -> Any:
-    options["api"] = options.get("api") or api or "anthropic"
-    settings = Settings(
-        requests_path="-",
-        output_path="-",
-        api_key=_api_key(options),
-        api=options["api"],
-        request_url=url or options["request_url"],
-        anthropic_version=options["anthropic_version"],
-        anthropic_betas=tuple(options["anthropic_beta"]),
-        allow_insecure_http=options["allow_insecure_http"],
-    )
-    try:
-        settings._validate_url()
-    except SettingsError as error:
-        Reporter(sys.stderr).error(str(error))
-        sys.exit(EXIT_USAGE)
-    return runner.provider_of(settings)
-
-
-def _state_settings(state_path: str, options: dict[str, Any]) -> Settings:
-    """Settings that collect or cancel the batches of a state file into its output."""
-    from apiproc.batch.commands import messages_url, output_file, output_format
-    from apiproc.batch.journal import read_state
-
-    state = read_state(state_path)
-    if not state.identity:
-        Reporter(sys.stderr).error(f"{state_path} is not a batch state file (or is empty).")
-        sys.exit(EXIT_USAGE)
-    output = output_file(state_path)
-    options["api"] = options.get("api") or state.api
-    settings = Settings(
-        requests_path=str(state.identity.get("input", "")),
-        output_path=output,
-        api_key=_api_key(options),
-        api=options["api"],
-        request_url=options["request_url"] or messages_url(state.endpoint),
-        anthropic_version=options["anthropic_version"],
-        anthropic_betas=tuple(options["anthropic_beta"]),
-        allow_insecure_http=options["allow_insecure_http"],
-        output_format=output_format(output),
-        max_attempts=options.get("max_attempts") or DEFAULT_ATTEMPTS,
-        mode="batch",
-        batch=BatchOptions(poll_interval=options.get("poll_interval") or 30.0),
-    )
-    return settings
-
-
-def _state_or_exit(target: str | None, batch_id: str | None) -> str | None:
-    from apiproc.batch.commands import state_file
-
-    if (target is None) == (batch_id is None):
-        Reporter(sys.stderr).error("Give an output (or its state file), or --batch-id, not both.")
-        sys.exit(EXIT_USAGE)
-    if target is None:
-        return None
-    path = state_file(target)
-    if not Path(path).exists():
-        Reporter(sys.stderr).error(f"There is no batch state file {path}.")
-        sys.exit(EXIT_USAGE)
-    return path
-
-
-@main.group()
-def batch() -> None:
-    """Follow, collect and cancel batches: those of a --mode batch output, or any one."""
-
-
-@batch.command("status")
-@click.argument("target", metavar="OUTPUT", required=False)
-@click.option("--batch-id", help="One batch of the account instead of a state file's.")
-@click.option("--offline", is_flag=True, help="Only what the state file knows; no API call.")
-@_api_options
-def batch_status(target: str | None, batch_id: str | None, offline: bool, **options: Any) -> None:
-    """The batches of OUTPUT's state file (asked afresh), or one batch."""
-    from apiproc.batch.commands import one_batch, status_rows
-    from apiproc.batch.journal import read_state
-
-    path = _state_or_exit(target, batch_id)
-    try:
-        if path is None:
-            provider = _batch_provider(options, None)
-            info = run_loop(one_batch(provider, str(batch_id)))
-            click.echo(json.dumps(info.raw, indent=2))
-            return
-        state = read_state(path)
-        url = options["request_url"] or _messages_url_of(state.endpoint)
-        provider = _batch_provider(options, url, state.api) if not offline else None
-        rows = run_loop(status_rows(provider, state, ask=not offline)) if provider else None
-    except COMMAND_ERRORS as error:
-        _batch_command_failed(error)
-    if rows is None:
-        from apiproc.batch.commands import StatusRow
-
-        rows = [
-            StatusRow(
-                i.seq,
-                i.purpose,
-                i.batch_id or "-",
-                i.count,
-                i.status or i.state,
-                dict(i.counts),
-                i.written,
-                i.created_at,
-            )
-            for i in state.intents.values()
-        ]
-    _print_status(rows, state)
-
-
-def _messages_url_of(endpoint: str) -> str | None:
-    from apiproc.batch.commands import messages_url
-
-    return messages_url(endpoint) if endpoint else None
-
-
-def _print_status(rows: list[Any], state: Any) -> None:
-    """One line per batch (plain, so that scripts can read it), then what is left."""
-    for row in rows:
-        counts = ", ".join(f"{k} {v:,}" for k, v in row.counts.items() if v)
-        written = "written" if row.written else "not written"
-        click.echo(
-            f"{row.seq:>4} {row.purpose:<6} {row.batch_id:<36} {row.requests:>9,} "
-            f"{row.status:<12} {written:<12} {counts}"
-        )
-    pooled = sum(span.lines for span in state.pool.values())
-    click.echo(
-        f"input planned up to line {state.next_line - 1:,}; {pooled:,} requests wait to be "
-        "sent again; rerun the same `apiproc run` command to go on."
-    )
-
-
-@batch.command("results")
-@click.argument("target", metavar="OUTPUT", required=False)
-@click.option("--batch-id", help="One batch of the account instead of a state file's.")
-@_option("-o", "--output", "output", help="With --batch-id: the file to append the results to.")
-@_api_options
-def batch_results(
-    target: str | None, batch_id: str | None, output: str | None, **options: Any
-) -> None:
-    """Write the ended batches of OUTPUT's state file into OUTPUT, or one batch's results."""
-    from apiproc.batch.commands import download
-
-    path = _state_or_exit(target, batch_id)
-    if path is not None:
-        sys.exit(_collect(path, options, "collect"))
-    if not output:
-        Reporter(sys.stderr).error("With --batch-id, give the file to write to with -o.")
-        sys.exit(EXIT_USAGE)
-    try:
-        counts = run_loop(download(_batch_provider(options, None), str(batch_id), output))
-    except COMMAND_ERRORS as error:
-        _batch_command_failed(error)
-    click.echo(", ".join(f"{kind} {n:,}" for kind, n in sorted(counts.items())) or "no results")
-
-
-@batch.command("cancel")
-@click.argument("target", metavar="OUTPUT", required=False)
-@click.option("--batch-id", help="One batch of the account instead of a state file's.")
-@_api_options
-def batch_cancel(target: str | None, batch_id: str | None, **options: Any) -> None:
-    """Cancel the running batches of OUTPUT's state file and collect their partial results
-    (a rerun sends the canceled requests again), or cancel one batch."""
-    from apiproc.batch.commands import one_batch
-
-    path = _state_or_exit(target, batch_id)
-    if path is not None:
-        sys.exit(_collect(path, options, "cancel"))
-    try:
-        info = run_loop(one_batch(_batch_provider(options, None), str(batch_id), cancel=True))
-    except COMMAND_ERRORS as error:
-        _batch_command_failed(error)
-    click.echo(f"{info.id}: {info.status}")
-
-
-@batch.command("list")
-@click.option(
-    "--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Batches per page."
-)
-@click.option("--pages", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--all", "every", is_flag=True, help="Every page.")
-@_api_options
-def batch_list(limit: int, pages: int, every: bool, **options: Any) -> None:
-    """Page through the account's batches, most recent first."""
-    from apiproc.batch.commands import account_batches
-    from apiproc.providers.anthropic_batches import format_time
-
-    provider = _batch_provider(options, None)
-
-    async def show() -> None:
-        async for page in account_batches(provider, limit, None if every else pages):
-            for info in page:
-                counts = ", ".join(f"{k} {v:,}" for k, v in info.counts.as_dict().items() if v)
-                click.echo(f"{info.id}  {format_time(info.created_at)}  {info.status:<11} {counts}")
-
-    try:
-        run_loop(show())
-    except COMMAND_ERRORS as error:
-        _batch_command_failed(error)
-
-
-def _collect(state_path: str, options: dict[str, Any], mode: str) -> int:
-    settings = _state_settings(state_path, options)
-    reporter = Reporter(sys.stderr)
-    try:
-        settings.validate()
-    except SettingsError as error:
-        reporter.error(redact(str(error), settings.api_key))
-        return EXIT_USAGE
-    logging.basicConfig(
-        level=logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    install_redaction(settings.api_key)
-    return _execute_batches(settings, Display(), reporter, resume_command(), mode=mode)
-
-
-def _batch_command_failed(error: Exception) -> NoReturn:
-    """An API refusal, an unreachable server or a bad file: one sentence, no traceback."""
-    from apiproc.providers.base import Verdict
-
-    Reporter(sys.stderr).error(f"{error}.")
-    fatal = isinstance(error, BatchApiError) and error.verdict is Verdict.FATAL
-    sys.exit(EXIT_FATAL if fatal else EXIT_USAGE)
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--requests_filepath", required=True, help="JSONL file of requests.")
 @click.option("--save_filepath", default=None, help="Output file (default: *_results.jsonl).")
@@ -1134,7 +754,7 @@ def _batch_command_failed(error: Exception) -> NoReturn:
 def classic_main(**options: Any) -> None:
     """The classic parallel-processor command line, run by apiproc."""
     requests = options["requests_filepath"]
-    api_key = _api_key(options)
+    api_key = api_key_or_exit(options)
     settings = Settings(
         requests_path=requests,
         output_path=options["save_filepath"] or default_output_path(requests),
