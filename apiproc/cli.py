@@ -38,9 +38,12 @@ from apiproc.cli_common import (
     Display,
     api_key_or_exit,
     exit_status,
+    log_to_stderr,
     option,
+    refused,
     resume_command,
     run_batches,
+    usage_error,
 )
 from apiproc.errors import (
     EXIT_ERRORED,
@@ -56,7 +59,7 @@ from apiproc.providers import APIS, url_from_environment
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
 from apiproc.providers.anthropic_versions import API_VERSIONS
 from apiproc.providers.base import TRANSPORTS
-from apiproc.redact import install_redaction, redact
+from apiproc.redact import redact
 from apiproc.report import Reporter, print_estimate
 from apiproc.settings import (
     DEFAULT_ATTEMPTS,
@@ -407,8 +410,7 @@ def _class_limits(options: dict[str, Any]) -> dict[str, Limits]:
     try:
         return read_limits_file(path)
     except SettingsError as error:
-        Reporter(sys.stderr).error(str(error))
-        sys.exit(EXIT_USAGE)
+        usage_error(str(error))
 
 
 def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Settings:
@@ -465,19 +467,10 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
 def execute(settings: Settings, display: Display) -> int:
     """Run a job; return the exit status. User errors get one sentence, no traceback."""
     reporter = Reporter(sys.stderr, quiet=display.quiet, interval=display.progress_every)
-    try:
-        settings.validate()
-    except SettingsError as error:
-        reporter.error(redact(str(error), settings.api_key))
+    if refused(settings, reporter):
         return EXIT_USAGE
-    logging.basicConfig(
-        level=max(display.logging_level, logging.WARNING)
-        if display.quiet
-        else display.logging_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    install_redaction(settings.api_key)
+    level = display.logging_level
+    log_to_stderr(max(level, logging.WARNING) if display.quiet else level, settings.api_key)
     resume = resume_command()
 
     if settings.mode == "batch":
@@ -567,13 +560,11 @@ def estimate(
     try:
         report = preflight(requests, facts=rules.model, check=rules.validate)
     except OSError as error:
-        Reporter(sys.stderr).error(f"Cannot read {requests}: {error.strerror}.")
-        sys.exit(EXIT_USAGE)
+        usage_error(f"Cannot read {requests}: {error.strerror}.")
     given = _limits(limits)
     for value in given.by_dimension().values():
         if value <= 0:
-            Reporter(sys.stderr).error("Limits must be positive numbers.")
-            sys.exit(EXIT_USAGE)
+            usage_error("Limits must be positive numbers.")
     today = datetime.now(timezone.utc).date()
     print_estimate(report, given, show_bad_lines, rules.prices_as_of, today)
     sys.exit(EXIT_OK if report.bad_lines == 0 else EXIT_ERRORED)

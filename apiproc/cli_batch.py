@@ -22,13 +22,21 @@ import aiohttp
 import click
 
 from apiproc import runner
-from apiproc.cli_common import Display, api_key_or_exit, option, resume_command, run_batches
+from apiproc.cli_common import (
+    Display,
+    api_key_or_exit,
+    log_to_stderr,
+    option,
+    refused,
+    resume_command,
+    run_batches,
+    usage_error,
+)
 from apiproc.errors import EXIT_FATAL, EXIT_USAGE, SettingsError
 from apiproc.loop import run as run_loop
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
 from apiproc.providers.anthropic_versions import API_VERSIONS
 from apiproc.providers.batches import BatchApiError
-from apiproc.redact import install_redaction, redact
 from apiproc.report import Reporter
 from apiproc.settings import DEFAULT_ATTEMPTS, BatchOptions, Settings
 
@@ -73,21 +81,13 @@ def _api_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def _batch_provider(options: dict[str, Any], url: str | None, api: str | None = None) -> Any:
     options["api"] = options.get("api") or api or "anthropic"
-    settings = Settings(
-        requests_path="-",
-        output_path="-",
-        api_key=api_key_or_exit(options),
-        api=options["api"],
-        request_url=url or options["request_url"],
-        anthropic_version=options["anthropic_version"],
-        anthropic_betas=tuple(options["anthropic_beta"]),
-        allow_insecure_http=options["allow_insecure_http"],
+    settings = _api_settings(
+        options, url or options["request_url"], requests_path="-", output_path="-"
     )
     try:
         settings._validate_url()
     except SettingsError as error:
-        Reporter(sys.stderr).error(str(error))
-        sys.exit(EXIT_USAGE)
+        usage_error(str(error))
     return runner.provider_of(settings)
 
 
@@ -98,39 +98,44 @@ def _state_settings(state_path: str, options: dict[str, Any]) -> Settings:
 
     state = read_state(state_path)
     if not state.identity:
-        Reporter(sys.stderr).error(f"{state_path} is not a batch state file (or is empty).")
-        sys.exit(EXIT_USAGE)
+        usage_error(f"{state_path} is not a batch state file (or is empty).")
     output = output_file(state_path)
     options["api"] = options.get("api") or state.api
-    settings = Settings(
+    return _api_settings(
+        options,
+        options["request_url"] or messages_url(state.endpoint),
         requests_path=str(state.identity.get("input", "")),
         output_path=output,
-        api_key=api_key_or_exit(options),
-        api=options["api"],
-        request_url=options["request_url"] or messages_url(state.endpoint),
-        anthropic_version=options["anthropic_version"],
-        anthropic_betas=tuple(options["anthropic_beta"]),
-        allow_insecure_http=options["allow_insecure_http"],
         output_format=output_format(output),
         max_attempts=options.get("max_attempts") or DEFAULT_ATTEMPTS,
         mode="batch",
         batch=BatchOptions(poll_interval=options.get("poll_interval") or 30.0),
     )
-    return settings
+
+
+def _api_settings(options: dict[str, Any], request_url: str | None, **more: Any) -> Settings:
+    """Settings that reach the API the options name: its key, endpoint, version and betas."""
+    return Settings(
+        api_key=api_key_or_exit(options),
+        api=options["api"],
+        request_url=request_url,
+        anthropic_version=options["anthropic_version"],
+        anthropic_betas=tuple(options["anthropic_beta"]),
+        allow_insecure_http=options["allow_insecure_http"],
+        **more,
+    )
 
 
 def _state_or_exit(target: str | None, batch_id: str | None) -> str | None:
     from apiproc.batch.commands import state_file
 
     if (target is None) == (batch_id is None):
-        Reporter(sys.stderr).error("Give an output (or its state file), or --batch-id, not both.")
-        sys.exit(EXIT_USAGE)
+        usage_error("Give an output (or its state file), or --batch-id, not both.")
     if target is None:
         return None
     path = state_file(target)
     if not Path(path).exists():
-        Reporter(sys.stderr).error(f"There is no batch state file {path}.")
-        sys.exit(EXIT_USAGE)
+        usage_error(f"There is no batch state file {path}.")
     return path
 
 
@@ -218,8 +223,7 @@ def batch_results(
     if path is not None:
         sys.exit(_collect(path, options, "collect"))
     if not output:
-        Reporter(sys.stderr).error("With --batch-id, give the file to write to with -o.")
-        sys.exit(EXIT_USAGE)
+        usage_error("With --batch-id, give the file to write to with -o.")
     try:
         counts = run_loop(download(_batch_provider(options, None), str(batch_id), output))
     except COMMAND_ERRORS as error:
@@ -275,17 +279,9 @@ def batch_list(limit: int, pages: int, every: bool, **options: Any) -> None:
 def _collect(state_path: str, options: dict[str, Any], mode: str) -> int:
     settings = _state_settings(state_path, options)
     reporter = Reporter(sys.stderr)
-    try:
-        settings.validate()
-    except SettingsError as error:
-        reporter.error(redact(str(error), settings.api_key))
+    if refused(settings, reporter):
         return EXIT_USAGE
-    logging.basicConfig(
-        level=logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    install_redaction(settings.api_key)
+    log_to_stderr(logging.WARNING, settings.api_key)
     return run_batches(settings, Display(), reporter, resume_command(), mode=mode)
 
 

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -35,7 +35,7 @@ from apiproc.errors import (
     ApiprocError,
     SettingsError,
 )
-from apiproc.redact import redact, redact_arguments
+from apiproc.redact import install_redaction, redact, redact_arguments
 from apiproc.report import Reporter
 from apiproc.settings import Settings, resolve_api_key
 
@@ -60,8 +60,31 @@ def api_key_or_exit(options: dict[str, Any]) -> str:
             api=options.get("api", "anthropic"),
         )
     except SettingsError as error:
-        Reporter(sys.stderr).error(str(error))
-        sys.exit(EXIT_USAGE)
+        usage_error(str(error))
+
+
+def usage_error(message: str) -> NoReturn:
+    """A mistake the person can fix: one sentence on stderr, exit status 2."""
+    Reporter(sys.stderr).error(message)
+    sys.exit(EXIT_USAGE)
+
+
+def refused(settings: Settings, reporter: Reporter) -> bool:
+    """Whether the settings cannot run, said in one sentence that never shows the key."""
+    try:
+        settings.validate()
+    except SettingsError as error:
+        reporter.error(redact(str(error), settings.api_key))
+        return True
+    return False
+
+
+def log_to_stderr(level: int, api_key: str) -> None:
+    """Send log lines from `level` up to stderr, with the key never shown."""
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    install_redaction(api_key)
 
 
 @dataclass(slots=True, frozen=True)
