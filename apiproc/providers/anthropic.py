@@ -35,9 +35,11 @@ from apiproc.providers.http import (
     count,
     from_the_api,
     json_or_none,
+    messages_problem,
     not_json_error,
     number,
     retry_after,
+    retry_verdict,
 )
 from apiproc.providers.sse import SseParser
 
@@ -261,16 +263,7 @@ def validate_messages(params: dict[str, Any]) -> str | None:
         return "max_tokens: Field required"
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
         return "max_tokens: must be a non-negative integer"
-    messages = params.get("messages")
-    if messages is None:
-        return "messages: Field required"
-    if not isinstance(messages, list) or not messages:
-        return "messages: must be a non-empty list"
-    for index, message in enumerate(messages):
-        problem = _message_problem(message)
-        if problem:
-            return f"messages.{index}: {problem}"
-    return None
+    return messages_problem(params.get("messages"), _message_problem)
 
 
 def _message_problem(message: Any) -> str | None:
@@ -318,14 +311,7 @@ def messages_verdict(status: int, headers: Mapping[str, str], error: dict[str, A
         return Verdict.FATAL
     if status == 400 and _user_spend_limit(error):
         return Verdict.FATAL
-    should_retry = headers.get("x-should-retry")
-    if should_retry == "true":
-        return Verdict.RETRY
-    if should_retry == "false":
-        return Verdict.PERMANENT
-    if status in RETRYABLE_STATUSES or status >= 500:
-        return Verdict.RETRY
-    return Verdict.PERMANENT
+    return retry_verdict(status, headers, RETRYABLE_STATUSES)
 
 
 def parse_usage(usage: Any) -> Usage:

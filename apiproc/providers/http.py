@@ -3,6 +3,7 @@
     parsed = json_or_none(body)                  # None for an empty or non-JSON body
     seconds = retry_after(headers)               # retry-after-ms, else retry-after
     error = not_json_error(502, headers)         # what to record for an HTML error page
+    verdict = retry_verdict(status, headers, RETRYABLE_STATUSES)  # x-should-retry first
 
 Small helpers the provider modules share, so each of them reads as the rules of its API.
 """
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from apiproc.jsonio import loads
+from apiproc.providers.base import Verdict
 
 # Never wait longer than this on a server's word; a longer wait is a stuck run.
 LONGEST_RETRY_AFTER = 600.0
@@ -86,3 +88,29 @@ def from_the_api(status: int, error: Mapping[str, Any] | None) -> bool:
     """A 4xx error the API itself sent in its own shape: its missing rate-limit headers
     count toward discovery's fallback (a 413 comes from a proxy in front of the API)."""
     return 400 <= status < 500 and status != 413 and error is not None
+
+
+def retry_verdict(status: int, headers: Mapping[str, str], retryable: frozenset[int]) -> Verdict:
+    """What an error answer that does not stop the run means: the server's x-should-retry
+    when it says, else whether the status is one worth retrying."""
+    should_retry = headers.get("x-should-retry")
+    if should_retry == "true":
+        return Verdict.RETRY
+    if should_retry == "false":
+        return Verdict.PERMANENT
+    if status in retryable or status >= 500:
+        return Verdict.RETRY
+    return Verdict.PERMANENT
+
+
+def messages_problem(messages: Any, message_problem: Callable[[Any], str | None]) -> str | None:
+    """Why a request's `messages` is not a non-empty list of sound messages, or None."""
+    if messages is None:
+        return "messages: Field required"
+    if not isinstance(messages, list) or not messages:
+        return "messages: must be a non-empty list"
+    for index, message in enumerate(messages):
+        problem = message_problem(message)
+        if problem:
+            return f"messages.{index}: {problem}"
+    return None

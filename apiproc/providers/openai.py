@@ -28,8 +28,10 @@ from apiproc.providers.http import (
     count,
     from_the_api,
     json_or_none,
+    messages_problem,
     not_json_error,
     number,
+    retry_verdict,
 )
 from apiproc.providers.http import retry_after as retry_after_header
 
@@ -147,14 +149,7 @@ class OpenAIProvider:
 def _verdict(status: int, headers: Mapping[str, str], error: dict[str, Any]) -> Verdict:
     if status in FATAL_STATUSES or error.get("code") in FATAL_CODES:
         return Verdict.FATAL
-    should_retry = headers.get("x-should-retry")
-    if should_retry == "true":
-        return Verdict.RETRY
-    if should_retry == "false":
-        return Verdict.PERMANENT
-    if status in RETRYABLE_STATUSES or status >= 500:
-        return Verdict.RETRY
-    return Verdict.PERMANENT
+    return retry_verdict(status, headers, RETRYABLE_STATUSES)
 
 
 def api_error(parsed: Any) -> dict[str, Any] | None:
@@ -246,15 +241,9 @@ def validate_chat(params: dict[str, Any]) -> str | None:
         return "model: Field required"
     if not isinstance(model, str) or not model:
         return "model: must be a non-empty string"
-    messages = params.get("messages")
-    if messages is None:
-        return "messages: Field required"
-    if not isinstance(messages, list) or not messages:
-        return "messages: must be a non-empty list"
-    for index, message in enumerate(messages):
-        problem = _message_problem(message)
-        if problem:
-            return f"messages.{index}: {problem}"
+    problem = messages_problem(params.get("messages"), _message_problem)
+    if problem:
+        return problem
     for name in ("max_tokens", "max_completion_tokens"):
         value = params.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
