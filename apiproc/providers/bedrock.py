@@ -81,14 +81,36 @@ def mantle_url(region: str) -> str:
     return f"https://bedrock-mantle.{region}.api.aws/anthropic"
 
 
-class BedrockProvider:
+class _BedrockEndpoint:
+    """What both endpoints share: whole answers only, AWS errors, Bedrock's model ids."""
+
+    prices_as_of = ""
+    cache_breakpoints = True
+    _headers: dict[str, str]
+
+    @property
+    def session_headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    def decoder(self, status: int, headers: Mapping[str, str]) -> None:
+        return None  # whole answers only
+
+    def transient_error(self, error_type: str) -> bool:
+        return transient_error(error_type)
+
+    def model(self, model: str) -> ModelFacts:
+        return bedrock_facts(model)
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+        return classify_bedrock(status, headers, body)
+
+
+class BedrockProvider(_BedrockEndpoint):
     """InvokeModel on bedrock-runtime, signed with SigV4."""
 
     name = "bedrock"
-    prices_as_of = ""
     # Guess: Bedrock's tokens quota is charged max_tokens when the request starts.
     output_accounting = "max_tokens"
-    cache_breakpoints = True
 
     def __init__(
         self,
@@ -102,10 +124,6 @@ class BedrockProvider:
         self._betas = list(betas)
         self._headers = {"content-type": "application/json", "accept": "application/json"}
 
-    @property
-    def session_headers(self) -> Mapping[str, str]:
-        return self._headers
-
     def request(self, params: dict[str, Any]) -> HttpRequest:
         body = {key: value for key, value in params.items() if key not in ("model", "stream")}
         body.setdefault("anthropic_version", BEDROCK_VERSION)
@@ -115,29 +133,15 @@ class BedrockProvider:
         data = dumps(body)
         return HttpRequest(url, data, self.signer.sign("POST", url, data, self._headers))
 
-    def decoder(self, status: int, headers: Mapping[str, str]) -> None:
-        return None  # whole answers only
-
-    def transient_error(self, error_type: str) -> bool:
-        return transient_error(error_type)
-
-    def model(self, model: str) -> ModelFacts:
-        return bedrock_facts(model)
-
     def validate(self, params: dict[str, Any]) -> str | None:
         return validate_messages(params)
 
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
-        return classify_bedrock(status, headers, body)
 
-
-class BedrockMantleProvider:
+class BedrockMantleProvider(_BedrockEndpoint):
     """The Messages API on bedrock-mantle: a Bedrock API key, or SigV4 without one."""
 
     name = "bedrock-mantle"
-    prices_as_of = ""
     output_accounting = "max_tokens"  # as for InvokeModel: a guess
-    cache_breakpoints = True
 
     def __init__(
         self,
@@ -164,10 +168,6 @@ class BedrockMantleProvider:
         else:
             self.signer = signer or SigV4Signer(MANTLE_SIGNING_NAME, region, api="bedrock-mantle")
 
-    @property
-    def session_headers(self) -> Mapping[str, str]:
-        return self._headers
-
     def request(self, params: dict[str, Any]) -> HttpRequest:
         # Whole answers only: a line's own "stream" is left out.
         data = dumps({key: value for key, value in params.items() if key != "stream"})
@@ -175,20 +175,8 @@ class BedrockMantleProvider:
             return HttpRequest(self.url, data)
         return HttpRequest(self.url, data, self.signer.sign("POST", self.url, data, self._headers))
 
-    def decoder(self, status: int, headers: Mapping[str, str]) -> None:
-        return None  # whole answers only
-
-    def transient_error(self, error_type: str) -> bool:
-        return transient_error(error_type)
-
-    def model(self, model: str) -> ModelFacts:
-        return bedrock_facts(model)
-
     def validate(self, params: dict[str, Any]) -> str | None:
         return validate_mantle(params, self.version)
-
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
-        return classify_bedrock(status, headers, body)
 
 
 def transient_error(error_type: str) -> bool:
