@@ -43,7 +43,7 @@ from apiproc.simulator.cache import CachePlan, PromptCache
 from apiproc.simulator.config import SimulatorConfig
 from apiproc.simulator.errors import ApiError, invalid
 from apiproc.simulator.exchange import new_id
-from apiproc.simulator.generation import answer_key, generate
+from apiproc.simulator.generation import answer_key, final_message, generate, usage_of
 from apiproc.simulator.limits import Limit
 from apiproc.simulator.validation import Dialect, validate
 
@@ -342,26 +342,9 @@ class BatchService:
             writes.append((plan, now))
         key = answer_key(checked.body, checked.raw)
         generation = generate(self.config, key, checked.max_tokens, self._chance)
-        message = {
-            "id": new_id("msg_01", 22),
-            "type": "message",
-            "role": "assistant",
-            "model": checked.body["model"],
-            "content": [{"type": "text", "text": generation.text}],
-            "stop_reason": "max_tokens" if generation.clipped else "end_turn",
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": plan.input_tokens,
-                "cache_creation_input_tokens": plan.creation_tokens,
-                "cache_read_input_tokens": plan.read_tokens,
-                "cache_creation": {
-                    "ephemeral_5m_input_tokens": plan.write_5m,
-                    "ephemeral_1h_input_tokens": plan.write_1h,
-                },
-                "output_tokens": generation.output_tokens,
-                "service_tier": "batch",  # §E.5: batch usage says so
-            },
-        }
+        # §E.5: batch usage says so in its service tier.
+        usage = usage_of(plan, generation.output_tokens, service_tier="batch")
+        message = final_message(checked, generation, usage)
         return {"type": "succeeded", "message": message}
 
     def _view(self, batch: _Batch) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
     generation = generate(config, answer_key(body, raw), max_tokens, chance)
     generation.output_tokens, generation.clipped, generation.text
+    message = final_message(checked, generation, usage_of(plan, generation.output_tokens))
 
 The answer is seeded from the request body, so the same request always gets the same answer
 (streamed or not, when the body says which); only the latency jitter comes from the
-simulator's shared generator.
+simulator's shared generator. `final_message` wraps it as the Messages API answers it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from apiproc.simulator.cache import CachePlan
 from apiproc.simulator.config import SimulatorConfig
+from apiproc.simulator.exchange import new_id
+from apiproc.simulator.validation import Checked
 
 FILLER_WORDS = ("the", "sim", "ran", "a", "new", "day", "so", "it", "is", "ok", "and", "we")
 
@@ -66,3 +70,35 @@ def answer_key(body: dict[str, Any], raw: bytes) -> bytes:
 def _filler_text(tokens: int, rng: random.Random) -> str:
     # Every filler word is at most 3 characters, so each is exactly one token.
     return " ".join(rng.choice(FILLER_WORDS) for _ in range(tokens))
+
+
+def final_message(
+    checked: Checked, generation: Generation, usage: dict[str, Any]
+) -> dict[str, Any]:
+    """The final Message, as a plain answer carries it, a stream assembles to and a batch
+    result holds."""
+    return {
+        "id": new_id("msg_01", 22),
+        "type": "message",
+        "role": "assistant",
+        "model": checked.body["model"],
+        "content": [{"type": "text", "text": generation.text}],
+        "stop_reason": "max_tokens" if generation.clipped else "end_turn",
+        "stop_sequence": None,
+        "usage": usage,
+    }
+
+
+def usage_of(plan: CachePlan, output_tokens: int, service_tier: str = "standard") -> dict[str, Any]:
+    """The Messages `usage` of an answer: the prompt as the cache plan counts it, the output."""
+    return {
+        "input_tokens": plan.input_tokens,
+        "cache_creation_input_tokens": plan.creation_tokens,
+        "cache_read_input_tokens": plan.read_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": plan.write_5m,
+            "ephemeral_1h_input_tokens": plan.write_1h,
+        },
+        "output_tokens": output_tokens,
+        "service_tier": service_tier,
+    }

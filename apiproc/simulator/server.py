@@ -39,7 +39,13 @@ from apiproc.simulator.faults import (
     draw_fault,
     hang_up,
 )
-from apiproc.simulator.generation import Generation, answer_key, generate
+from apiproc.simulator.generation import (
+    Generation,
+    answer_key,
+    final_message,
+    generate,
+    usage_of,
+)
 from apiproc.simulator.limits import (
     RatePool,
     Rejection,
@@ -58,36 +64,8 @@ MAX_BODY_BYTES = 32 * 1024 * 1024  # "32 MB" for Messages and Token Counting (§
 SHUTDOWN_GRACE_SECONDS = 0.25
 
 
-def _usage(plan: CachePlan, output_tokens: int) -> dict[str, Any]:
-    return {
-        "input_tokens": plan.input_tokens,
-        "cache_creation_input_tokens": plan.creation_tokens,
-        "cache_read_input_tokens": plan.read_tokens,
-        "cache_creation": {
-            "ephemeral_5m_input_tokens": plan.write_5m,
-            "ephemeral_1h_input_tokens": plan.write_1h,
-        },
-        "output_tokens": output_tokens,
-        "service_tier": "standard",
-    }
-
-
 def _streamed(checked: Checked) -> bool:
     return checked.body.get("stream") is True
-
-
-def _message(checked: Checked, generation: Generation, usage: dict[str, Any]) -> dict[str, Any]:
-    """The final Message, as a plain answer carries it and a stream assembles to."""
-    return {
-        "id": new_id("msg_01", 22),
-        "type": "message",
-        "role": "assistant",
-        "model": checked.body["model"],
-        "content": [{"type": "text", "text": generation.text}],
-        "stop_reason": "max_tokens" if generation.clipped else "end_turn",
-        "stop_sequence": None,
-        "usage": usage,
-    }
 
 
 def _cumulative(usage: dict[str, Any]) -> dict[str, Any]:
@@ -393,7 +371,7 @@ class Simulator:
         await asyncio.sleep(generation.generation_time)
         settled = generation.output_tokens - (checked.max_tokens if reserve else 0)
         pool.output.add(-settled, loop.time())
-        message = _message(checked, generation, _usage(plan, generation.output_tokens))
+        message = final_message(checked, generation, usage_of(plan, generation.output_tokens))
         self._count_success(checked.spec.rate_pool, plan, generation)
         return self._reply(exchange, 200, message, usage=message["usage"])
 
@@ -407,7 +385,7 @@ class Simulator:
     ) -> web.StreamResponse:
         """The answer as server-sent events, its output tokens charged as they are generated."""
         loop = asyncio.get_running_loop()
-        message = _message(checked, generation, _usage(plan, generation.output_tokens))
+        message = final_message(checked, generation, usage_of(plan, generation.output_tokens))
         output = _OutputMeter(exchange.pool, checked, self.config.output_accounting)
         try:
             stream = await EventStream.open(
@@ -445,7 +423,7 @@ class Simulator:
         loop = asyncio.get_running_loop()
         started = loop.time()
         # A guess: message_start reports one output token, as the docs' examples show.
-        opening = {**message, "content": [], "stop_reason": None, "usage": _usage(plan, 1)}
+        opening = {**message, "content": [], "stop_reason": None, "usage": usage_of(plan, 1)}
         stream.send("message_start", {"type": "message_start", "message": opening})
         block = {"type": "text", "text": ""}
         stream.send(
