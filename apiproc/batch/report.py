@@ -20,16 +20,7 @@ from rich.text import Text
 
 from apiproc.batch.runner import BatchRun, Snapshot
 from apiproc.batch.stats import BatchStats
-from apiproc.report import Reporter, cache_hit_rate
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+from apiproc.report import Reporter, _duration, cache_hit_rate
 
 
 def progress_line(shot: Snapshot) -> str:
