@@ -1,4 +1,4 @@
-"""What the `apiproc` commands share: option spelling, the key, the display, exit statuses.
+"""What the `apiproc` commands share: option spelling, the key, errors, logs, exit statuses.
 
     @option("--max-attempts", type=int)    # also accepted as --max_attempts
     key = api_key_or_exit(options)         # one sentence and exit status 2 when there is none
