@@ -339,8 +339,8 @@ class PrefixGroups:
         if not prefix.whole:
             return self.estimator.count(prefix.request)
         # Such a prefix is often the job's alone: count the prompt once, for its estimate too.
-        if job.estimate is None:
-            job.estimate = self.estimator.estimate(job.params)
+        if job.estimate is None or job.estimate.provisional:
+            job.estimate = self.estimator.estimate(job.params, exact=True)
         return job.estimate.raw_input
 
     def _wait(self, group: _Group, job: Job, now: float) -> None:

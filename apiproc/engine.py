@@ -150,7 +150,9 @@ class Engine:
             settings.limits, clock=self.clock, ramp=settings.ramp, discover=True
         )
         self.estimator = estimator or TokenEstimator(
-            settings.output_accounting, prior=lambda model: provider.model(model).token_ratio
+            settings.output_accounting,
+            prior=lambda model: provider.model(model).token_ratio,
+            background=True,
         )
         self.rng = rng or random.Random()
         self.stats = RunStats(
@@ -265,7 +267,7 @@ class Engine:
         cost = self._cost(job)
         await self._slots.acquire()
         try:
-            reservation = await self.limiter.acquire(cost)
+            reservation = await self._reserve(job, cost)
         except RequestTooLarge as error:
             self._slots.release()
             self.cache.answered(job)
@@ -281,6 +283,16 @@ class Engine:
         task = asyncio.create_task(self._attempt(job, reservation))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    async def _reserve(self, job: Job, cost: Cost) -> Reservation:
+        try:
+            return await self.limiter.acquire(cost)
+        except RequestTooLarge:
+            if job.estimate is None or not job.estimate.provisional:
+                raise
+        # A byte bound too large for a limit: only the real count can say it is.
+        job.estimate = self.estimator.estimate(job.params, exact=True)
+        return await self.limiter.acquire(self._cost(job))
 
     def _release(self, jobs: list[Job]) -> None:
         self._ready.extend(jobs)
