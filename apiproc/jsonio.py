@@ -19,10 +19,18 @@ except ImportError:  # the optional accelerator is missing: stay pure Python
 
 
 def loads(data: bytes | str) -> Any:
-    """Parse one document; raises ValueError (a JSONDecodeError) on bad input."""
-    if orjson is not None:
+    """Parse one document; raises ValueError (a JSONDecodeError) on bad input, explained
+    in the standard library's words whichever codec refused it."""
+    if orjson is None:
+        return json.loads(data)
+    try:
         return orjson.loads(data)
-    return json.loads(data)
+    except orjson.JSONDecodeError as refusal:
+        try:
+            json.loads(data)
+        except ValueError as error:
+            raise error from None
+        raise refusal from None  # orjson is stricter (huge integers, lone surrogates)
 
 
 def dumps_line(value: Any) -> bytes:
