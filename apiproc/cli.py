@@ -51,6 +51,7 @@ from apiproc.errors import (
 )
 from apiproc.limiter import Limits
 from apiproc.loop import run as run_loop
+from apiproc.providers import APIS, url_from_environment
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
 from apiproc.providers.anthropic_versions import API_VERSIONS
 from apiproc.providers.base import TRANSPORTS
@@ -74,6 +75,8 @@ from apiproc.settings import (
 )
 
 EXIT_INTERRUPTED = EXIT_ON_SIGNAL["SIGINT"]
+# The APIs with a batch service in apiproc.
+BATCH_APIS = ("anthropic", "openai")
 # What a batch command can meet that is not a bug: the API's refusal, the network, files.
 COMMAND_ERRORS = (BatchApiError, ValueError, OSError, aiohttp.ClientError)
 
@@ -110,7 +113,11 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="apiproc")
 def main() -> None:
-    """Send a JSONL file of Anthropic Messages requests as fast as the rate limits allow."""
+    """Send a JSONL file of LLM API requests as fast as the rate limits allow.
+
+    Anthropic Messages (the default), OpenAI-compatible Chat Completions (--api openai),
+    Claude on Bedrock (--api bedrock, bedrock-mantle) and on Vertex AI (--api vertex).
+    """
 
 
 @main.command()
@@ -124,8 +131,26 @@ def main() -> None:
     help="Output JSONL ('-' for stdout). Default: <input stem>_results.jsonl beside the "
     "input, or stdout when reading stdin.",
 )
-@_option("--request-url", default=DEFAULT_URL, show_default=True, help="Messages endpoint.")
-@_option("--api-key", help="API key. Default: ANTHROPIC_API_KEY from the environment or .env.")
+@click.option(
+    "--api",
+    type=click.Choice(APIS),
+    default="anthropic",
+    show_default=True,
+    help="Which API to send to: the Messages API, an OpenAI-compatible Chat Completions "
+    "server, Claude on Bedrock (InvokeModel or the bedrock-mantle Messages API) or on Vertex AI.",
+)
+@_option(
+    "--request-url",
+    help="Endpoint. Default: the API's own (openai: a base URL such as "
+    "http://localhost:8000/v1 will do; bedrock, vertex: the base URL before the model path).",
+)
+@click.option("--region", help="Cloud region for --api bedrock, bedrock-mantle and vertex.")
+@click.option("--project", help="Google Cloud project for --api vertex.")
+@_option(
+    "--api-key",
+    help="API key. Default: ANTHROPIC_API_KEY, or OPENAI_API_KEY for --api openai, from the "
+    "environment or .env. Bedrock and Vertex sign in with the cloud's own credentials.",
+)
 @_option(
     "--max-requests-per-minute",
     type=float,
@@ -134,7 +159,8 @@ def main() -> None:
 @_option(
     "--max-tokens-per-minute",
     type=float,
-    help="Combined input+output tokens per minute (the classic limit).",
+    help="Combined input+output tokens per minute (the classic limit; OpenAI's and "
+    "Bedrock's tokens-per-minute budget).",
 )
 @_option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
 @_option("--max-output-tokens-per-minute", type=float, help="Output tokens per minute.")
@@ -220,10 +246,9 @@ def main() -> None:
 @_option(
     "--output-accounting",
     type=click.Choice(["generated", "max_tokens"]),
-    default="generated",
-    show_default=True,
-    help="How the API counts output tokens against its limit: only generated tokens "
-    "(current docs) or max_tokens at the start (older docs).",
+    help="How the API counts output tokens against its limit: only generated tokens, or "
+    "max_tokens at the start. Default: generated for the Messages API (current docs), "
+    "max_tokens for the others.",
 )
 @_option(
     "--use-caching",
@@ -373,7 +398,11 @@ def run(requests: str, output: str | None, **options: Any) -> None:
 def _api_key(options: dict[str, Any]) -> str:
     """The key from the options, the environment or .env; a clear exit when there is none."""
     try:
-        return resolve_api_key(options["api_key"], simulate=options.get("simulate", False))
+        return resolve_api_key(
+            options["api_key"],
+            simulate=options.get("simulate", False),
+            api=options.get("api", "anthropic"),
+        )
     except SettingsError as error:
         Reporter(sys.stderr).error(str(error))
         sys.exit(EXIT_USAGE)
@@ -395,7 +424,10 @@ def _settings(requests: str, output: str | None, options: dict[str, Any]) -> Set
         requests_path=requests,
         output_path=output or default_output_path(requests),
         api_key=api_key,
-        request_url=options["request_url"],
+        request_url=options["request_url"] or url_from_environment(options["api"]),
+        api=options["api"],
+        region=options["region"],
+        project=options["project"],
         limits=_limits(options),
         max_attempts=options["max_attempts"],
         max_rate_limit_retries=options["max_rate_limit_retries"],
@@ -595,6 +627,13 @@ def resume_command() -> str:
 
 @main.command()
 @click.argument("requests", metavar="REQUESTS", type=click.Path(dir_okay=False))
+@click.option(
+    "--api",
+    type=click.Choice(APIS),
+    default="anthropic",
+    show_default=True,
+    help="Which API's request rules and prices to apply.",
+)
 @_option("--max-requests-per-minute", type=float, help="Requests per minute.")
 @_option("--max-tokens-per-minute", type=float, help="Combined tokens per minute.")
 @_option("--max-input-tokens-per-minute", type=float, help="Input tokens per minute.")
@@ -610,7 +649,7 @@ def resume_command() -> str:
     "--show-bad-lines", type=int, default=20, show_default=True, help="How many bad lines to list."
 )
 def estimate(
-    requests: str, show_bad_lines: int, anthropic_version: str, **limits: float | None
+    requests: str, api: str, show_bad_lines: int, anthropic_version: str, **limits: float | None
 ) -> None:
     """Validate REQUESTS and estimate tokens, cost and time, without calling any API.
 
@@ -618,11 +657,11 @@ def estimate(
     file cannot be read.
     """
     from apiproc.preflight import preflight
-    from apiproc.providers import AnthropicProvider
+    from apiproc.providers import rules_for
 
-    provider = AnthropicProvider(api_key="", version=anthropic_version)  # nothing is sent
+    rules = rules_for(api, anthropic_version)  # nothing is sent, no credentials are needed
     try:
-        report = preflight(requests, facts=provider.model, check=provider.validate)
+        report = preflight(requests, facts=rules.model, check=rules.validate)
     except OSError as error:
         Reporter(sys.stderr).error(f"Cannot read {requests}: {error.strerror}.")
         sys.exit(EXIT_USAGE)
@@ -632,7 +671,7 @@ def estimate(
             Reporter(sys.stderr).error("Limits must be positive numbers.")
             sys.exit(EXIT_USAGE)
     today = datetime.now(timezone.utc).date()
-    print_estimate(report, given, show_bad_lines, provider.prices_as_of, today)
+    print_estimate(report, given, show_bad_lines, rules.prices_as_of, today)
     sys.exit(EXIT_OK if report.bad_lines == 0 else EXIT_ERRORED)
 
 
@@ -641,6 +680,13 @@ def estimate(
 @click.option("--requests-per-minute", type=float, default=4_000, show_default=True)
 @click.option("--input-tokens-per-minute", type=float, default=2_000_000, show_default=True)
 @click.option("--output-tokens-per-minute", type=float, default=400_000, show_default=True)
+@click.option(
+    "--tokens-per-minute",
+    type=float,
+    default=2_400_000,
+    show_default=True,
+    help="The OpenAI endpoint's one budget for input and output tokens.",
+)
 @click.option(
     "--output-accounting",
     type=click.Choice(["generated", "max_tokens"]),
@@ -734,7 +780,11 @@ def estimate(
     help="The simulated API's date, which decides the retired models. Default: today (UTC).",
 )
 def simulate(output_tokens: str, today: datetime | None, **options: Any) -> None:
-    """Run the bundled Messages API simulator on 127.0.0.1 until Ctrl-C."""
+    """Run the bundled API simulator on 127.0.0.1 until Ctrl-C.
+
+    It serves the Messages API at /v1/messages and OpenAI Chat Completions at
+    /v1/chat/completions.
+    """
     from apiproc.simulator import SimulatorConfig, serve_forever
 
     try:
@@ -764,11 +814,21 @@ def _api_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """What a batch command needs to reach the API."""
     for decorator in reversed(
         [
+            click.option(
+                "--api",
+                type=click.Choice(BATCH_APIS),
+                help="Whose batches: the state file's API, else anthropic.",
+            ),
             _option(
                 "--request-url",
-                help=f"Messages endpoint (default: the state file's, else {DEFAULT_URL}).",
+                help=f"Messages endpoint, or the OpenAI base URL (default: the state file's, "
+                f"else the API's own: {DEFAULT_URL} for anthropic).",
             ),
-            _option("--api-key", help="API key. Default: ANTHROPIC_API_KEY or .env."),
+            _option(
+                "--api-key",
+                help="API key. Default: ANTHROPIC_API_KEY (OPENAI_API_KEY for --api openai) "
+                "or .env.",
+            ),
             _option(
                 "--anthropic-version",
                 type=click.Choice(API_VERSIONS),
@@ -783,13 +843,14 @@ def _api_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-def _batch_provider(options: dict[str, Any], url: str | None) -> Any:
-
+def _batch_provider(options: dict[str, Any], url: str | None, api: str | None = None) -> Any:
+    options["api"] = options.get("api") or api or "anthropic"
     settings = Settings(
         requests_path="-",
         output_path="-",
         api_key=_api_key(options),
-        request_url=url or options["request_url"] or DEFAULT_URL,
+        api=options["api"],
+        request_url=url or options["request_url"],
         anthropic_version=options["anthropic_version"],
         anthropic_betas=tuple(options["anthropic_beta"]),
         allow_insecure_http=options["allow_insecure_http"],
@@ -812,10 +873,12 @@ def _state_settings(state_path: str, options: dict[str, Any]) -> Settings:
         Reporter(sys.stderr).error(f"{state_path} is not a batch state file (or is empty).")
         sys.exit(EXIT_USAGE)
     output = output_file(state_path)
+    options["api"] = options.get("api") or state.api
     settings = Settings(
         requests_path=str(state.identity.get("input", "")),
         output_path=output,
         api_key=_api_key(options),
+        api=options["api"],
         request_url=options["request_url"] or messages_url(state.endpoint),
         anthropic_version=options["anthropic_version"],
         anthropic_betas=tuple(options["anthropic_beta"]),
@@ -867,7 +930,7 @@ def batch_status(target: str | None, batch_id: str | None, offline: bool, **opti
             return
         state = read_state(path)
         url = options["request_url"] or _messages_url_of(state.endpoint)
-        provider = _batch_provider(options, url) if not offline else None
+        provider = _batch_provider(options, url, state.api) if not offline else None
         rows = run_loop(status_rows(provider, state, ask=not offline)) if provider else None
     except COMMAND_ERRORS as error:
         _batch_command_failed(error)

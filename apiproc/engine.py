@@ -150,7 +150,7 @@ class Engine:
             settings.limits, clock=self.clock, ramp=settings.ramp, discover=True
         )
         self.estimator = estimator or TokenEstimator(
-            settings.output_accounting,
+            settings.output_accounting or provider.output_accounting,
             prior=lambda model: provider.model(model).token_ratio,
             background=True,
         )

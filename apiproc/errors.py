@@ -33,6 +33,16 @@ class SettingsError(ApiprocError):
     """A setting a user gave (or left out) cannot work."""
 
 
+class MissingExtra(SettingsError):
+    """An API that needs an optional dependency a plain install leaves out."""
+
+    def __init__(self, api: str, extra: str, library: str) -> None:
+        super().__init__(
+            f"--api {api} needs {library}, which a plain install leaves out: "
+            f"pip install 'apiproc[{extra}]'."
+        )
+
+
 class InputError(ApiprocError):
     """The input as a whole cannot be read (missing file, a directory, ...)."""
 

@@ -5,8 +5,9 @@
             ...  # a Job to send, or a BadLine to record as errored
 
 A line is one JSON object in one of these shapes:
-- a Messages API request body; its top-level `metadata` object is passed through to the
-  output and not sent, except `metadata.user_id`, which is the API's own field and is sent;
+- a request body (of the Messages API, or of the API `--api` names); its top-level
+  `metadata` object is passed through to the output and not sent, except
+  `metadata.user_id`, which is the API's own field and is sent;
   an optional top-level `custom_id` names the request and is not sent;
 - a Message Batches line `{"custom_id": ..., "params": {...}, "metadata": ...}`: `params`
   is sent as is, `metadata` passed through;
@@ -50,7 +51,6 @@ INVALID_CUSTOM_ID = "invalid_custom_id"
 DUPLICATE_CUSTOM_ID = "duplicate_custom_id"
 STREAMING_UNSUPPORTED = "streaming_unsupported"
 REQUEST_TOO_LARGE = "request_too_large"
-ROLES = ("user", "assistant")
 
 # The provider's own check of a well-shaped request: None, or why its API would refuse it.
 Check = Callable[[dict[str, Any]], "str | None"]
@@ -268,44 +268,20 @@ def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | Ba
 
 
 def validate_params(params: dict[str, Any]) -> str | None:
-    """The reason `params` cannot be a Messages request, or None if it looks sound."""
+    """The reason `params` lacks what every API's request has (a model), or None; the rest
+    is for the provider's check."""
     model = params.get("model")
     if model is None:
         return "model: Field required"
     if not isinstance(model, str) or not model:
         return "model: must be a non-empty string"
-    max_tokens = params.get("max_tokens")
-    if max_tokens is None:
-        return "max_tokens: Field required"
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
-        return "max_tokens: must be a non-negative integer"
-    messages = params.get("messages")
-    if messages is None:
-        return "messages: Field required"
-    if not isinstance(messages, list) or not messages:
-        return "messages: must be a non-empty list"
-    for index, message in enumerate(messages):
-        problem = _message_problem(message)
-        if problem:
-            return f"messages.{index}: {problem}"
     return None
 
 
 def problem_code(problem: str) -> str:
-    """The reason code of a `validate_params` problem."""
+    """The reason code of a problem `validate_params` or a provider's check found."""
     # Our own messages follow the API's pydantic wording: "<field>: Field required".
     return MISSING_REQUIRED_PARAMETER if problem.endswith("Field required") else INVALID_REQUEST
-
-
-def _message_problem(message: Any) -> str | None:
-    if not isinstance(message, dict):
-        return "must be an object with role and content"
-    if message.get("role") not in ROLES:
-        return "role must be 'user' or 'assistant'"
-    content = message.get("content")
-    if not isinstance(content, (str, list)):
-        return "content must be a string or a list of content blocks"
-    return None
 
 
 def _custom_id(data: dict[str, Any], derived: str) -> tuple[str, str | None]:

@@ -15,8 +15,9 @@ never starved by a stream of small ones. A request bigger than a whole bucket ra
 `RequestTooLarge` instead of waiting forever.
 
 The server stays the ground truth:
-- `observe()` takes the `anthropic-ratelimit-*` figures of every response and never lets
-  a bucket hold more than the server says remains (nor a limit above the server's).
+- `observe()` takes the rate-limit figures the server reports with every response and
+  never lets a bucket hold more than the server says remains (nor a limit above the
+  server's); limits it reports that were not given are added as buckets.
 - `rate_limited()` takes a 429: it pauses every admission until `retry-after`.
 - The burst is ramped. The API's bucket starts full, but it may also enforce over
   shorter intervals and punish sharp ramps, so each bucket may only be drawn down to
@@ -30,6 +31,7 @@ The server stays the ground truth:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -54,6 +56,8 @@ CEILING_RECOVERY = 1.1
 DISCOVERY_ATTEMPTS = 3
 FALLBACK_LIMITS: Mapping[str, float] = {"requests": 50.0}
 EPSILON = 1e-9
+
+log = logging.getLogger("apiproc")
 
 
 class RequestTooLarge(ValueError):
@@ -315,11 +319,14 @@ class RateLimiter:
         headers (or there was no answer): that is how limit discovery learns to give up.
         """
         now = self.clock.now()
+        # A combined tokens figure beside separate input and output limits is their sum,
+        # not a limit of its own; alone, it is the one token budget.
+        separate = "input_tokens" in server or "output_tokens" in server
         for dimension, figures in server.items():
             self._server[dimension] = figures
             bucket = self._buckets.get(dimension)
             if bucket is None:
-                if figures.limit and dimension != "tokens":
+                if figures.limit and (dimension != "tokens" or not separate):
                     self._add_bucket(dimension, figures.limit, now, figures.remaining)
                 continue
             bucket.refill(now, self._ramp.burst * bucket.limit)
@@ -463,12 +470,22 @@ class RateLimiter:
             if self._discovery_misses < DISCOVERY_ATTEMPTS:
                 self._release_discovery()
                 return
-            now = self.clock.now()
-            for dimension, limit in FALLBACK_LIMITS.items():
-                if dimension not in self._buckets:
-                    self._add_bucket(dimension, limit, now)
+            if not self._buckets:
+                self._fall_back()
         self.discover = False
         self._release_discovery()
+
+    def _fall_back(self) -> None:
+        """No limits given and none reported: go slowly, and say how to go faster."""
+        now = self.clock.now()
+        for dimension, limit in FALLBACK_LIMITS.items():
+            self._add_bucket(dimension, limit, now)
+        log.warning(
+            "The server sent no rate-limit headers and no limits were given, so requests go "
+            "at %s per minute; pass --max-requests-per-minute (and --max-tokens-per-minute or "
+            "the input/output token limits) with the limits your account or server allows.",
+            f"{FALLBACK_LIMITS['requests']:g}",
+        )
 
     def _release_discovery(self) -> None:
         if self._discovery is not None and not self._discovery.done():

@@ -180,11 +180,20 @@ def _measure(
             if isinstance(item, BadLine):
                 _add_bad(report, item)
                 continue
-            pending.append((item.params["model"], item.params["max_tokens"], item.params))
+            pending.append((item.params["model"], _ceiling(item.params), item.params))
             if len(pending) >= BATCH_LINES:
                 counter.count(pending, report)
     counter.count(pending, report)
     return report, ids
+
+
+def _ceiling(params: dict) -> int:
+    """The request's output ceiling; 0 where it sets none (it then adds no known bound)."""
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = params.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return 0
 
 
 def _newlines_before(handle: BinaryIO, offset: int) -> int:

@@ -105,7 +105,7 @@ def snapshot(engine: Engine, meter: RateMeter, total: int | None) -> Snapshot:
         output_per_minute=opm,
         limits={
             dimension: engine.limiter.limit(dimension)
-            for dimension in ("requests", "input_tokens", "output_tokens")
+            for dimension in ("requests", "input_tokens", "output_tokens", "tokens")
         },
         eta_seconds=eta,
         cost=cost_text(stats),
@@ -127,6 +127,16 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def _combined(shot: Snapshot) -> str:
+    """The one tokens budget, where the run has it (an API that counts input and output
+    together, or the classic --max-tokens-per-minute)."""
+    limit = shot.limits.get("tokens")
+    if not limit:
+        return ""
+    used = shot.input_per_minute + shot.output_per_minute
+    return f", {_of(used, limit)} tokens"
+
+
 def progress_line(shot: Snapshot) -> str:
     total = f"/{shot.total:,}" if shot.total is not None else ""
     return (
@@ -135,7 +145,9 @@ def progress_line(shot: Snapshot) -> str:
         f"{shot.retries:,} retries, {shot.rate_limited:,} 429s | per min: "
         f"{_of(shot.requests_per_minute, shot.limits['requests'])} requests, "
         f"{_of(shot.input_per_minute, shot.limits['input_tokens'])} input tokens, "
-        f"{_of(shot.output_per_minute, shot.limits['output_tokens'])} output tokens | "
+        f"{_of(shot.output_per_minute, shot.limits['output_tokens'])} output tokens"
+        + _combined(shot)
+        + " | "
         f"ETA {_duration(shot.eta_seconds)} | {shot.cost} | {_duration(shot.elapsed)} elapsed"
         + (f" | cache: {shot.cache}" if shot.cache else "")
     )
@@ -167,6 +179,7 @@ def live_view(shot: Snapshot) -> Group:
             f"per minute: requests {_of(shot.requests_per_minute, shot.limits['requests'])}  "
             f"input tokens {_of(shot.input_per_minute, shot.limits['input_tokens'])}  "
             f"output tokens {_of(shot.output_per_minute, shot.limits['output_tokens'])}"
+            + _combined(shot).replace(",", "", 1)
         ),
         Text(f"cost so far {shot.cost}  elapsed {_duration(shot.elapsed)}"),
         *([Text(f"cache: {shot.cache}")] if shot.cache else []),
@@ -245,7 +258,8 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
         f"Rate:      {_per_minute(stats.done, elapsed):,.0f} requests/min, "
         f"{_per_minute(counted_input, elapsed):,.0f} input tokens/min (cache reads aside), "
         f"{_per_minute(usage.output_tokens, elapsed):,.0f} output tokens/min",
-        f"Cost:      {cost_text(stats)} (prices of {stats.prices_as_of})",
+        f"Cost:      {cost_text(stats)}"
+        + (f" (prices of {stats.prices_as_of})" if stats.prices_as_of else ""),
         f"Output:    {'stdout' if output_path == '-' else output_path}",
     ]
     if stats.estimates:
@@ -431,9 +445,10 @@ def print_estimate(
         f"Input estimate: cl100k count x {' or '.join(ratios) or '1'} (the model's tokenizer "
         "counts more; a run learns the real ratio)"
     )
+    dated = f"prices of {prices_as_of}; " if prices_as_of else ""
     console.print(
         f"Cost online: ${low:,.2f} to ${high:,.2f}; with the Batches API: "
-        f"${batch_low:,.2f} to ${batch_high:,.2f} (prices of {prices_as_of}; "
+        f"${batch_low:,.2f} to ${batch_high:,.2f} ({dated}"
         "from no output to every max_tokens used)"
     )
     if unknown:

@@ -4,9 +4,10 @@
 
 The engine moves data; this module prepares what it moves it between. It locks the
 output against a second run, repairs and scans the existing output to resume from it,
-builds the provider, starts the bundled simulator for `--simulate`, opens the writer,
-and turns SIGINT/SIGTERM into a graceful stop (a second signal exits at once; every
-written line is whole). `--mode batch` hands the run to `apiproc.batch` instead.
+builds the provider the settings name, starts the bundled simulator for `--simulate`,
+opens the writer, and turns SIGINT/SIGTERM into a graceful stop (a second signal exits
+at once; every written line is whole). `--mode batch` hands the run to `apiproc.batch`
+instead.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from apiproc.engine import OWN_TRANSIENT_ERRORS, Engine, RunStats, feed_file
-from apiproc.errors import EXIT_ON_SIGNAL, OutputError, ResumeMismatch
+from apiproc.errors import EXIT_ON_SIGNAL, OutputError, ResumeMismatch, SettingsError
 from apiproc.jobs import Check, rereadable
 from apiproc.lock import OutputLock
 from apiproc.loop import run as run_loop
-from apiproc.providers import AnthropicProvider, Provider
+from apiproc.providers import Provider, build_provider
 from apiproc.results import ResultWriter, first_few, resumable
 from apiproc.resume import (
     Finished,
@@ -115,7 +116,7 @@ async def run_job(
         from apiproc.simulator import Simulator
 
         async with Simulator() as simulator:
-            settings.request_url = simulator.messages_url
+            settings.request_url = simulator.url_for(settings.api)
             return await _run_mode(settings, progress, on_stopping, batch_display)
     return await _run_mode(settings, progress, on_stopping, batch_display)
 
@@ -156,16 +157,25 @@ def refuse_while_batches_run(output_path: str, overwrite: bool = False) -> None:
         os.remove(path)
 
 
-def provider_of(settings: Settings) -> AnthropicProvider:
-    """The provider the settings name (the only one today)."""
-    return AnthropicProvider(
+def provider_of(settings: Settings) -> Provider:
+    """The provider the settings name, checked against the options that need its help."""
+    provider = build_provider(
+        settings.api,
         api_key=settings.api_key,
         url=settings.request_url,
         version=settings.anthropic_version,
         betas=settings.anthropic_betas,
         transport=settings.transport,
         timeout=settings.timeout,
+        region=settings.region,
+        project=settings.project,
     )
+    if settings.use_caching and not provider.cache_breakpoints:
+        raise SettingsError(
+            f"--use-caching adds cache_control breakpoints, which --api {provider.name} does "
+            "not take; leave it out."
+        )
+    return provider
 
 
 def prepare_output(settings: Settings, provider: Provider | None = None) -> Finished | None:

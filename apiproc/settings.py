@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 from apiproc.errors import SettingsError
 from apiproc.limiter import Limits
-from apiproc.providers.anthropic import DEFAULT_TIMEOUT, DEFAULT_URL, DEFAULT_VERSION
+from apiproc.providers import APIS, KEY_OPTIONAL, KEY_VARIABLES, SIMULATED_APIS
+from apiproc.providers.anthropic import DEFAULT_TIMEOUT, DEFAULT_VERSION
 from apiproc.providers.base import TRANSPORTS
 from apiproc.results import OUTPUT_FORMATS
 from apiproc.tokens import OUTPUT_ACCOUNTINGS
@@ -62,7 +63,10 @@ class Settings:
     requests_path: str
     output_path: str
     api_key: str
-    request_url: str = DEFAULT_URL
+    request_url: str | None = None  # None: the API's own endpoint
+    api: str = "anthropic"
+    region: str | None = None
+    project: str | None = None
     limits: Limits = field(default_factory=Limits)
     max_attempts: int = DEFAULT_ATTEMPTS
     max_rate_limit_retries: int = DEFAULT_RATE_LIMIT_RETRIES
@@ -74,7 +78,7 @@ class Settings:
     anthropic_version: str = DEFAULT_VERSION
     anthropic_betas: tuple[str, ...] = ()
     output_format: str = "batch"
-    output_accounting: str = "generated"
+    output_accounting: str | None = None  # None: as the API counts by default
     use_caching: bool = False
     simulate: bool = False
     ramp: bool = True
@@ -110,7 +114,14 @@ class Settings:
             raise SettingsError("--idle-timeout must be a positive number of seconds.")
         if self.output_format not in OUTPUT_FORMATS:
             raise SettingsError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}.")
-        if self.output_accounting not in OUTPUT_ACCOUNTINGS:
+        if self.api not in APIS:
+            raise SettingsError(f"--api must be one of {', '.join(APIS)}.")
+        if self.simulate and self.api not in SIMULATED_APIS:
+            raise SettingsError(
+                f"--simulate serves the {' and '.join(sorted(SIMULATED_APIS))} APIs, "
+                f"not {self.api}; drop --simulate or choose one of those with --api."
+            )
+        if self.output_accounting is not None and self.output_accounting not in OUTPUT_ACCOUNTINGS:
             raise SettingsError(
                 f"--output-accounting must be one of {', '.join(OUTPUT_ACCOUNTINGS)}."
             )
@@ -148,6 +159,8 @@ class Settings:
             raise SettingsError("--batch-api-rpm must be a positive number.")
 
     def _validate_url(self) -> None:
+        if self.request_url is None:
+            return
         url = urlsplit(self.request_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise SettingsError(f"--request-url must be an http(s) URL, not {self.request_url!r}.")
@@ -195,8 +208,9 @@ def default_output_path(requests_path: str) -> str:
     return str(source.with_name(f"{source.stem}_results.jsonl"))
 
 
-def resolve_api_key(given: str | None, simulate: bool = False) -> str:
-    """The key from the option, else ANTHROPIC_API_KEY from the environment or `.env`."""
+def resolve_api_key(given: str | None, simulate: bool = False, api: str = "anthropic") -> str:
+    """The key from the option, else the API's variable (ANTHROPIC_API_KEY, OPENAI_API_KEY,
+    ...) from the environment or `.env`; "" for an API that signs in another way."""
     if given:
         return given
     if simulate:
@@ -204,13 +218,16 @@ def resolve_api_key(given: str | None, simulate: bool = False) -> str:
     from dotenv import find_dotenv, load_dotenv
 
     load_dotenv(find_dotenv(usecwd=True), override=False)
-    key = os.environ.get("ANTHROPIC_API_KEY")
-    if not key:
-        raise SettingsError(
-            "No API key: pass --api-key, set ANTHROPIC_API_KEY in the environment or a .env "
-            "file, or add --simulate to run against the bundled simulator."
-        )
-    return key
+    variables = KEY_VARIABLES.get(api, ())
+    for variable in variables:
+        if os.environ.get(variable):
+            return os.environ[variable]
+    if api in KEY_OPTIONAL or not variables:
+        return ""
+    raise SettingsError(
+        f"No API key: pass --api-key, set {variables[0]} in the environment or a .env "
+        "file, or add --simulate to run against the bundled simulator."
+    )
 
 
 def _is_loopback(host: str) -> bool:

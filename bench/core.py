@@ -4,6 +4,7 @@
     python bench/core.py --repeat 3     # medians of three runs
     python bench/core.py request window # some scenarios only
     python bench/core.py --repeat 3 stream-faults stream-stalls
+    python bench/core.py --api openai request token faults  # against Chat Completions
 
 Each scenario starts the simulator in its own process, runs `apiproc run` against it and
 prints wall time against the theoretical time computed from the simulator's own counts:
@@ -22,6 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
+    LARGE_MODEL,
+    SMALL_MODEL,
     SimulatorProcess,
     median,
     run_client,
@@ -41,11 +44,13 @@ WORDS = [
 ]  # fmt: skip
 
 
-def long_prompts(count: int, words: int, seed: int = 1) -> list[dict]:
+def long_prompts(
+    count: int, words: int, seed: int = 1, model: str = "claude-sonnet-4-6"
+) -> list[dict]:
     rng = random.Random(seed)
     return [
         {
-            "model": "claude-sonnet-4-6",
+            "model": model,
             "max_tokens": 600,
             "messages": [
                 {
@@ -59,46 +64,49 @@ def long_prompts(count: int, words: int, seed: int = 1) -> list[dict]:
     ]
 
 
-def request_bound(workdir: Path, window: float | None) -> dict:
+def request_bound(workdir: Path, window: float | None, api: str) -> dict:
     rpm = 3_000
-    workload = write_workload(workdir / "small.jsonl", small_requests(5_000))
+    workload = write_workload(workdir / "small.jsonl", small_requests(5_000, SMALL_MODEL[api]))
     config = {"requests_per_minute": rpm, "latency": 0.2}
     if window:
         config["window_seconds"] = window
     with SimulatorProcess(**config) as sim:
-        run = run_client(workload, sim.url, "--max-requests-per-minute", str(rpm))
+        run = run_client(workload, sim.url_for(api), "--max-requests-per-minute", str(rpm), api=api)
         stats = sim.stats()
     capacity = rpm if window is None else rpm / 60 * window
     theory = max(0.0, stats["succeeded"] - capacity) / (rpm / 60)
     return summarise(run, stats, theory)
 
 
-def token_bound(workdir: Path) -> dict:
-    limits = {"input_tokens": 450_000, "output_tokens": 90_000}
-    rows = long_prompts(600, words=620)
+def token_bound(workdir: Path, api: str) -> dict:
+    separate = {"input_tokens": 450_000, "output_tokens": 90_000}
+    # The OpenAI API has one budget for both: the sum of the two.
+    limits = {"tokens": sum(separate.values())} if api == "openai" else separate
+    rows = long_prompts(600, words=620, model=LARGE_MODEL[api])
     workload = write_workload(workdir / "long.jsonl", rows)
     with SimulatorProcess(
         requests_per_minute=4_000,
-        input_tokens_per_minute=limits["input_tokens"],
-        output_tokens_per_minute=limits["output_tokens"],
+        input_tokens_per_minute=separate["input_tokens"],
+        output_tokens_per_minute=separate["output_tokens"],
+        tokens_per_minute=sum(separate.values()),
         latency=0.2,
         output_tokens=(150, 450),
     ) as sim:
-        run = run_client(
-            workload,
-            sim.url,
-            "--max-input-tokens-per-minute",
-            str(limits["input_tokens"]),
-            "--max-output-tokens-per-minute",
-            str(limits["output_tokens"]),
-        )
+        options = [f"--max-{name.replace('_', '-')}-per-minute" for name in limits]
+        given = [str(value) for value in limits.values()]
+        flags = [item for pair in zip(options, given, strict=True) for item in pair]
+        run = run_client(workload, sim.url_for(api), *flags, api=api)
         stats = sim.stats()
     result = summarise(run, stats, theoretical_seconds(stats, limits))
     span = max(run.wall_seconds, 1e-9)
-    used_in = stats["input_tokens"] + stats["cache_creation_input_tokens"] - limits["input_tokens"]
-    used_out = stats["output_tokens"] - limits["output_tokens"]
-    result["input limit used"] = f"{used_in / (limits['input_tokens'] / 60 * span):.1%}"
-    result["output limit used"] = f"{used_out / (limits['output_tokens'] / 60 * span):.1%}"
+    used = {
+        "input_tokens": stats["input_tokens"] + stats["cache_creation_input_tokens"],
+        "output_tokens": stats["output_tokens"],
+    }
+    used["tokens"] = used["input_tokens"] + used["output_tokens"]
+    for name, per_minute in limits.items():
+        share = (used[name] - per_minute) / (per_minute / 60 * span)
+        result[f"{name.replace('_', ' ')} limit used"] = f"{share:.1%}"
     learned = next((line for line in run.stderr.splitlines() if line.startswith("Estimates:")), "")
     result["learned ratio"] = learned.split(" x ")[1].split()[0] if " x " in learned else "?"
     raw = sum(TokenEstimator().count(row) for row in rows)
@@ -115,6 +123,7 @@ STREAM_IDLE_TIMEOUT = 5.0
 def faults(
     workdir: Path,
     run: int,
+    api: str = "anthropic",
     stall_rate: float = 0.0,
     stall_seconds: float = 30.0,
     stream: bool = False,
@@ -122,7 +131,10 @@ def faults(
     """5,000 small requests through injected faults; streamed, every line asks for a stream
     and a stall strikes partway through an answer, after the 200 and some events."""
     count = 5_000
-    rows = [{**row, "stream": True} if stream else row for row in small_requests(count)]
+    rows = [
+        {**row, "stream": True} if stream else row
+        for row in small_requests(count, SMALL_MODEL[api])
+    ]
     workload = write_workload(workdir / "faults.jsonl", rows)
     options = ["--idle-timeout", str(STREAM_IDLE_TIMEOUT)] if stream else []
     with SimulatorProcess(
@@ -133,7 +145,7 @@ def faults(
         stall_seconds=stall_seconds,
         seed=11 + run,  # each repeat an independent sample, not a replay of one sequence
     ) as sim:
-        run = run_client(workload, sim.url, "--max-attempts", "5", *options)
+        run = run_client(workload, sim.url_for(api), "--max-attempts", "5", *options, api=api)
         stats = sim.stats()
     records = run.records()
     ids = [r["custom_id"] for r in records]
@@ -165,22 +177,28 @@ def summarise(run, stats: dict, theory: float) -> dict:
 
 
 SCENARIOS = {
-    "request": ("request-bound 5,000 x 3,000 RPM, 200 ms", lambda d, _: request_bound(d, None)),
-    "window": ("same, limits enforced over 5 s windows", lambda d, _: request_bound(d, 5.0)),
-    "token": ("token-bound 600 x ~1,500-token prompts", lambda d, _: token_bound(d)),
-    "faults": ("faults 3% 529, 2% 500, 1% drops", faults),
+    "request": (
+        "request-bound 5,000 x 3,000 RPM, 200 ms",
+        lambda d, _, api: request_bound(d, None, api),
+    ),
+    "window": (
+        "same, limits enforced over 5 s windows",
+        lambda d, _, api: request_bound(d, 5.0, api),
+    ),
+    "token": ("token-bound 600 x ~1,500-token prompts", lambda d, _, api: token_bound(d, api)),
+    "faults": ("faults 3% 529 (503 for openai), 2% 500, 1% drops", faults),
     "stalls": (
         "faults 3% 529, 2% 500, 1% drops, 1% stalls (30 s, then reset)",
-        lambda d, run: faults(d, run, stall_rate=0.01),
+        lambda d, run, api: faults(d, run, api, stall_rate=0.01),
     ),
     "stream-faults": (
         "streamed: faults 3% 529, 2% 500, 1% drops",
-        lambda d, run: faults(d, run, stream=True),
+        lambda d, run, api: faults(d, run, api, stream=True),
     ),
     "stream-stalls": (
         "streamed: faults 3% 529, 2% 500, 1% drops, 1% stalls midway (30 s, then reset), "
         "idle timeout 5 s",
-        lambda d, run: faults(d, run, stall_rate=0.01, stream=True),
+        lambda d, run, api: faults(d, run, api, stall_rate=0.01, stream=True),
     ),
 }
 
@@ -189,13 +207,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--api", choices=("anthropic", "openai"), default="anthropic")
     args = parser.parse_args()
     for name in args.scenarios:
         title, scenario = SCENARIOS[name]
         runs = []
         for run in range(args.repeat):
             with tempfile.TemporaryDirectory() as workdir:
-                runs.append(scenario(Path(workdir), run))
+                runs.append(scenario(Path(workdir), run, args.api))
         keys = list(runs[0])
         rows = [["run", *keys]] + [
             [str(i + 1), *(str(r[k]) for k in keys)] for i, r in enumerate(runs)
@@ -211,8 +230,8 @@ def main() -> None:
                     ),
                 ]
             )
-        print(f"\n{title}\n{table(rows)}", flush=True)
-        print(json.dumps({"scenario": name, "runs": runs}), file=sys.stderr)
+        print(f"\n{title} (--api {args.api})\n{table(rows)}", flush=True)
+        print(json.dumps({"scenario": name, "api": args.api, "runs": runs}), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ SIMULATOR_OPTIONS = {
     "requests_per_minute": "--requests-per-minute",
     "input_tokens_per_minute": "--input-tokens-per-minute",
     "output_tokens_per_minute": "--output-tokens-per-minute",
+    "tokens_per_minute": "--tokens-per-minute",
     "output_accounting": "--output-accounting",
     "window_seconds": "--window-seconds",
     "latency": "--latency",
@@ -103,6 +104,10 @@ class SimulatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
 
+    def url_for(self, api: str) -> str:
+        """Where a client of `api` sends: the Messages endpoint or the OpenAI base URL."""
+        return self.base + "/v1" if api == "openai" else self.url
+
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.base + "/_sim/stats", timeout=10) as response:
             return json.load(response)
@@ -137,9 +142,10 @@ def run_client(
     *options: str,
     output: Path | None = None,
     timeout: float = RUN_TIMEOUT,
+    api: str = "anthropic",
 ) -> ClientRun:
-    """Run `apiproc run` to completion; measure its wall time, CPU time and peak RSS
-    (of that one process, read with wait4)."""
+    """Run `apiproc run --api API` to completion; measure its wall time, CPU time and peak
+    RSS (of that one process, read with wait4)."""
     if output is None:
         output = Path(tempfile.mkdtemp(prefix="apiproc-bench-")) / "out.jsonl"
     args = [
@@ -154,6 +160,8 @@ def run_client(
         url,
         "--api-key",
         "sk-bench",
+        "--api",
+        api,
         "--progress-every",
         "3600",
         *options,
@@ -233,10 +241,12 @@ def _wait4(process: subprocess.Popen[str], timeout: float) -> tuple[int, int, An
 def theoretical_seconds(stats: dict[str, Any], limits: dict[str, float]) -> float:
     """max over the limits of (total consumption - initial bucket) / rate, from the
     simulator's own counts; `limits` maps requests/input_tokens/output_tokens to per-minute."""
+    input_tokens = stats["input_tokens"] + stats["cache_creation_input_tokens"]
     consumed = {
         "requests": stats["succeeded"],
-        "input_tokens": stats["input_tokens"] + stats["cache_creation_input_tokens"],
+        "input_tokens": input_tokens,
         "output_tokens": stats["output_tokens"],
+        "tokens": input_tokens + stats["output_tokens"],
     }
     return max(
         max(0.0, consumed[name] - per_minute) / (per_minute / 60.0)
@@ -249,6 +259,11 @@ def write_workload(path: Path, rows: list[dict[str, Any]]) -> Path:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
     return path
+
+
+# The model each API's workloads name in the simulator.
+SMALL_MODEL = {"anthropic": "claude-haiku-4-5", "openai": "gpt-4o-mini"}
+LARGE_MODEL = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4o-mini"}
 
 
 def small_requests(count: int, model: str = "claude-haiku-4-5") -> list[dict[str, Any]]:

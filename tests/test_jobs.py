@@ -7,6 +7,7 @@ import json
 import pytest
 
 from apiproc.jobs import BadLine, Job, JobReader, parse_line, read_jobs
+from apiproc.providers.anthropic import validate_messages
 
 
 def lines(*objects: object) -> list[bytes]:
@@ -64,7 +65,8 @@ def test_bad_lines_name_their_line_and_reason() -> None:
                 {"model": "m", "max_tokens": 5, "messages": []},
                 {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
                 {"custom_id": "c", "params": "nope"},
-            )
+            ),
+            check=validate_messages,
         )
     )
     assert all(isinstance(item, BadLine) for item in items)
@@ -130,7 +132,7 @@ def test_an_unnamed_line_whose_id_was_given_earlier_is_a_duplicate() -> None:
     ],
 )
 def test_a_bad_line_carries_a_reason_code(raw: bytes, code: str) -> None:
-    item = parse_line(raw, 1)
+    item = parse_line(raw, 1, validate_messages)
     assert isinstance(item, BadLine) and item.code == code
 
 

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from apiproc.providers import AnthropicProvider, Verdict
-from apiproc.providers.anthropic import retry_after
+from apiproc.providers.http import retry_after
 from apiproc.retry import backoff_delay
 
 provider = AnthropicProvider(api_key="sk-test")

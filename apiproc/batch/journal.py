@@ -119,6 +119,7 @@ class JournalState:
 
     identity: dict[str, Any] = field(default_factory=dict)
     endpoint: str = ""
+    api: str = "anthropic"  # the --api whose batch service holds the batches
     intents: dict[int, Intent] = field(default_factory=dict)
     # The first pass over the input has planned everything before this line and byte.
     next_line: int = 1
@@ -172,6 +173,7 @@ class JournalState:
     def _on_start(self, record: dict[str, Any]) -> None:
         self.identity = record.get("input") or {}
         self.endpoint = str(record.get("endpoint", ""))
+        self.api = str(record.get("api") or "anthropic")
 
     def _on_intent(self, record: dict[str, Any]) -> None:
         spans = [Span.of(value) for value in record["spans"]]
@@ -302,9 +304,18 @@ class Journal:
 
     # ---- steps
 
-    def start(self, identity: dict[str, Any], endpoint: str, at: float) -> None:
+    def start(
+        self, identity: dict[str, Any], endpoint: str, at: float, api: str = "anthropic"
+    ) -> None:
         self.append(
-            {"event": "start", "format": FORMAT, "input": identity, "endpoint": endpoint, "at": at}
+            {
+                "event": "start",
+                "format": FORMAT,
+                "input": identity,
+                "endpoint": endpoint,
+                "api": api,
+                "at": at,
+            }
         )
 
     def intend(

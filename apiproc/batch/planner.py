@@ -43,6 +43,7 @@ from apiproc.resume import Earlier, Finished
 
 # The charset the API enforces on custom_id (§E.2, from the API's own 400 message).
 CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+MISMATCHED_MODEL = "mismatched_model"
 
 # Prefixes remembered while looking for those worth priming (as the online planner's cap).
 MAX_PREFIX_GROUPS = 10_000
@@ -57,6 +58,7 @@ class BatchRules:
     api: BatchApi
     use_caching: bool = False
     validate: Validate | None = None  # what the provider's API version would refuse
+    model: str | None = None  # the file's model, where a batch may hold one model only
 
     def params(self, job: Job) -> dict[str, Any]:
         """The params sent for `job` (the same every time they are rebuilt); the request
@@ -81,7 +83,22 @@ class BatchRules:
         fits = self.api.framed_size(len(entry), 1) <= limits.max_bytes
         if len(entry) > limits.max_request_bytes or not fits:
             return _too_large(job, entry, raw)
+        if limits.one_model:
+            return self._other_model(job, raw)
         return None
+
+    def _other_model(self, job: Job, raw: bytes) -> BadLine | None:
+        """A request for another model than the file's first (lines are checked in order)."""
+        model = str(job.params.get("model"))
+        if self.model is None:
+            self.model = model
+        if model == self.model:
+            return None
+        reason = (
+            f"model: this API's batches take one model each, and this file's first request "
+            f"uses {self.model!r}; send the {model!r} requests from a file of their own"
+        )
+        return _bad(job, reason, MISMATCHED_MODEL, raw)
 
 
 def _bad(job: Job, reason: str, code: str, raw: bytes) -> BadLine:

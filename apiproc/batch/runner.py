@@ -584,6 +584,7 @@ def _limits(api: BatchLimits, size: int | None, max_bytes: int | None) -> BatchL
         max_requests=min(api.max_requests, size or api.max_requests),
         max_bytes=min(api.max_bytes, max_bytes or api.max_bytes),
         max_request_bytes=api.max_request_bytes,
+        one_model=api.one_model,
     )
 
 
@@ -702,7 +703,7 @@ def _prepare(
     if not journal.state.identity:
         identity = input_identity(settings.requests_path)
         identity["job"] = uuid.uuid4().hex[:12]
-        journal.start(identity, endpoint, time.time())
+        journal.start(identity, endpoint, time.time(), provider.name)
     return finished
 
 

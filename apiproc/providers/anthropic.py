@@ -9,7 +9,10 @@
 Retry decisions follow the HTTP status and the error's `type` and `x-should-retry` when
 the server sends it; message text only for the user-set spend limit, which the API tells
 apart in no other way. An `error` event inside a streamed 200 is judged as the status its
-type stands for, so an `overloaded_error` is retried like a 529.
+type stands for, so an `overloaded_error` is retried like a 529. The rules here for a body
+(`validate_messages`) and an answer (`message_outcome`, `messages_verdict`, `parse_usage`)
+also serve Claude on Bedrock and Vertex, which take the same body and answer with the same
+message and, for model errors, the same error body.
 
 Which requests stream (`transport`): `plain` sends none, `stream` sends all, and `auto`
 streams a line that asks for it (`"stream": true`) and one whose `max_tokens` could keep a
@@ -20,16 +23,15 @@ models refuse long non-streaming answers outright (`MODEL_NONSTREAMING_TOKENS`).
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from apiproc.jsonio import dumps, loads
+from apiproc.jsonio import dumps
 from apiproc.providers.anthropic_models import PRICES_AS_OF, model_facts, model_family
 from apiproc.providers.anthropic_stream import MessageAssembler
 from apiproc.providers.anthropic_versions import VERSION_2023, version_problem
 from apiproc.providers.base import HttpRequest, ModelFacts, Outcome, ServerLimit, Usage, Verdict
+from apiproc.providers.http import count, json_or_none, not_json_error, number, retry_after
 from apiproc.providers.sse import SseParser
 
 DEFAULT_URL = "https://api.anthropic.com/v1/messages"
@@ -43,12 +45,12 @@ TRANSIENT_ERROR_TYPES = frozenset(
     {"rate_limit_error", "overloaded_error", "api_error", "timeout_error", "conflict_error"}
 )
 SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
+ROLES = ("user", "assistant")
 # The user-set (organisation or workspace) spend limit is a plain 400 invalid_request_error
 # whose message is the only signal the API gives: "You have reached your specified API usage
 # limits" or "... your specified workspace API usage limits".
 USER_SPEND_LIMIT_START = "you have reached your specified"
 USER_SPEND_LIMIT_WORDS = "api usage limits"
-LONGEST_RETRY_AFTER = 600.0
 DEFAULT_TIMEOUT = 600.0
 # The SDK's worst case for a generation (`_calculate_nonstreaming_timeout`): an hour for
 # 128,000 output tokens.
@@ -86,6 +88,8 @@ class AnthropicProvider:
 
     name = "anthropic"
     prices_as_of = PRICES_AS_OF
+    output_accounting = "generated"  # the 2026 rate-limit docs: generated tokens only
+    cache_breakpoints = True
 
     def __init__(
         self,
@@ -114,7 +118,7 @@ class AnthropicProvider:
         return self._headers
 
     def validate(self, params: dict[str, Any]) -> str | None:
-        return version_problem(params, self.version)
+        return validate_messages(params) or version_problem(params, self.version)
 
     def request(self, params: dict[str, Any]) -> HttpRequest:
         if not self.streams(params):
@@ -157,31 +161,16 @@ class AnthropicProvider:
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         """Turn one HTTP answer into an Outcome."""
-        parsed = _json_or_none(body)
+        parsed = json_or_none(body)
         server = server_limits(headers)
         request_id = headers.get("request-id")
         if status == 200:
-            if not isinstance(parsed, dict) or parsed.get("type") != "message":
-                return Outcome(
-                    Verdict.RETRY,
-                    status,
-                    error=_not_json_error(status, headers),
-                    request_id=request_id,
-                    server=server,
-                )
-            return Outcome(
-                Verdict.SUCCESS,
-                status,
-                message=parsed,
-                usage=parse_usage(parsed.get("usage")),
-                request_id=request_id,
-                server=server,
-            )
-        error = _api_error(parsed) or _not_json_error(status, headers)
+            return message_outcome(parsed, headers, request_id, server)
+        error = api_error(parsed) or not_json_error(status, headers)
         if isinstance(parsed, dict) and isinstance(parsed.get("request_id"), str):
             request_id = parsed["request_id"]
         outcome = Outcome(
-            _verdict(status, headers, error),
+            messages_verdict(status, headers, error),
             status,
             error=error,
             request_id=request_id,
@@ -206,7 +195,7 @@ class AnthropicStreamDecoder:
         for event in self._events.feed(chunk):
             if event.name == "ping":
                 continue
-            parsed = _json_or_none(event.data.encode())
+            parsed = json_or_none(event.data.encode())
             if parsed is None:
                 self._message.broken = f"a {event.name} event whose data is not JSON"
                 continue
@@ -234,7 +223,7 @@ class AnthropicStreamDecoder:
     def _failed(self, error: dict[str, Any]) -> Outcome:
         status = STATUS_OF_ERROR.get(str(error.get("type")), 500)
         return Outcome(
-            _verdict(status, {}, error),
+            messages_verdict(status, {}, error),
             200,
             error=error,
             request_id=self._request_id,
@@ -248,10 +237,66 @@ def _longest_generation(params: dict[str, Any]) -> float:
 
 
 def _max_tokens(params: dict[str, Any]) -> int:
-    return _int(params.get("max_tokens"))
+    return count(params.get("max_tokens"))
 
 
-def _verdict(status: int, headers: Mapping[str, str], error: dict[str, Any]) -> Verdict:
+def validate_messages(params: dict[str, Any]) -> str | None:
+    """Why `params` cannot be a Messages request (max_tokens, roles, content), or None."""
+    max_tokens = params.get("max_tokens")
+    if max_tokens is None:
+        return "max_tokens: Field required"
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        return "max_tokens: must be a non-negative integer"
+    messages = params.get("messages")
+    if messages is None:
+        return "messages: Field required"
+    if not isinstance(messages, list) or not messages:
+        return "messages: must be a non-empty list"
+    for index, message in enumerate(messages):
+        problem = _message_problem(message)
+        if problem:
+            return f"messages.{index}: {problem}"
+    return None
+
+
+def _message_problem(message: Any) -> str | None:
+    if not isinstance(message, dict):
+        return "must be an object with role and content"
+    if message.get("role") not in ROLES:
+        return "role must be 'user' or 'assistant'"
+    content = message.get("content")
+    if not isinstance(content, (str, list)):
+        return "content must be a string or a list of content blocks"
+    return None
+
+
+def message_outcome(
+    parsed: Any,
+    headers: Mapping[str, str],
+    request_id: str | None,
+    server: dict[str, ServerLimit] | None = None,
+) -> Outcome:
+    """A 200 answer, which should hold a Messages API `message`."""
+    if not isinstance(parsed, dict) or parsed.get("type") != "message":
+        return Outcome(
+            Verdict.RETRY,
+            200,
+            error=not_json_error(200, headers),
+            request_id=request_id,
+            server=server or {},
+        )
+    return Outcome(
+        Verdict.SUCCESS,
+        200,
+        message=parsed,
+        usage=parse_usage(parsed.get("usage")),
+        request_id=request_id,
+        server=server or {},
+    )
+
+
+def messages_verdict(status: int, headers: Mapping[str, str], error: dict[str, Any]) -> Verdict:
+    """What an error answer of the Messages API means for the request and the run."""
     if status in FATAL_STATUSES:
         return Verdict.FATAL
     if status == 429 and _details_code(error) == SPEND_LIMIT_CODE:
@@ -274,11 +319,11 @@ def parse_usage(usage: Any) -> Usage:
     creation = usage.get("cache_creation")
     write_1h = creation.get("ephemeral_1h_input_tokens") if isinstance(creation, dict) else 0
     return Usage(
-        input_tokens=_int(usage.get("input_tokens")),
-        output_tokens=_int(usage.get("output_tokens")),
-        cache_creation_input_tokens=_int(usage.get("cache_creation_input_tokens")),
-        cache_read_input_tokens=_int(usage.get("cache_read_input_tokens")),
-        cache_write_1h_tokens=_int(write_1h),
+        input_tokens=count(usage.get("input_tokens")),
+        output_tokens=count(usage.get("output_tokens")),
+        cache_creation_input_tokens=count(usage.get("cache_creation_input_tokens")),
+        cache_read_input_tokens=count(usage.get("cache_read_input_tokens")),
+        cache_write_1h_tokens=count(write_1h),
     )
 
 
@@ -286,52 +331,20 @@ def server_limits(headers: Mapping[str, str]) -> dict[str, ServerLimit]:
     """The `anthropic-ratelimit-*-limit/-remaining` headers, by limiter dimension."""
     found: dict[str, ServerLimit] = {}
     for dimension, limit_header, remaining_header in RATE_LIMIT_HEADERS:
-        limit = _float(headers.get(limit_header))
-        remaining = _float(headers.get(remaining_header))
+        limit = number(headers.get(limit_header))
+        remaining = number(headers.get(remaining_header))
         if limit is not None or remaining is not None:
             found[dimension] = ServerLimit(limit=limit, remaining=remaining)
     return found
 
 
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds the server asks us to wait: `retry-after-ms`, else `retry-after`."""
-    milliseconds = _float(headers.get("retry-after-ms"))
-    if milliseconds is not None:
-        seconds: float | None = milliseconds / 1000.0
-    else:
-        seconds = _retry_after_seconds(headers.get("retry-after"))
-    if seconds is None or seconds <= 0:
-        return None
-    return min(seconds, LONGEST_RETRY_AFTER)
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    number = _float(value)
-    if number is not None:
-        return number
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return when.timestamp() - time.time()
-
-
-def _api_error(parsed: Any) -> dict[str, Any] | None:
+def api_error(parsed: Any) -> dict[str, Any] | None:
+    """The `error` object of a Messages API error body, if that is what `parsed` is."""
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         error = parsed["error"]
         if "type" in error:
             return error
     return None
-
-
-def _not_json_error(status: int, headers: Mapping[str, str]) -> dict[str, Any]:
-    kind = headers.get("content-type", "unknown content type").split(";")[0]
-    return {
-        "type": "api_error",
-        "message": f"HTTP {status} with a body that is not an API answer ({kind})",
-    }
 
 
 def _user_spend_limit(error: dict[str, Any]) -> bool:
@@ -347,25 +360,3 @@ def _user_spend_limit(error: dict[str, Any]) -> bool:
 def _details_code(error: dict[str, Any]) -> str | None:
     details = error.get("details")
     return details.get("error_code") if isinstance(details, dict) else None
-
-
-def _json_or_none(body: bytes) -> Any:
-    if not body:
-        return None
-    try:
-        return loads(body)
-    except ValueError:
-        return None
-
-
-def _float(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

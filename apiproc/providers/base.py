@@ -1,6 +1,6 @@
 """The provider protocol and the plain data types every part of apiproc speaks.
 
-    provider: Provider = AnthropicProvider(api_key=key)
+    provider: Provider = build_provider("openai", api_key=key)
     problem = provider.validate(job.params)          # None, or why the API would refuse it
     request = provider.request(job.params)           # url, body, headers of one attempt
     outcome = provider.classify(status, headers, body)
@@ -170,6 +170,11 @@ class Provider(Protocol):
 
     name: str
     prices_as_of: str
+    # How the API counts output against its limits unless told otherwise: "generated"
+    # (tokens as they are produced) or "max_tokens" (the ceiling, reserved at the start).
+    output_accounting: str
+    # Whether requests may carry cache breakpoints (`cache_control`) for apiproc to add.
+    cache_breakpoints: bool
 
     @property
     def session_headers(self) -> Mapping[str, str]:
@@ -177,8 +182,8 @@ class Provider(Protocol):
 
     def validate(self, params: dict[str, Any]) -> str | None:
         """Why the API would certainly refuse `params`, saying what to do; None if it would
-        not. `params` already has the shape every provider needs (model, max_tokens,
-        messages)."""
+        not. `params` already names a model; the rest (messages, `max_tokens`, roles,
+        content) is the API's own."""
 
     def request(self, params: dict[str, Any]) -> HttpRequest:
         """The HTTP request that sends `params`."""

@@ -41,6 +41,7 @@ class BatchLimits:
     max_requests: int
     max_bytes: int  # the framed batch input (the create body or the uploaded file)
     max_request_bytes: int  # one request's entry
+    one_model: bool = False  # a batch may hold the requests of one model only
 
 
 @dataclass(slots=True)

@@ -23,7 +23,8 @@ from apiproc.simulator.faults import hang_up
 from apiproc.simulator.validation import Dialect, parse_json, read_dialect
 
 if TYPE_CHECKING:
-    from apiproc.simulator.server import Simulator, _Exchange
+    from apiproc.simulator.exchange import Exchange
+    from apiproc.simulator.server import Simulator
 
 BATCHES = "/v1/messages/batches"
 READ_CHUNK = 1 << 20
@@ -137,7 +138,7 @@ class BatchRoutes:
             return hang_up(request)
         await self._send(response, lines[half:])
         await response.write_eof()
-        self.simulator._record(exchange, 200, None)
+        self.simulator.record(exchange, 200, None)
         return response
 
     async def _record(self, request: web.Request) -> web.StreamResponse:
@@ -146,10 +147,10 @@ class BatchRoutes:
 
     # ---- plumbing
 
-    def _begin(self, request: web.Request) -> tuple[_Exchange, web.StreamResponse | None]:
+    def _begin(self, request: web.Request) -> tuple[Exchange, web.StreamResponse | None]:
         """The shared intake: key, version headers, then the Batches API's own RPM."""
         simulator = self.simulator
-        exchange = simulator._begin(request, counted=False)
+        exchange = simulator.begin(request, counted=False)
         try:
             simulator._check_auth(request)
             self._dialect(request)
@@ -174,7 +175,7 @@ class BatchRoutes:
             headers.getall("anthropic-version", []), headers.getall("anthropic-beta", [])
         )
 
-    def _answer(self, exchange: _Exchange, make: Any) -> web.StreamResponse:
+    def _answer(self, exchange: Exchange, make: Any) -> web.StreamResponse:
         try:
             payload = make()
         except ApiError as error:

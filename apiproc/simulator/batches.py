@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,28 +42,19 @@ from typing import Any
 from apiproc.simulator.cache import CachePlan, PromptCache
 from apiproc.simulator.config import SimulatorConfig
 from apiproc.simulator.errors import ApiError, invalid
-from apiproc.simulator.generation import generate
+from apiproc.simulator.exchange import new_id
+from apiproc.simulator.generation import answer_key, generate
 from apiproc.simulator.limits import Limit
 from apiproc.simulator.validation import Dialect, validate
 
 CUSTOM_ID_PATTERN = "^[a-zA-Z0-9_-]{1,64}$"
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 EXPIRY_SECONDS = 24 * 3600
 DAY = 24 * 3600
 TRANSIENT_ERRORS = (
     ("api_error", "Internal server error"),
     ("overloaded_error", "Overloaded"),
 )
-
-
-def new_id(prefix: str, length: int) -> str:
-    value = secrets.randbits(6 * length)
-    chars = []
-    for _ in range(length):
-        value, digit = divmod(value, len(_ID_ALPHABET))
-        chars.append(_ID_ALPHABET[digit])
-    return prefix + "".join(chars)
 
 
 def rfc3339(seconds: float | None) -> str | None:
@@ -350,14 +340,15 @@ class BatchService:
         self._cache.refresh(plan, now)
         if plan.writes:
             writes.append((plan, now))
-        generation = generate(self.config, checked, self._chance)
+        key = answer_key(checked.body, checked.raw)
+        generation = generate(self.config, key, checked.max_tokens, self._chance)
         message = {
             "id": new_id("msg_01", 22),
             "type": "message",
             "role": "assistant",
             "model": checked.body["model"],
             "content": [{"type": "text", "text": generation.text}],
-            "stop_reason": generation.stop_reason,
+            "stop_reason": "max_tokens" if generation.clipped else "end_turn",
             "stop_sequence": None,
             "usage": {
                 "input_tokens": plan.input_tokens,

@@ -26,6 +26,10 @@ class SimulatorConfig:
     requests_per_minute: float = 4_000
     input_tokens_per_minute: float = 2_000_000
     output_tokens_per_minute: float = 400_000
+    # The OpenAI endpoint's single budget for input and output tokens together.
+    tokens_per_minute: float = 2_400_000
+    # False: the OpenAI endpoint sends no x-ratelimit-* headers, as vLLM and llama-stack.
+    rate_limit_headers: bool = True
     # "generated": OTPM counts generated tokens only, charged when generation ends (2026
     # docs). "max_tokens": max_tokens reserved at the start, corrected at the end (2025 docs).
     output_accounting: str = "generated"
@@ -53,6 +57,11 @@ class SimulatorConfig:
     # accepted requests before the 400 of a spend limit the organisation set itself
     user_spend_limit_after: int | None = None
     record: bool = True  # keep a SeenRequest per request
+    # Batches (the OpenAI Batch API here): how long a batch takes, what its results hold.
+    batch_processing_seconds: float = 1.0  # from creation until a batch ends
+    batch_cancel_seconds: float = 0.1  # from a cancel until the batch ends
+    batch_errored_rate: float = 0.0  # share of results errored for a transient reason
+    batch_expired_rate: float = 0.0  # share of results expired
     # The simulated API's date (models past their end of life answer 404); None: the real
     # UTC date, read at each request.
     today: date | None = None
@@ -87,7 +96,8 @@ class SeenRequest:
 
 @dataclass(slots=True)
 class SimulatorStats:
-    """Counters over ``POST /v1/messages``; status 0 counts requests left without a response.
+    """Counters over the generation endpoints (``POST /v1/messages`` and
+    ``POST /v1/chat/completions``); status 0 counts requests left without a response.
 
     ``rate_limited`` counts rate-limit 429s only; injected faults (including injected 429s)
     are in ``faults_injected``; spend-cap 429s and spend-limit 400s only in ``by_status``.
@@ -123,6 +133,7 @@ def check_config(config: SimulatorConfig) -> None:
         config.requests_per_minute,
         config.input_tokens_per_minute,
         config.output_tokens_per_minute,
+        config.tokens_per_minute,
     )
     if min(limits) <= 0:
         raise ValueError("simulator rate limits must be positive numbers per minute")

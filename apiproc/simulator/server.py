@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import secrets
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
@@ -30,6 +30,7 @@ from apiproc.simulator.batches import BatchRecord
 from apiproc.simulator.cache import CachePlan, PromptCache
 from apiproc.simulator.config import SeenRequest, SimulatorConfig, SimulatorStats, check_config
 from apiproc.simulator.errors import ApiError
+from apiproc.simulator.exchange import Exchange, new_id
 from apiproc.simulator.faults import (
     INJECTED_RETRY_AFTER,
     MIDWAY_FAULTS,
@@ -38,7 +39,7 @@ from apiproc.simulator.faults import (
     draw_fault,
     hang_up,
 )
-from apiproc.simulator.generation import Generation, generate
+from apiproc.simulator.generation import Generation, answer_key, generate
 from apiproc.simulator.limits import (
     RatePool,
     Rejection,
@@ -47,22 +48,14 @@ from apiproc.simulator.limits import (
     user_spend_limit_message,
 )
 from apiproc.simulator.models import MODELS, ModelSpec
+from apiproc.simulator.openai_batches import OpenAIBatches
+from apiproc.simulator.openai_chat import ChatCompletions
+from apiproc.simulator.openai_files import OpenAIFiles
 from apiproc.simulator.streaming import PING, EventStream, text_pieces
 from apiproc.simulator.validation import Checked, parse_json, read_dialect, validate
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # "32 MB" for Messages and Token Counting (§A.1)
 SHUTDOWN_GRACE_SECONDS = 0.25
-
-_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def _new_id(prefix: str, length: int) -> str:
-    value = secrets.randbits(6 * length)
-    chars = []
-    for _ in range(length):
-        value, digit = divmod(value, len(_ID_ALPHABET))
-        chars.append(_ID_ALPHABET[digit])
-    return prefix + "".join(chars)
 
 
 def _usage(plan: CachePlan, output_tokens: int) -> dict[str, Any]:
@@ -86,12 +79,12 @@ def _streamed(checked: Checked) -> bool:
 def _message(checked: Checked, generation: Generation, usage: dict[str, Any]) -> dict[str, Any]:
     """The final Message, as a plain answer carries it and a stream assembles to."""
     return {
-        "id": _new_id("msg_01", 22),
+        "id": new_id("msg_01", 22),
         "type": "message",
         "role": "assistant",
         "model": checked.body["model"],
         "content": [{"type": "text", "text": generation.text}],
-        "stop_reason": generation.stop_reason,
+        "stop_reason": "max_tokens" if generation.clipped else "end_turn",
         "stop_sequence": None,
         "usage": usage,
     }
@@ -129,18 +122,6 @@ class _OutputMeter:
             self.pool.output.add(self.checked.max_tokens - self.total, now)
 
 
-@dataclass(slots=True)
-class _Exchange:
-    """One request while it is being answered."""
-
-    request: web.Request
-    received: float  # wall clock
-    request_id: str
-    counted: bool  # part of SimulatorStats (the Messages endpoint)
-    body: dict[str, Any] | None = None
-    pool: RatePool | None = None
-
-
 class Simulator:
     """The fake API server; start it, point a client at ``messages_url``, read ``stats``.
 
@@ -153,15 +134,18 @@ class Simulator:
         check_config(self.config)
         self.stats = SimulatorStats()
         self.seen: list[SeenRequest] = []
-        self._chance = random.Random(self.config.seed)  # faults and latency jitter
-        self._org_id = str(uuid.UUID(int=random.Random(self.config.seed).getrandbits(128)))
+        self.chance = random.Random(self.config.seed)  # faults and latency jitter
+        self.org_id = str(uuid.UUID(int=random.Random(self.config.seed).getrandbits(128)))
         self._pools: dict[str, RatePool] = {}
         self._cache = PromptCache()
-        self._accepted = 0
+        self.accepted = 0
         self._in_flight = 0
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self.batches = BatchRoutes(self)  # the Message Batches endpoints and their state
+        self._chat = ChatCompletions(self)
+        self.openai_files = OpenAIFiles(self)
+        self.openai_batches = OpenAIBatches(self, self.openai_files, self.batches.service)
 
     # -- lifecycle
 
@@ -199,9 +183,22 @@ class Simulator:
         return f"{self.base_url}/v1/messages"
 
     @property
+    def chat_completions_url(self) -> str:
+        return f"{self.base_url}/v1/chat/completions"
+
+    def url_for(self, api: str) -> str:
+        """The endpoint a client of `api` ("anthropic" or "openai") sends to."""
+        return self.chat_completions_url if api == "openai" else self.messages_url
+
+    @property
     def batch_record(self) -> list[BatchRecord]:
         """Every batch created, with its custom_ids (``GET /_sim/batches`` out of process)."""
         return self.batches.service.record
+
+    async def batch_hook(self, event: str, detail: dict[str, Any]) -> bool:
+        """Await the tests' hook at a point of a batch's life; True: drop the connection."""
+        hook = self.config.batch_hook
+        return False if hook is None else bool(await hook(event, detail))
 
     # -- endpoints
 
@@ -210,27 +207,37 @@ class Simulator:
         router.add_post("/v1/messages", self._messages)
         router.add_post("/v1/messages/count_tokens", self._count_tokens)
         self.batches.add_to(router)
+        router.add_post("/v1/chat/completions", self._chat.answer)
+        self.openai_files.add_routes(router)
+        self.openai_batches.add_routes(router)
         router.add_get("/_sim/stats", self._stats)
         router.add_post("/_sim/reset", self._reset)
         router.add_route("*", "/{tail:.*}", self._not_found)
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
+        with self.in_flight():
+            try:
+                return await self._answer_messages(request)
+            except ConnectionError:  # the client left mid-request; there is no one to answer
+                return hang_up(request)
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Count a request of a generation endpoint as in flight while it is answered."""
         self._in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
         try:
-            return await self._answer_messages(request)
-        except ConnectionError:  # the client left mid-request; there is no one to answer
-            return hang_up(request)
+            yield
         finally:
             self._in_flight -= 1
 
     async def _answer_messages(self, request: web.Request) -> web.StreamResponse:
-        exchange = self._begin(request, counted=True)
+        exchange = self.begin(request, counted=True)
         try:
             checked = await self._read_checked(exchange, counting=False)
         except ApiError as error:
             return self._error(exchange, error)
-        if self._spend_cap_reached():
+        if self.spend_cap_reached():
             cap = ApiError(429, "rate_limit_error", spend_cap_message())
             return self._error(
                 exchange, cap, details={"error_code": "enforced_spend_limit_reached"}
@@ -238,7 +245,7 @@ class Simulator:
         if self._reached(self.config.user_spend_limit_after):
             limit = ApiError(400, "invalid_request_error", user_spend_limit_message())
             return self._error(exchange, limit)
-        fault = draw_fault(self.config, self._chance)
+        fault = draw_fault(self.config, self.chance)
         if fault is not None:
             self.stats.faults_injected += 1
             if not (_streamed(checked) and fault in MIDWAY_FAULTS):
@@ -246,7 +253,7 @@ class Simulator:
         return await self._serve(exchange, checked, midway=fault)
 
     async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
-        exchange = self._begin(request, counted=False)
+        exchange = self.begin(request, counted=False)
         try:
             checked = await self._read_checked(exchange, counting=True)
         except ApiError as error:
@@ -261,23 +268,23 @@ class Simulator:
         return web.json_response(self.stats.as_dict())
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
-        exchange = self._begin(request, counted=False)
+        exchange = self.begin(request, counted=False)
         missing = ApiError(404, "not_found_error", "The requested resource could not be found.")
         return self._error(exchange, missing)
 
     # -- request intake
 
-    def _begin(self, request: web.Request, *, counted: bool) -> _Exchange:
+    def begin(self, request: web.Request, *, counted: bool) -> Exchange:
         received = time.time()
         if counted:
             self.stats.requests += 1
             if self.stats.first_request_at is None:
                 self.stats.first_request_at = received
-        return _Exchange(request, received, _new_id("req_011C", 20), counted)
+        return Exchange(request, received, new_id("req_011C", 20), counted)
 
-    async def _read_checked(self, exchange: _Exchange, *, counting: bool) -> Checked:
+    async def _read_checked(self, exchange: Exchange, *, counting: bool) -> Checked:
         """Steps 1-2: size, headers, JSON, body; raises ApiError for the error response."""
-        raw = await self._read_body(exchange.request)
+        raw = await self.read_body(exchange.request)
         self._check_auth(exchange.request)
         headers = exchange.request.headers
         dialect = read_dialect(
@@ -296,7 +303,7 @@ class Simulator:
         checked.raw = raw
         return checked
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def read_body(self, request: web.Request) -> bytes:
         too_large = ApiError(
             413, "request_too_large", "Request exceeds the maximum allowed number of bytes."
         )
@@ -327,17 +334,17 @@ class Simulator:
         """The simulated API's date, which decides which models have retired."""
         return self.config.today or datetime.now(timezone.utc).date()
 
-    def _spend_cap_reached(self) -> bool:
+    def spend_cap_reached(self) -> bool:
         return self._reached(self.config.spend_limit_after)
 
     def _reached(self, spend_limit_after: int | None) -> bool:
-        return spend_limit_after is not None and self._accepted >= spend_limit_after
+        return spend_limit_after is not None and self.accepted >= spend_limit_after
 
     # -- faults
 
-    async def _inject(self, exchange: _Exchange, fault: str, spec: ModelSpec) -> web.StreamResponse:
+    async def _inject(self, exchange: Exchange, fault: str, spec: ModelSpec) -> web.StreamResponse:
         if fault == "429":
-            message = rate_limit_message(self._pool(spec).requests, self._org_id, spec.id)
+            message = rate_limit_message(self._pool(spec).requests, self.org_id, spec.id)
             error = ApiError(429, "rate_limit_error", message)
             return self._error(exchange, error, retry_after=INJECTED_RETRY_AFTER)
         if fault in ("529", "stream_error"):
@@ -346,9 +353,9 @@ class Simulator:
         if fault == "500":
             return self._error(exchange, ApiError(500, "api_error", "Internal server error"))
         if fault == "502":
-            self._record(exchange, 502, None)
+            self.record(exchange, 502, None)
             return web.Response(status=502, text=PROXY_502_PAGE, content_type="text/html")
-        self._record(exchange, 0, None)
+        self.record(exchange, 0, None)
         if fault == "stall":
             await asyncio.sleep(self.config.stall_seconds)
         return hang_up(exchange.request)
@@ -356,7 +363,7 @@ class Simulator:
     # -- success path
 
     async def _serve(
-        self, exchange: _Exchange, checked: Checked, midway: str | None = None
+        self, exchange: Exchange, checked: Checked, midway: str | None = None
     ) -> web.StreamResponse:
         """Admit under the rate limits, then answer; ``midway`` is a fault that strikes a
         streamed answer partway through."""
@@ -374,9 +381,10 @@ class Simulator:
             return self._rate_limited(exchange, rejection, spec)
         if reserve:
             pool.output.add(-checked.max_tokens, started)
-        self._accepted += 1
+        self.accepted += 1
         self._cache.refresh(plan, started)
-        generation = generate(self.config, checked, self._chance)
+        key = answer_key(checked.body, checked.raw)
+        generation = generate(self.config, key, checked.max_tokens, self.chance)
         if _streamed(checked):
             return await self._stream(exchange, checked, plan, generation, midway)
         await asyncio.sleep(generation.first_token_delay)
@@ -390,7 +398,7 @@ class Simulator:
 
     async def _stream(
         self,
-        exchange: _Exchange,
+        exchange: Exchange,
         checked: Checked,
         plan: CachePlan,
         generation: Generation,
@@ -406,7 +414,7 @@ class Simulator:
             )
         except ConnectionError:  # the client left before the answer began
             output.ended(loop.time())
-            self._record(exchange, 0, None)
+            self.record(exchange, 0, None)
             return hang_up(exchange.request)
         self.stats.streamed += 1
         try:
@@ -415,12 +423,12 @@ class Simulator:
             complete, midway = False, None
         output.ended(loop.time())
         if not complete:
-            self._record(exchange, 200, None)
+            self.record(exchange, 200, None)
             if midway is not None:
                 await self._break_stream(stream, midway)
             return stream.response
         self._count_success(plan, generation)
-        self._record(exchange, 200, message["usage"])
+        self.record(exchange, 200, message["usage"])
         return stream.response
 
     async def _send_events(
@@ -490,10 +498,10 @@ class Simulator:
         stats.cache_reads += plan.read_tokens > 0
 
     def _rate_limited(
-        self, exchange: _Exchange, rejection: Rejection, spec: ModelSpec
+        self, exchange: Exchange, rejection: Rejection, spec: ModelSpec
     ) -> web.StreamResponse:
         self.stats.rate_limited += 1
-        message = rate_limit_message(rejection.limit, self._org_id, spec.id)
+        message = rate_limit_message(rejection.limit, self.org_id, spec.id)
         error = ApiError(429, "rate_limit_error", message)
         return self._error(exchange, error, retry_after=rejection.retry_after)
 
@@ -501,7 +509,7 @@ class Simulator:
 
     def _error(
         self,
-        exchange: _Exchange,
+        exchange: Exchange,
         error: ApiError,
         *,
         retry_after: int | None = None,
@@ -512,7 +520,7 @@ class Simulator:
             body["details"] = details
         if error.status == 413:
             # Cloudflare answers this before the API: no request id, no rate-limit headers.
-            self._record(exchange, 413, None, with_request_id=False)
+            self.record(exchange, 413, None, with_request_id=False)
             return web.json_response({"type": "error", "error": body}, status=413)
         payload = {"type": "error", "error": body, "request_id": exchange.request_id}
         extra = {"retry-after": str(retry_after)} if retry_after is not None else {}
@@ -520,7 +528,7 @@ class Simulator:
 
     def _reply(
         self,
-        exchange: _Exchange,
+        exchange: Exchange,
         status: int,
         payload: dict[str, Any],
         *,
@@ -529,22 +537,33 @@ class Simulator:
     ) -> web.StreamResponse:
         headers = self._headers(exchange)
         headers.update(extra or {})
-        self._record(exchange, status, usage)
+        return self.respond(exchange, status, payload, headers, usage)
+
+    def respond(
+        self,
+        exchange: Exchange,
+        status: int,
+        payload: Any,
+        headers: dict[str, str],
+        usage: dict[str, Any] | None = None,
+    ) -> web.StreamResponse:
+        """Record the exchange and answer with `payload` as JSON; every endpoint ends here."""
+        self.record(exchange, status, usage)
         return web.json_response(payload, status=status, headers=headers)
 
-    def _headers(self, exchange: _Exchange) -> dict[str, str]:
+    def _headers(self, exchange: Exchange) -> dict[str, str]:
         """The headers of every API answer: request id, organisation, rate limits."""
         headers = {
             "request-id": exchange.request_id,
-            "anthropic-organization-id": self._org_id,
+            "anthropic-organization-id": self.org_id,
         }
         if exchange.pool is not None:
             headers.update(exchange.pool.headers(asyncio.get_running_loop().time()))
         return headers
 
-    def _record(
+    def record(
         self,
-        exchange: _Exchange,
+        exchange: Exchange,
         status: int,
         usage: dict[str, Any] | None,
         *,
