@@ -58,9 +58,12 @@ class Encoder:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._built: Future[Any] | None = None
+        self._encoder: Any = None  # once built: read on every count without a lock
 
     @property
     def ready(self) -> bool:
+        if self._encoder is not None:
+            return True
         built = self._built
         return built is not None and built.done()
 
@@ -72,6 +75,8 @@ class Encoder:
 
     def get(self) -> Any:
         """The encoder: built now in this thread if nobody started it, else waited for."""
+        if self._encoder is not None:
+            return self._encoder
         built = self._claim()
         if built is not None:
             _fill(built)
@@ -94,7 +99,12 @@ class Encoder:
             if self._built is not None:
                 return None
             self._built = Future()
+            self._built.add_done_callback(self._keep)
             return self._built
+
+    def _keep(self, built: Future[Any]) -> None:
+        if built.exception() is None:
+            self._encoder = built.result()
 
 
 @functools.cache
