@@ -261,6 +261,8 @@ class PrefixGroups:
         """Park `job` if its prefix is being warmed by another; False means send it now."""
         if self.add_breakpoints and (marked := with_system_breakpoint(job.params)) is not None:
             job.send_instead(marked)
+        elif job.unmarked:
+            return False  # no breakpoint, without walking its blocks
         prefix = cached_prefix(job.params)
         if prefix is None:
             return False
