@@ -182,6 +182,7 @@ class RateLimiter:
     _paused_until: float = field(default=0.0, init=False)
     _server: dict[str, ServerLimit] = field(default_factory=dict, init=False)
     _lock: asyncio.Lock | None = field(default=None, init=False)
+    _waiting: int = field(default=0, init=False)  # acquire() calls queued on the lock
     _wake: asyncio.Future[None] | None = field(default=None, init=False)
     _discovery: asyncio.Future[None] | None = field(default=None, init=False)
     _discovery_misses: int = field(default=0, init=False)
@@ -235,22 +236,28 @@ class RateLimiter:
     async def acquire(self, cost: Cost) -> Reservation:
         """Wait, in arrival order, until every bucket has room for `cost`; then reserve it."""
         self.check(cost)
+        if not self._waiting and not self.discover and self.wait_time(cost, self.clock.now()) <= 0:
+            return self.take(cost)  # nobody ahead and room now: what the queue would give
         if self._lock is None:
             self._lock = asyncio.Lock()
-        async with self._lock:
-            await self._await_discovery()
-            self.check(cost)  # the limits the server just told may be too small for it
-            while True:
-                now = self.clock.now()
-                delay = self.wait_time(cost, now)
-                if delay <= 0:
-                    break
-                self._ramp.binding = True
-                await self._sleep_or_wake(delay)
-                self.check(cost)  # the server may have lowered a limit meanwhile
-            if self.discover:
-                self._probe_out = True
-            return self.take(cost)
+        self._waiting += 1
+        try:
+            async with self._lock:
+                await self._await_discovery()
+                self.check(cost)  # the limits the server just told may be too small for it
+                while True:
+                    now = self.clock.now()
+                    delay = self.wait_time(cost, now)
+                    if delay <= 0:
+                        break
+                    self._ramp.binding = True
+                    await self._sleep_or_wake(delay)
+                    self.check(cost)  # the server may have lowered a limit meanwhile
+                if self.discover:
+                    self._probe_out = True
+                return self.take(cost)
+        finally:
+            self._waiting -= 1
 
     async def _sleep_or_wake(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
