@@ -40,9 +40,13 @@ def dumps_line(value: Any) -> bytes:
     return (json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
+# json.dumps builds an encoder with these options on every call; one is enough.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps_canonical(value: Any) -> bytes:
     """Keys sorted, no spaces: equal values give equal bytes, whatever their key order."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(value).encode()
 
 
 def dumps(value: Any) -> bytes:
