@@ -171,6 +171,9 @@ class Engine:
         self._hurry = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        self._plain_timeout = aiohttp.ClientTimeout(
+            total=settings.timeout, sock_connect=CONNECT_TIMEOUT
+        )
         # Prompt caching: jobs wait here while their shared prefix is being warmed.
         self.cache = PrefixGroups(
             self.clock,
@@ -422,7 +425,7 @@ class Engine:
         is a stall (pings count as bytes), and the whole may take the provider's time limit,
         which allows for long generations."""
         if not request.stream:
-            return aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=CONNECT_TIMEOUT)
+            return self._plain_timeout
         return aiohttp.ClientTimeout(
             total=request.time_limit or self.settings.timeout,
             sock_connect=CONNECT_TIMEOUT,
