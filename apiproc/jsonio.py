@@ -10,6 +10,7 @@ codec was present.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 try:
@@ -42,10 +43,23 @@ def dumps_line(value: Any) -> bytes:
 
 # json.dumps builds an encoder with these options on every call; one is enough.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# Where orjson's text may differ from the standard library's: floats it writes otherwise
+# (1e-05 against 0.00001, 1e+16 against 1e16). Any such text is encoded again by json.
+_OTHERWISE_WRITTEN = re.compile(rb"[0-9][eE]|\.0000|[0-9]{16}")
 
 
 def dumps_canonical(value: Any) -> bytes:
-    """Keys sorted, no spaces: equal values give equal bytes, whatever their key order."""
+    """Keys sorted, no spaces: equal values give equal bytes, whatever their key order.
+    The bytes are the standard library's (fingerprints written by earlier runs must match),
+    produced by orjson when its text is sure to be the same."""
+    if orjson is not None:
+        try:
+            data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # huge integers, lone surrogates: json decides
+            pass
+        else:
+            if not _OTHERWISE_WRITTEN.search(data):
+                return data
     return _CANONICAL.encode(value).encode()
 
 

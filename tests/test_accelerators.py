@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from conftest import request_line, run_cli, write_jsonl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from packaging.requirements import Requirement
 from without_accelerators import pythonpath
 
@@ -33,6 +35,35 @@ def test_the_pure_python_codec_writes_what_orjson_writes(monkeypatch: pytest.Mon
     assert pure == fast
     assert json.loads(pure) == RECORD
     assert jsonio.loads(pure) == RECORD
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([1e-05, 0.0001, 1e16, 1e15, 2.5e-8, 123456789012345678.0])
+    | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(JSON_VALUES)
+def test_canonical_json_is_the_standard_librarys_bytes_with_orjson_too(value: Any) -> None:
+    pytest.importorskip("orjson")
+    try:
+        expected: Any = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+    except UnicodeEncodeError as error:  # a lone surrogate: refused alike
+        expected = type(error)
+    try:
+        written: Any = jsonio.dumps_canonical(value)
+    except UnicodeEncodeError as error:
+        written = type(error)
+    assert written == expected
 
 
 def test_without_uvloop_the_standard_loop_runs_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
