@@ -261,6 +261,8 @@ class PrefixGroups:
         """Park `job` if its prefix is being warmed by another; False means send it now."""
         if self.add_breakpoints and (marked := with_system_breakpoint(job.params)) is not None:
             job.send_instead(marked)
+        elif job.unmarked:
+            return False  # no breakpoint, without walking its blocks
         prefix = cached_prefix(job.params)
         if prefix is None:
             return False
@@ -339,8 +341,8 @@ class PrefixGroups:
         if not prefix.whole:
             return self.estimator.count(prefix.request)
         # Such a prefix is often the job's alone: count the prompt once, for its estimate too.
-        if job.estimate is None:
-            job.estimate = self.estimator.estimate(job.params)
+        if job.estimate is None or job.estimate.provisional:
+            job.estimate = self.estimator.estimate(job.params, exact=True)
         return job.estimate.raw_input
 
     def _wait(self, group: _Group, job: Job, now: float) -> None:

@@ -167,6 +167,7 @@ class Engine:
         self.estimator = estimator or TokenEstimator(
             settings.output_accounting or provider.output_accounting,
             prior=lambda model: provider.model(model).token_ratio,
+            background=True,
         )
         self.rng = rng or random.Random()
         self.stats = RunStats(
@@ -188,6 +189,9 @@ class Engine:
         self._hurry = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        self._plain_timeout = aiohttp.ClientTimeout(
+            total=settings.timeout, sock_connect=CONNECT_TIMEOUT
+        )
         # Prompt caching: jobs wait here while their shared prefix is being warmed.
         self.cache = PrefixGroups(
             self.clock,
@@ -323,7 +327,7 @@ class Engine:
     async def _admit(self, job: Job, limit_class: str) -> None:
         cost = self._cost(job)
         try:
-            reservation = await self.limiter.acquire(limit_class, cost)
+            reservation = await self._reserve(job, cost, limit_class)
         except RequestTooLarge as error:
             self.cache.answered(job)
             self._record_job(
@@ -338,6 +342,16 @@ class Engine:
         task = asyncio.create_task(self._attempt(job, reservation))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    async def _reserve(self, job: Job, cost: Cost, limit_class: str) -> Reservation:
+        try:
+            return await self.limiter.acquire(limit_class, cost)
+        except RequestTooLarge:
+            if job.estimate is None or not job.estimate.provisional:
+                raise
+        # A byte bound too large for a limit: only the real count can say it is.
+        job.estimate = self.estimator.estimate(job.params, exact=True)
+        return await self.limiter.acquire(limit_class, self._cost(job))
 
     async def _stop_admitters(self) -> None:
         admitters = [queue.admitter for queue in self._classes.values() if queue.admitter]
@@ -359,8 +373,9 @@ class Engine:
 
     def _cost(self, job: Job) -> Cost:
         # Estimated again at each admission, from what has been learned by now; the
-        # tokenizer's count, made when the job was read, is kept.
-        raw = job.estimate.raw_input if job.estimate else None
+        # tokenizer's count, made when the job was read, is kept (a byte bound is not).
+        known = job.estimate is not None and not job.estimate.provisional
+        raw = job.estimate.raw_input if known and job.estimate else None
         job.estimate = self.estimator.estimate(job.params, raw)
         cost = Cost(
             requests=1,
@@ -477,7 +492,7 @@ class Engine:
         is a stall (pings count as bytes), and the whole may take the provider's time limit,
         which allows for long generations."""
         if not request.stream:
-            return aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=CONNECT_TIMEOUT)
+            return self._plain_timeout
         return aiohttp.ClientTimeout(
             total=request.time_limit or self.settings.timeout,
             sock_connect=CONNECT_TIMEOUT,

@@ -70,6 +70,8 @@ class Job:
     final: bool = False  # its final result was handed to the writer
     fingerprint: str = ""  # of the request as read; set by a JobReader asked for it
     as_read: dict[str, Any] | None = None  # the request as read, once `params` was changed
+    # Its line cannot hold a cache breakpoint: no "cache_control" in it, nor any \u escape.
+    unmarked: bool = False
 
     @property
     def request(self) -> dict[str, Any]:
@@ -264,7 +266,8 @@ def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | Ba
         )
     if sent_metadata is not None:
         params["metadata"] = sent_metadata
-    return Job(custom_id=custom_id, params=params, line_no=line_no, metadata=metadata)
+    unmarked = b"cache_control" not in raw and b"\\u" not in raw
+    return Job(custom_id, params, line_no, metadata=metadata, unmarked=unmarked)
 
 
 def validate_params(params: dict[str, Any]) -> str | None:

@@ -10,6 +10,7 @@ codec was present.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 try:
@@ -19,10 +20,18 @@ except ImportError:  # the optional accelerator is missing: stay pure Python
 
 
 def loads(data: bytes | str) -> Any:
-    """Parse one document; raises ValueError (a JSONDecodeError) on bad input."""
-    if orjson is not None:
+    """Parse one document; raises ValueError (a JSONDecodeError) on bad input, explained
+    in the standard library's words whichever codec refused it."""
+    if orjson is None:
+        return json.loads(data)
+    try:
         return orjson.loads(data)
-    return json.loads(data)
+    except orjson.JSONDecodeError as refusal:
+        try:
+            json.loads(data)
+        except ValueError as error:
+            raise error from None
+        raise refusal from None  # orjson is stricter (huge integers, lone surrogates)
 
 
 def dumps_line(value: Any) -> bytes:
@@ -32,9 +41,26 @@ def dumps_line(value: Any) -> bytes:
     return (json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
+# json.dumps builds an encoder with these options on every call; one is enough.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# Where orjson's text may differ from the standard library's: floats it writes otherwise
+# (1e-05 against 0.00001, 1e+16 against 1e16). Any such text is encoded again by json.
+_OTHERWISE_WRITTEN = re.compile(rb"[0-9][eE]|\.0000|[0-9]{16}")
+
+
 def dumps_canonical(value: Any) -> bytes:
-    """Keys sorted, no spaces: equal values give equal bytes, whatever their key order."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Keys sorted, no spaces: equal values give equal bytes, whatever their key order.
+    The bytes are the standard library's (fingerprints written by earlier runs must match),
+    produced by orjson when its text is sure to be the same."""
+    if orjson is not None:
+        try:
+            data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # huge integers, lone surrogates: json decides
+            pass
+        else:
+            if not _OTHERWISE_WRITTEN.search(data):
+                return data
+    return _CANONICAL.encode(value).encode()
 
 
 def dumps(value: Any) -> bytes:

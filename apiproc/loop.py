@@ -2,9 +2,9 @@
 
     result = run(main())
 
-uvloop (an optional accelerator: `pip install apiproc[fast]`) cuts the event loop's
-own cost per request; without it the standard asyncio loop is used, with the same
-behaviour.
+uvloop (installed with apiproc where it ships wheels: CPython on 64-bit x86 and ARM,
+not Windows) cuts the event loop's own cost per request; without it the standard
+asyncio loop is used, with the same behaviour.
 """
 
 from __future__ import annotations

@@ -19,21 +19,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, TextIO
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, TextIO
 
 from apiproc.engine import Engine, RunStats
 from apiproc.jobs import count_lines
 from apiproc.limiter import Limits
-from apiproc.preflight import Preflight
 from apiproc.pricing import cache_savings, total_cost
 from apiproc.providers.base import Usage
 from apiproc.results import first_few, resumable
+
+if TYPE_CHECKING:  # rich is imported where it is drawn: not for plain lines (cron, pipes)
+    from rich.console import Group
+
+    from apiproc.preflight import Preflight
 
 RATE_WINDOW_SECONDS = 60.0
 RETIREMENT_NOTICE_DAYS = 30
@@ -156,6 +154,11 @@ def progress_line(shot: Snapshot) -> str:
 
 
 def live_view(shot: Snapshot) -> Group:
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
     head = Table.grid(padding=(0, 1))
     if shot.total is not None:
         bar = ProgressBar(total=max(shot.total, 1), completed=min(shot.done, shot.total), width=40)
@@ -384,6 +387,9 @@ class Reporter:
                 self.line(progress_line(snapshot(engine, meter, self.total)))
 
     async def _live(self, engine: Engine, meter: RateMeter) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
         console = Console(file=self.stream)
         with Live(console=console, auto_refresh=False, transient=True) as live:
             while True:
@@ -411,6 +417,9 @@ def print_estimate(
     report: Preflight, limits: Limits, show_bad_lines: int, prices_as_of: str, today: date
 ) -> None:
     """The `estimate` command's table, on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console(highlight=False)
     table = Table(title="apiproc estimate (no API called)", show_footer=True)
     table.add_column("model", footer="total")

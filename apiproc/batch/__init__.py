@@ -10,10 +10,11 @@ names an API: providers map their batch service onto `apiproc.providers.batches`
 
 from __future__ import annotations
 
-from apiproc.batch.journal import state_path
-from apiproc.batch.runner import CANCEL, COLLECT, RUN, AmbiguousBatch, BatchRun, run_batches
-from apiproc.batch.stats import BatchStats
+import importlib
+from typing import Any
 
+# What the package offers, by the module that holds it: imported on first use, so that
+# an online run asking only whether batches are pending does not load batch mode.
 __all__ = [
     "CANCEL",
     "COLLECT",
@@ -24,3 +25,19 @@ __all__ = [
     "run_batches",
     "state_path",
 ]
+_HOMES = {
+    "CANCEL": "runner",
+    "COLLECT": "runner",
+    "RUN": "runner",
+    "AmbiguousBatch": "runner",
+    "BatchRun": "runner",
+    "BatchStats": "stats",
+    "run_batches": "runner",
+    "state_path": "journal",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

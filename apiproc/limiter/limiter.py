@@ -65,6 +65,7 @@ class RateLimiter:
         # may hold the burst back (a bucket nobody waits for cannot be what paces us).
         self._binding: set[str] = set()
         self._lock: asyncio.Lock | None = None
+        self._queued = 0  # acquire() calls waiting their turn on the lock
         self._wake: asyncio.Future[None] | None = None
         now = self.clock.now()
         for dimension, limit in configured.items():
@@ -78,17 +79,24 @@ class RateLimiter:
     async def acquire(self, cost: Cost) -> Reservation:
         """Wait, in arrival order, until every bucket has room for `cost`; then reserve it."""
         self.check(cost)
+        free = not self._queued and not self.discovery.active
+        if free and self.wait_time(cost, self.clock.now()) <= 0:
+            return self.take(cost)  # nobody ahead and room now: what the queue would give
         if self._lock is None:
             self._lock = asyncio.Lock()
-        async with self._lock:
-            await self.discovery.turn()
-            self.check(cost)  # the limits the server just told may be too small for it
-            while (delay := self.wait_time(cost, self.clock.now())) > 0:
-                self.waits(cost, self.clock.now())
-                await self._sleep_or_wake(delay)
-                self.check(cost)  # the server may have lowered a limit meanwhile
-            self.discovery.sent()
-            return self.take(cost)
+        self._queued += 1
+        try:
+            async with self._lock:
+                await self.discovery.turn()
+                self.check(cost)  # the limits the server just told may be too small for it
+                while (delay := self.wait_time(cost, self.clock.now())) > 0:
+                    self.waits(cost, self.clock.now())
+                    await self._sleep_or_wake(delay)
+                    self.check(cost)  # the server may have lowered a limit meanwhile
+                self.discovery.sent()
+                return self.take(cost)
+        finally:
+            self._queued -= 1
 
     def progress(self, reservation: Reservation, used_so_far: Cost) -> None:
         """Usage reported while the answer streams in: charge what goes beyond what the

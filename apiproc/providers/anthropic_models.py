@@ -192,6 +192,7 @@ END_OF_LIFE = {
 _FAMILY = re.compile(r"^(?P<family>.+?)(?:-0)?(?:-\d{8}|-latest)?$")
 
 
+@lru_cache(maxsize=1024)  # asked for every request; a run names few models
 def model_family(model: str) -> str:
     """The model id without its snapshot date or alias suffix: `claude-sonnet-4-5`."""
     match = _FAMILY.match(model)
