@@ -118,7 +118,7 @@ def _of(value: float, limit: float | None) -> str:
     return f"{value:,.0f}" + (f"/{limit:,.0f}" if limit else "")
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     seconds = int(seconds)
@@ -148,7 +148,7 @@ def progress_line(shot: Snapshot) -> str:
         f"{_of(shot.output_per_minute, shot.limits['output_tokens'])} output tokens"
         + _combined(shot)
         + " | "
-        f"ETA {_duration(shot.eta_seconds)} | {shot.cost} | {_duration(shot.elapsed)} elapsed"
+        f"ETA {duration(shot.eta_seconds)} | {shot.cost} | {duration(shot.elapsed)} elapsed"
         + (f" | cache: {shot.cache}" if shot.cache else "")
     )
 
@@ -165,7 +165,7 @@ def live_view(shot: Snapshot) -> Group:
         head.add_row(
             Text(f"{shot.done:,}/{shot.total:,}", style="bold"),
             bar,
-            Text(f"ETA {_duration(shot.eta_seconds)}"),
+            Text(f"ETA {duration(shot.eta_seconds)}"),
         )
     else:
         head.add_row(Text(f"{shot.done:,} done", style="bold"))
@@ -181,7 +181,7 @@ def live_view(shot: Snapshot) -> Group:
             f"output tokens {_of(shot.output_per_minute, shot.limits['output_tokens'])}"
             + _combined(shot).replace(",", "", 1)
         ),
-        Text(f"cost so far {shot.cost}  elapsed {_duration(shot.elapsed)}"),
+        Text(f"cost so far {shot.cost}  elapsed {duration(shot.elapsed)}"),
         *([Text(f"cache: {shot.cache}")] if shot.cache else []),
     )
 
@@ -457,7 +457,7 @@ def print_estimate(
     if implied is None:
         console.print("Time: give --max-requests-per-minute / token limits to see it")
     else:
-        console.print(f"Time at these limits: {_duration(implied[0])} to {_duration(implied[1])}")
+        console.print(f"Time at these limits: {duration(implied[0])} to {duration(implied[1])}")
     for model, end in report.retiring(today, RETIREMENT_NOTICE_DAYS):
         console.print(f"Warning: {retirement_text(model, end, today)}", markup=False)
     for bad in report.bad[:show_bad_lines]:

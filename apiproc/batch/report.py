@@ -20,7 +20,7 @@ from rich.text import Text
 
 from apiproc.batch.runner import BatchRun, Snapshot
 from apiproc.batch.stats import BatchStats
-from apiproc.report import Reporter, _duration, cache_hit_rate
+from apiproc.report import Reporter, cache_hit_rate, duration
 
 
 def progress_line(shot: Snapshot) -> str:
@@ -33,8 +33,8 @@ def progress_line(shot: Snapshot) -> str:
         f"{shot.batches_written} written of {shot.batches_created} created | "
         f"requests: {shot.processing:,} processing, {shot.written:,} written "
         f"({shot.succeeded:,} ok, {shot.errored:,} errored), {shot.pooled:,} to send again | "
-        f"${shot.cost:,.4f} | {_duration(shot.elapsed)} elapsed, "
-        f"next poll in {_duration(shot.next_poll)}"
+        f"${shot.cost:,.4f} | {duration(shot.elapsed)} elapsed, "
+        f"next poll in {duration(shot.next_poll)}"
     )
 
 
@@ -68,8 +68,8 @@ class _LiveView:
             lines.append(Text(f"  ... and {len(shot.live) - 8} more"))
         lines.append(
             Text(
-                f"cost so far ${shot.cost:,.4f}  elapsed {_duration(shot.elapsed + waited)}  "
-                f"next poll in {_duration(max(0.0, shot.next_poll - waited))}"
+                f"cost so far ${shot.cost:,.4f}  elapsed {duration(shot.elapsed + waited)}  "
+                f"next poll in {duration(max(0.0, shot.next_poll - waited))}"
             )
         )
         return Group(*lines)
