@@ -119,6 +119,7 @@ def _of(value: float, limit: float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
+    """A time to show: `1h02m`, `3m05s`; `?` when unknown."""
     if seconds is None:
         return "?"
     seconds = int(seconds)
