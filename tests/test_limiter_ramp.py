@@ -154,3 +154,17 @@ def test_a_bucket_nobody_waits_for_does_not_hold_the_ramp_back() -> None:
     }
     run_against_server(lim, clock, server, request(20, 60), rounds=150)
     assert lim.burst > 0.99
+
+
+def test_the_ramp_takes_no_room_that_requests_sent_after_the_answer_already_took() -> None:
+    # The server stamped its headers having seen only the first request of the burst: the
+    # 99 sent after it will take 99 of the 100 it says remain.
+    lim = limiter(ManualClock(), ramp=True, requests_per_minute=6_000)
+    burst = [lim.take(request()) for _ in range(100)]
+    lim.waits(request(), 0.0)  # the next request finds the burst used up
+    lim.finish(burst[0], answered(request(), headers(requests=(6_000, 100))))
+    admitted = 0
+    while lim.wait_time(request(), 0.0) == 0 and admitted < 10:
+        lim.take(request())
+        admitted += 1
+    assert admitted == 1  # the one request of room left, not the burst's 5 % growth

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from apiproc.limiter.cost import Cost, RequestTooLarge
+from apiproc.limiter.cost import NOTHING, Cost, RequestTooLarge
 from apiproc.providers.base import ServerLimit
 
 EPSILON = 1e-9
@@ -159,10 +159,16 @@ class Buckets:
         return max((cost.of(b.dimension) / b.limit for b in self), default=0.0)
 
     def room(
-        self, server: Mapping[str, ServerLimit], burst: float, now: float, of: Iterable[str]
+        self,
+        server: Mapping[str, ServerLimit],
+        burst: float,
+        now: float,
+        of: Iterable[str],
+        since: Cost = NOTHING,
     ) -> float:
         """Room the server's latest figures show beyond what the buckets of dimensions `of`
-        hold, as a fraction of the limit (the smallest over those the server reports)."""
+        hold and what was admitted `since` the figures were stamped, as a fraction of the
+        limit (the smallest over those the server reports)."""
         room = 1.0
         for dimension in of:
             bucket = self._by_dimension.get(dimension)
@@ -170,7 +176,8 @@ class Buckets:
             if bucket is None or figures is None or figures.remaining is None:
                 continue
             bucket.refill(now, burst)
-            room = min(room, (figures.remaining - max(bucket.level, 0.0)) / bucket.limit)
+            unseen = since.of(dimension)
+            room = min(room, (figures.remaining - max(bucket.level, 0.0) - unseen) / bucket.limit)
         return room
 
     def showed_room(self, cost: Cost, server: Mapping[str, ServerLimit]) -> bool:

@@ -103,6 +103,9 @@ class Reservation:
     cost: Cost  # reserved at admission
     charged: Cost  # taken from the buckets so far: the reservation, or more as reported
     settled: bool = False
+    # All the class had admitted before this one: what came after it, the server's
+    # answer to it may not have counted yet.
+    admitted_before: Cost = NOTHING
 
 
 @dataclass(slots=True, frozen=True)

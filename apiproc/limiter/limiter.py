@@ -65,6 +65,7 @@ class RateLimiter:
         # may hold the burst back (a bucket nobody waits for cannot be what paces us).
         self._binding: set[str] = set()
         self._lock: asyncio.Lock | None = None
+        self._admitted = Cost()  # everything admitted so far, for what an answer missed
         self._queued = 0  # acquire() calls waiting their turn on the lock
         self._wake: asyncio.Future[None] | None = None
         now = self.clock.now()
@@ -158,7 +159,13 @@ class RateLimiter:
         """Admit `cost` now; the caller has checked `wait_time() == 0`."""
         self._seq += 1
         self.buckets.take(cost)
-        return Reservation(self.name, self._seq, cost, charged=cost)
+        before = self._admitted
+        self._admitted = Cost(
+            before.requests + cost.requests,
+            before.input_tokens + cost.input_tokens,
+            before.output_tokens + cost.output_tokens,
+        )
+        return Reservation(self.name, self._seq, cost, charged=cost, admitted_before=before)
 
     async def _sleep_or_wake(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -279,7 +286,15 @@ class RateLimiter:
         if not self.ramp.may_widen(reservation.seq, now):
             return
         burst = self.ramp.burst
-        room = self.buckets.room(self._server, burst, now, of=self._binding)
+        # The server's figures were stamped before it saw what was admitted after this
+        # request (some of it may still be on the way): room it shows for that is none.
+        before, cost = reservation.admitted_before, reservation.cost
+        since = Cost(
+            self._admitted.requests - before.requests - cost.requests,
+            self._admitted.input_tokens - before.input_tokens - cost.input_tokens,
+            self._admitted.output_tokens - before.output_tokens - cost.output_tokens,
+        )
+        room = self.buckets.room(self._server, burst, now, of=self._binding, since=since)
         wider = self.ramp.widen(self.buckets.share(reservation.cost), room, self._seq)
         if wider > burst:
             self.buckets.widen(burst, wider, now)
