@@ -44,6 +44,7 @@ from apiproc.cli_common import (
     resume_command,
     run_batches,
     usage_error,
+    waiting_for,
 )
 from apiproc.errors import (
     EXIT_ERRORED,
@@ -488,16 +489,13 @@ def execute(settings: Settings, display: Display) -> int:
             "send it again to quit at once."
         )
 
-    def waiting(holder: str) -> None:
-        reporter.line(f"Waiting for the run writing {settings.output_path} to end ({holder}).")
-
     try:
         stats = runner.run(
             settings,
             progress=reporter.follow_with_total(settings.requests_path),
             on_stopping=stopping,
             owner=resume,
-            on_waiting=waiting,
+            on_waiting=waiting_for(settings, reporter),
         )
     except ApiprocError as error:
         reporter.error(redact(str(error), settings.api_key))

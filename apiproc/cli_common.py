@@ -97,6 +97,15 @@ class Display:
     summary_json: str | None = None
 
 
+def waiting_for(settings: Settings, reporter: Reporter) -> Callable[[str], None]:
+    """What to say while another run (`holder`) still writes the output."""
+
+    def waiting(holder: str) -> None:
+        reporter.line(f"Waiting for the run writing {settings.output_path} to end ({holder}).")
+
+    return waiting
+
+
 def resume_command() -> str:
     """The command line that started this run, to print for resuming it."""
     program = Path(sys.argv[0]).name
@@ -123,16 +132,13 @@ def run_batches(
             "Send it again to quit at once."
         )
 
-    def waiting(holder: str) -> None:
-        reporter.line(f"Waiting for the run writing {settings.output_path} to end ({holder}).")
-
     try:
         if mode == "run":
             stats = runner.run(
                 settings,
                 on_stopping=stopping,
                 owner=resume,
-                on_waiting=waiting,
+                on_waiting=waiting_for(settings, reporter),
                 batch_display=progress,
             )
         else:

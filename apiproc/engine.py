@@ -209,10 +209,9 @@ class Engine:
     async def run(self, produce: Callable[[Engine], Any]) -> RunStats:
         """Run to the end; `produce(engine)` is the coroutine that feeds `engine.put()`."""
         self.stats.started = time.monotonic()
-        timeout = aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=30)
         connector = aiohttp.TCPConnector(limit=self.settings.max_concurrency, limit_per_host=0)
         async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout, headers=self.provider.session_headers
+            connector=connector, timeout=self._plain_timeout, headers=self.provider.session_headers
         ) as session:
             self._session = session
             producer = asyncio.create_task(self._produce(produce))
@@ -374,8 +373,8 @@ class Engine:
     def _cost(self, job: Job) -> Cost:
         # Estimated again at each admission, from what has been learned by now; the
         # tokenizer's count, made when the job was read, is kept (a byte bound is not).
-        known = job.estimate is not None and not job.estimate.provisional
-        raw = job.estimate.raw_input if known and job.estimate else None
+        earlier = job.estimate
+        raw = earlier.raw_input if earlier is not None and not earlier.provisional else None
         job.estimate = self.estimator.estimate(job.params, raw)
         cost = Cost(
             requests=1,

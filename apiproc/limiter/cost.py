@@ -50,6 +50,20 @@ class Cost:
             return self.input_tokens
         return self.output_tokens
 
+    def plus(self, other: Cost) -> Cost:
+        return Cost(
+            self.requests + other.requests,
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+        )
+
+    def minus(self, other: Cost) -> Cost:
+        return Cost(
+            self.requests - other.requests,
+            self.input_tokens - other.input_tokens,
+            self.output_tokens - other.output_tokens,
+        )
+
     def most(self, other: Cost) -> Cost:
         """The larger of the two in every field."""
         return Cost(
@@ -103,9 +117,9 @@ class Reservation:
     cost: Cost  # reserved at admission
     charged: Cost  # taken from the buckets so far: the reservation, or more as reported
     settled: bool = False
-    # All the class had admitted before this one: what came after it, the server's
-    # answer to it may not have counted yet.
-    admitted_before: Cost = NOTHING
+    # All the class had admitted up to this one: what came after it, the server's answer
+    # to it may not have counted yet.
+    admitted: Cost = NOTHING
 
 
 @dataclass(slots=True, frozen=True)

@@ -105,12 +105,7 @@ class RateLimiter:
         if reservation.settled:
             return
         charged = reservation.charged.most(used_so_far)
-        extra = Cost(
-            charged.requests - reservation.charged.requests,
-            charged.input_tokens - reservation.charged.input_tokens,
-            charged.output_tokens - reservation.charged.output_tokens,
-        )
-        self.buckets.charge(extra)
+        self.buckets.charge(charged.minus(reservation.charged))
         reservation.charged = charged
 
     def finish(self, reservation: Reservation, report: AttemptReport) -> None:
@@ -159,13 +154,8 @@ class RateLimiter:
         """Admit `cost` now; the caller has checked `wait_time() == 0`."""
         self._seq += 1
         self.buckets.take(cost)
-        before = self._admitted
-        self._admitted = Cost(
-            before.requests + cost.requests,
-            before.input_tokens + cost.input_tokens,
-            before.output_tokens + cost.output_tokens,
-        )
-        return Reservation(self.name, self._seq, cost, charged=cost, admitted_before=before)
+        self._admitted = self._admitted.plus(cost)
+        return Reservation(self.name, self._seq, cost, charged=cost, admitted=self._admitted)
 
     async def _sleep_or_wake(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -288,12 +278,7 @@ class RateLimiter:
         burst = self.ramp.burst
         # The server's figures were stamped before it saw what was admitted after this
         # request (some of it may still be on the way): room it shows for that is none.
-        before, cost = reservation.admitted_before, reservation.cost
-        since = Cost(
-            self._admitted.requests - before.requests - cost.requests,
-            self._admitted.input_tokens - before.input_tokens - cost.input_tokens,
-            self._admitted.output_tokens - before.output_tokens - cost.output_tokens,
-        )
+        since = self._admitted.minus(reservation.admitted)
         room = self.buckets.room(self._server, burst, now, of=self._binding, since=since)
         wider = self.ramp.widen(self.buckets.share(reservation.cost), room, self._seq)
         if wider > burst:
