@@ -112,6 +112,7 @@ class RunStats:
     broken_pipe: bool = False  # the output's reader went away
     # model -> (learned input ratio to cl100k, responses learned from)
     estimates: dict[str, tuple[float, int]] = field(default_factory=dict)
+    on_bytes: bool = False  # no input token limit came within reach: prompts went uncounted
     # The provider's prices, for the cost in progress lines and the summary.
     price_of: PriceOf | None = field(default=None, repr=False)
     prices_as_of: str = ""
@@ -168,7 +169,10 @@ class Engine:
             settings.output_accounting or provider.output_accounting,
             prior=lambda model: provider.model(model).token_ratio,
             background=True,
+            lazy=True,
         )
+        if settings.use_caching:  # prefixes are measured in tokens from the first request
+            self.estimator.count_exactly()
         self.rng = rng or random.Random()
         self.stats = RunStats(
             price_of=lambda model: provider.model(model).price,
@@ -227,6 +231,7 @@ class Engine:
                 await self._finish_in_flight(self.settings.grace_period if self._stopping else None)
         self.stats.finished = time.monotonic()
         self.stats.estimates = self.estimator.learned()
+        self.stats.on_bytes = not self.estimator.counting
         if not producer.cancelled() and producer.exception() is not None:
             raise producer.exception()  # type: ignore[misc]
         return self.stats
@@ -324,6 +329,8 @@ class Engine:
             self._changed.set()
 
     async def _admit(self, job: Job, limit_class: str) -> None:
+        if self.limiter.of(limit_class).tokens_within_reach:
+            self.estimator.count_exactly()
         cost = self._cost(job)
         try:
             reservation = await self._reserve(job, cost, limit_class)
@@ -372,10 +379,13 @@ class Engine:
 
     def _cost(self, job: Job) -> Cost:
         # Estimated again at each admission, from what has been learned by now; the
-        # tokenizer's count, made when the job was read, is kept (a byte bound is not).
+        # prompt's count (or byte bound, until it can be counted) made when the job was
+        # read is kept.
         earlier = job.estimate
-        raw = earlier.raw_input if earlier is not None and not earlier.provisional else None
-        job.estimate = self.estimator.estimate(job.params, raw)
+        if earlier is None:
+            job.estimate = self.estimator.estimate(job.params)
+        else:
+            job.estimate = self.estimator.again(earlier, job.params)
         cost = Cost(
             requests=1,
             input_tokens=job.estimate.input_tokens,

@@ -271,6 +271,11 @@ def summary_lines(stats: RunStats, output_path: str) -> list[str]:
                 for model, (ratio, count) in sorted(stats.estimates.items())
             )
         )
+    elif stats.on_bytes and stats.succeeded:
+        lines.append(
+            "Estimates: each prompt's UTF-8 bytes, a bound: no input token limit came "
+            "within reach, so the tokenizer was not needed"
+        )
     if stats.unwritten:
         lines.append(
             f"Unwritten: {len(stats.unwritten):,} answered (and paid for) but not written: "
@@ -333,6 +338,7 @@ def summary_record(stats: RunStats, output_path: str) -> dict[str, Any]:
             model: {"input_ratio": ratio, "answers": count}
             for model, (ratio, count) in stats.estimates.items()
         },
+        "prompts_counted": not stats.on_bytes,
         "stopped": stats.write_error or stats.fatal or stats.interrupted,
         "unwritten": stats.unwritten,
         "changed": stats.changed,

@@ -10,12 +10,19 @@ per model from reported usage, because most models' tokenizers are not cl100k. T
 a ratio of exponentially weighted sums, so it follows a few dozen responses and forgets
 old ones.
 
-With `background=True` (the engine's choice) the first requests need not wait for the
-encoder: it is built in a worker thread from the first estimate on, and until it is
-ready a short prompt is counted as its UTF-8 bytes, which no cl100k count exceeds (each
-token is at least one byte). Such a provisional estimate only errs high; the answer to
-it is learned from once the encoder can count the prompt, so learning is as exact as
-ever. A long prompt waits for the encoder: its estimate matters more than a fast start.
+With `background=True` the first requests need not wait for the encoder: it is built
+in a worker thread from the first estimate on, and until it is ready a short prompt is
+counted as its UTF-8 bytes, which no cl100k count exceeds (each token is at least one
+byte). Such a provisional estimate only errs high; the answer to it is learned from once
+the encoder can count the prompt, so learning is as exact as ever. A long prompt waits
+for the encoder: its estimate matters more than a fast start.
+
+With `lazy=True` as well (the engine's choice) the encoder is not built until someone
+says estimates matter (`count_exactly()`: a token budget is being drawn down, or the
+prompt cache needs a prefix's length). Until then every prompt goes on its byte bound:
+while no token limit is within reach, over-estimating costs nothing, and the encoder's
+fifth of a second and 25-40 MB are saved. The answers to the last `UNLEARNED_KEEP`
+byte-bound estimates are kept, so the ratio is learned at once when counting begins.
 
 Output: under the current accounting (only generated tokens count) a learned mean of
 real output per model, never above `max_tokens`; under the older one, `max_tokens`. A
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -44,12 +52,14 @@ PER_REQUEST_OVERHEAD = 8
 MEDIA_BLOCK_TOKENS = 1_600
 # Longest prompt text (UTF-8 bytes) estimated on its byte count while the encoder loads.
 PROVISIONAL_MAX_BYTES = 4_096
+# Answers kept to learn from when counting begins: older ones would weigh under 1e-11.
+UNLEARNED_KEEP = 256
 MEDIA_BLOCKS = frozenset({"image", "document", "image_url", "input_audio", "file"})
 
 OUTPUT_ACCOUNTINGS = ("generated", "max_tokens")
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Estimate:
     model: str
     raw_input: int
@@ -79,24 +89,47 @@ class _Learned:
 @dataclass(slots=True)
 class TokenEstimator:
     """`prior(model)` is the first guess of a model's ratio to cl100k, before learning;
-    `background` lets estimates go on a byte bound while the encoder is built."""
+    `background` lets estimates go on a byte bound while the encoder is built, and `lazy`
+    until `count_exactly()` is called."""
 
     output_accounting: str = "generated"
     prior: Callable[[str], float] | None = None
     background: bool = False
+    lazy: bool = False
     encoder: Encoder = field(default_factory=cl100k, repr=False)
     _models: dict[str, _Learned] = field(default_factory=dict)
-    # Answers to provisional estimates, learned from once the encoder is ready.
-    _unlearned: list[tuple[Estimate, Usage]] = field(default_factory=list)
+    # Provisional estimates and the input the API counted for them, learned from once the
+    # encoder is ready (only the latest: their weight decays).
+    _unlearned: deque[tuple[Estimate, int]] = field(
+        default_factory=lambda: deque(maxlen=UNLEARNED_KEEP)
+    )
+    _counting: bool = True
 
     def __post_init__(self) -> None:
         if self.output_accounting not in OUTPUT_ACCOUNTINGS:
             raise ValueError(f"output accounting must be one of {', '.join(OUTPUT_ACCOUNTINGS)}")
+        if self.lazy and not self.background:
+            raise ValueError("a lazy estimator estimates in the background")
+        self._counting = not self.lazy
         if not self.background:
             self.encoder.get()
 
+    @property
+    def counting(self) -> bool:
+        """Whether prompts are counted with the encoder (once it is ready)."""
+        return self._counting
+
+    def count_exactly(self) -> None:
+        """Estimates matter from now on: build the encoder (in a worker thread) and count
+        prompts with it as soon as it is ready."""
+        if not self._counting:
+            self._counting = True
+            self.encoder.start()
+
     def count(self, params: dict[str, Any]) -> int:
-        """cl100k tokens of everything the model reads in this request."""
+        """cl100k tokens of everything the model reads in this request (for a lazy
+        estimator, counting begins here too: it builds the encoder now if it must)."""
+        self._counting = True
         text, fixed = _prompt(params)
         return (self.encoder.count(text) if text else 0) + fixed
 
@@ -105,40 +138,67 @@ class TokenEstimator:
     ) -> Estimate:
         """The request's expected usage: provisional (a byte bound) while the encoder
         loads, unless `exact` or its `count()` is already known (`raw`)."""
-        model = str(params.get("model", ""))
-        learned = self._models.get(model) or self._fresh(model)
         uncounted = None if exact or raw is not None else self._uncounted(params)
         if raw is None:
             raw = self.count(params) if uncounted is None else uncounted[1]
+        text = None if uncounted is None else uncounted[0]
+        return self._priced(str(params.get("model", "")), raw, params, text)
+
+    def again(self, earlier: Estimate, params: dict[str, Any]) -> Estimate:
+        """`earlier` made again from what has been learned since, without walking the
+        prompt again: counted once the encoder is ready, or when counting has begun and
+        the prompt is too long for a byte bound (that waits for the encoder)."""
+        text = earlier.uncounted
+        if text is not None and (
+            self.encoder.ready or (self._counting and _utf8_bytes(text) > PROVISIONAL_MAX_BYTES)
+        ):
+            earlier = self._counted(earlier)
+        return self._priced(earlier.model, earlier.raw_input, params, earlier.uncounted)
+
+    def _priced(
+        self, model: str, raw: int, params: dict[str, Any], uncounted: str | None
+    ) -> Estimate:
+        """The estimate of a prompt of `raw` counted (or bounded) tokens."""
+        learned = self._models.get(model) or self._fresh(model)
         return Estimate(
             model=model,
             raw_input=raw,
             input_tokens=math.ceil(raw * learned.ratio),
             output_tokens=self._output_guess(learned, _max_tokens(params)),
-            uncounted=None if uncounted is None else uncounted[0],
+            uncounted=uncounted,
         )
 
     def learn(self, estimate: Estimate, usage: Usage) -> None:
-        """Fold one response's reported usage into the model's correction factors."""
+        """Fold one response's reported usage into the model's correction factors: the
+        output at once, the input once its prompt is counted."""
+        self._learn_output(self._state(estimate.model), usage.output_tokens)
         if estimate.uncounted is not None or self._unlearned:
             if not self.encoder.ready:
-                self._unlearned.append((estimate, usage))
+                self._unlearned.append((estimate, usage.total_input))
                 return
             self._learn_unlearned()
             estimate = self._counted(estimate)
-        self._learn(estimate, usage)
+        self._learn_input(estimate, usage.total_input)
 
     def learned(self) -> dict[str, tuple[float, int]]:
-        """Per model: the input correction factor and how many answers taught it."""
-        if self._unlearned:
+        """Per model: the input correction factor and how many answers taught it (none
+        while a lazy estimator has not needed to count)."""
+        if self._unlearned and self._counting:
             self.encoder.get()
             self._learn_unlearned()
-        return {model: (state.ratio, state.observations) for model, state in self._models.items()}
+        return {
+            model: (state.ratio, state.observations)
+            for model, state in self._models.items()
+            if state.observations
+        }
 
     def _uncounted(self, params: dict[str, Any]) -> tuple[str, int] | None:
         """The prompt's text and its byte bound, when it may be estimated so now."""
         if not self.background or self.encoder.ready:
             return None
+        if not self._counting:
+            text, fixed = _prompt(params)
+            return (text, _utf8_bytes(text) + fixed) if text else None
         self.encoder.start()
         text, fixed = _prompt(params)
         if not text or len(text) > PROVISIONAL_MAX_BYTES:
@@ -155,19 +215,26 @@ class TokenEstimator:
         return replace(estimate, raw_input=raw, uncounted=None)
 
     def _learn_unlearned(self) -> None:
-        waiting, self._unlearned = self._unlearned, []
-        for estimate, usage in waiting:
-            self._learn(self._counted(estimate), usage)
+        while self._unlearned:
+            estimate, counted_input = self._unlearned.popleft()
+            self._learn_input(self._counted(estimate), counted_input)
 
-    def _learn(self, estimate: Estimate, usage: Usage) -> None:
-        learned = self._models.get(estimate.model)
-        if learned is None:
-            learned = self._models[estimate.model] = self._fresh(estimate.model)
-        learned.actual = learned.actual * DECAY + usage.total_input
+    def _learn_input(self, estimate: Estimate, counted_input: int) -> None:
+        learned = self._state(estimate.model)
+        learned.actual = learned.actual * DECAY + counted_input
         learned.raw = learned.raw * DECAY + estimate.raw_input
-        learned.output_sum = learned.output_sum * DECAY + usage.output_tokens
-        learned.output_weight = learned.output_weight * DECAY + 1.0
         learned.observations += 1
+
+    @staticmethod
+    def _learn_output(learned: _Learned, output_tokens: int) -> None:
+        learned.output_sum = learned.output_sum * DECAY + output_tokens
+        learned.output_weight = learned.output_weight * DECAY + 1.0
+
+    def _state(self, model: str) -> _Learned:
+        learned = self._models.get(model)
+        if learned is None:
+            learned = self._models[model] = self._fresh(model)
+        return learned
 
     def ratio(self, model: str) -> float:
         learned = self._models.get(model)
@@ -193,16 +260,33 @@ def _prompt(params: dict[str, Any]) -> tuple[str, int]:
     """The request's text as one string, and the tokens counted without encoding."""
     texts: list[str] = []
     media = 0
-    for text, is_media in _texts(params):
-        if is_media:
-            media += 1
-        else:
-            texts.append(text)
     messages = params.get("messages")
+    if "tools" not in params and "system" not in params and _plain(messages):
+        texts = [message["content"] for message in messages]  # the usual shape, walked fast
+    else:
+        for text, is_media in _texts(params):
+            if is_media:
+                media += 1
+            else:
+                texts.append(text)
     overhead = PER_REQUEST_OVERHEAD + PER_MESSAGE_OVERHEAD * (
         len(messages) if isinstance(messages, list) else 0
     )
     return "\n".join(texts), overhead + media * MEDIA_BLOCK_TOKENS
+
+
+def _plain(messages: Any) -> bool:
+    """Messages that are all dicts with text content and no tool calls."""
+    if not isinstance(messages, list):
+        return False
+    for message in messages:
+        if (
+            type(message) is not dict
+            or type(message.get("content")) is not str
+            or "tool_calls" in message
+        ):
+            return False
+    return True
 
 
 def _utf8_bytes(text: str) -> int:

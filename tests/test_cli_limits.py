@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from conftest import read_jsonl, request_line, run_against, write_jsonl
@@ -68,3 +69,33 @@ def test_a_limits_file_with_an_unknown_key_is_refused_before_anything_is_sent(
     assert done.returncode == 2
     assert "requests_per_hour" in done.stderr and "Traceback" not in done.stderr
     assert messages_seen(simulator) == []
+
+
+def test_prompts_are_counted_only_once_an_input_token_limit_comes_within_reach(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(20)])
+    figures = {}
+    for name, input_limit in (("far", "1e9"), ("near", "2000")):
+        summary = tmp_path / f"{name}.json"
+        done = run_against(
+            simulator,
+            source,
+            tmp_path / f"{name}.jsonl",
+            "--max-input-tokens-per-minute",
+            input_limit,
+            "--no-ramp",
+            "--summary-json",
+            str(summary),
+            key=KEY,
+        )
+        assert done.returncode == 0, done.stderr
+        assert len(read_jsonl(tmp_path / f"{name}.jsonl")) == 20
+        figures[name] = json.loads(summary.read_text())
+    # Far from the limit, byte bounds are enough and the tokenizer is never built.
+    assert figures["far"]["prompts_counted"] is False
+    assert figures["far"]["estimates"] == {}
+    # Twenty byte bounds would draw 2,000 below three quarters: from then on, counted.
+    assert figures["near"]["prompts_counted"] is True
+    [learned] = figures["near"]["estimates"].values()
+    assert learned["answers"] > 0

@@ -312,3 +312,31 @@ def test_streamed_progress_below_the_reservation_refunds_nothing_before_it_settl
     assert lim.wait_time(request(output_tokens=2_001), clock.now()) > 0
     lim.finish(reservation, answered(request(output_tokens=500)))
     assert lim.wait_time(request(output_tokens=5_500), clock.now()) == 0
+
+
+def test_input_estimates_matter_once_an_input_budget_is_drawn_a_quarter_down() -> None:
+    clock = ManualClock()
+    lim = limiter(
+        clock, requests_per_minute=1_000, input_tokens_per_minute=8_000, output_tokens_per_minute=99
+    )
+    lim.take(request(input_tokens=1_000, output_tokens=99))  # the output budget is spent
+    assert not lim.tokens_within_reach
+    lim.take(request(input_tokens=1_000))  # 6,000 of 8,000 left: three quarters
+    assert not lim.tokens_within_reach
+    lim.take(request(input_tokens=1))
+    assert lim.tokens_within_reach
+    clock.advance(60.0)
+    lim.take(request(input_tokens=1))  # refilled, and it stays so for the run
+    assert lim.tokens_within_reach
+
+
+def test_waiting_for_input_tokens_makes_estimates_matter() -> None:
+    clock = ManualClock()
+    lim = limiter(clock, requests_per_minute=1_000, tokens_per_minute=4_000)
+    assert lim.wait_time(request(input_tokens=5_000), clock.now()) == 0  # alone, on a full bucket
+    lim.waits(request(input_tokens=3_000, output_tokens=2_000), clock.now())
+    assert not lim.tokens_within_reach  # a full bucket has room for it
+    lim.take(request(input_tokens=500, output_tokens=400))  # 3,100 left: above 3,000
+    assert not lim.tokens_within_reach
+    lim.waits(request(input_tokens=2_000, output_tokens=1_500), clock.now())
+    assert lim.tokens_within_reach

@@ -21,7 +21,7 @@ from apiproc.providers.base import Usage
 from apiproc.results import ResultWriter
 from apiproc.settings import Settings
 from apiproc.simulator import Simulator
-from apiproc.tokens import PROVISIONAL_MAX_BYTES, TokenEstimator
+from apiproc.tokens import PROVISIONAL_MAX_BYTES, UNLEARNED_KEEP, TokenEstimator
 
 ALPHABET = "abcdefghij klmnop  \n\t\r.,!?'s'll 0123456789 çé漢字😀\u200b\ud800"
 
@@ -31,6 +31,15 @@ class NotYetReady(Encoder):
 
     def start(self) -> None:
         pass
+
+
+class Recording(NotYetReady):
+    """A NotYetReady encoder that remembers being asked to start."""
+
+    started = False
+
+    def start(self) -> None:
+        self.started = True
 
 
 def texts(count: int, seed: int = 7) -> list[str]:
@@ -115,3 +124,42 @@ def test_a_byte_bound_above_a_limit_is_counted_before_the_request_is_refused(
     asyncio.run(scenario())
     [record] = [json.loads(line) for line in output.read_text().splitlines()]
     assert record["result"]["type"] == "succeeded", record["result"]
+
+
+def test_a_lazy_estimator_bounds_every_prompt_on_its_bytes_until_asked_to_count() -> None:
+    encoder = Recording()
+    estimator = TokenEstimator(background=True, lazy=True, encoder=encoder)
+    long = params_with("word " * PROVISIONAL_MAX_BYTES)
+    guess = estimator.estimate(long)
+    assert guess.provisional and guess.raw_input > PROVISIONAL_MAX_BYTES
+    assert not encoder.started and not estimator.counting
+    estimator.count_exactly()
+    assert encoder.started and estimator.counting
+    # Made again once counting has begun, a prompt too long for a byte bound is counted.
+    counted = estimator.again(guess, long)
+    assert not counted.provisional
+    assert counted.raw_input == TokenEstimator().count(long)
+
+
+def test_a_lazy_estimator_learns_outputs_at_once_and_inputs_once_it_counts() -> None:
+    counted = TokenEstimator()
+    lazy = TokenEstimator(background=True, lazy=True, encoder=NotYetReady())
+    for n, text in enumerate(texts(30, seed=5)):
+        usage = Usage(input_tokens=len(text) // 3 + 10, output_tokens=n % 5 + 2)
+        counted.learn(counted.estimate(params_with(text)), usage)
+        lazy.learn(lazy.estimate(params_with(text)), usage)
+    assert lazy.learned() == {}  # nothing counted yet, and nothing built to count it
+    assert not lazy.encoder.ready
+    probe = params_with("how many?")
+    assert lazy.estimate(probe).output_tokens == counted.estimate(probe).output_tokens
+    lazy.count_exactly()
+    assert lazy.learned() == counted.learned()
+
+
+def test_a_lazy_estimator_keeps_only_the_latest_answers_to_learn_from() -> None:
+    lazy = TokenEstimator(background=True, lazy=True, encoder=NotYetReady())
+    for n in range(3 * UNLEARNED_KEEP):
+        lazy.learn(lazy.estimate(params_with(f"line {n}")), Usage(input_tokens=9, output_tokens=1))
+    lazy.count_exactly()
+    [(_, answers)] = lazy.learned().values()
+    assert answers == UNLEARNED_KEEP

@@ -103,6 +103,14 @@ class Buckets:
                 missing.add(bucket.dimension)
         return missing
 
+    def below(self, dimensions: Iterable[str], fraction: float) -> bool:
+        """True if a bucket of `dimensions` holds less than `fraction` of its limit."""
+        for dimension in dimensions:
+            bucket = self._by_dimension.get(dimension)
+            if bucket is not None and bucket.level < fraction * bucket.limit:
+                return True
+        return False
+
     def take(self, cost: Cost) -> None:
         for bucket in self:
             bucket.level -= cost.of(bucket.dimension)

@@ -34,6 +34,11 @@ from apiproc.providers.base import ServerLimit
 
 log = logging.getLogger("apiproc")
 
+# The dimensions an input estimate is drawn from, and how far one of their buckets may
+# fall (as a fraction of its burst) before the estimates' precision matters.
+INPUT_DIMENSIONS = ("input_tokens", "tokens")
+WITHIN_REACH = 0.75
+
 FLAGS = {
     "requests": "--max-requests-per-minute",
     "input_tokens": "--max-input-tokens-per-minute",
@@ -68,6 +73,9 @@ class RateLimiter:
         self._admitted = Cost()  # everything admitted so far, for what an answer missed
         self._queued = 0  # acquire() calls waiting their turn on the lock
         self._wake: asyncio.Future[None] | None = None
+        # An input token budget has been drawn down far enough for estimates to matter
+        # (it stays so): until then a generous estimate costs nothing.
+        self.tokens_within_reach = False
         now = self.clock.now()
         for dimension, limit in configured.items():
             if limit <= 0:
@@ -148,12 +156,18 @@ class RateLimiter:
     def waits(self, cost: Cost, now: float) -> None:
         """A request must wait for `cost`: the burst binds, by the buckets short of room."""
         self.ramp.binding = True
-        self._binding |= self.buckets.short(cost, self.ramp.burst, now)
+        short = self.buckets.short(cost, self.ramp.burst, now)
+        self._binding |= short
+        if not short.isdisjoint(INPUT_DIMENSIONS):
+            self.tokens_within_reach = True
 
     def take(self, cost: Cost) -> Reservation:
         """Admit `cost` now; the caller has checked `wait_time() == 0`."""
         self._seq += 1
         self.buckets.take(cost)
+        if not self.tokens_within_reach:
+            floor = WITHIN_REACH * self.ramp.burst
+            self.tokens_within_reach = self.buckets.below(INPUT_DIMENSIONS, floor)
         self._admitted = self._admitted.plus(cost)
         return Reservation(self.name, self._seq, cost, charged=cost, admitted=self._admitted)
 
