@@ -179,13 +179,15 @@ class Engine:
             prices_as_of=provider.prices_as_of,
         )
         self.finished = finished
-        self._queue: asyncio.Queue[Job | BadLine] = asyncio.Queue(INPUT_QUEUE_SIZE)
+        # Input read and not yet routed; the producer waits while it holds INPUT_QUEUE_SIZE.
+        self._inbox: deque[Job | BadLine] = deque()
+        self._inbox_room = asyncio.Event()
         self._ready: deque[Job] = deque()
         self._classes: dict[str, _ClassQueue] = {}
         self._waiting = _Waiting()
         self._read = 0
         self._changed = asyncio.Event()
-        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._slots = _Slots(settings.max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._input_done = False
@@ -237,9 +239,14 @@ class Engine:
         return self.stats
 
     async def put(self, item: Job | BadLine) -> None:
-        await self._queue.put(item)
+        inbox = self._inbox
+        while len(inbox) >= INPUT_QUEUE_SIZE:
+            self._inbox_room.clear()
+            await self._inbox_room.wait()
+        inbox.append(item)
         self.stats.read += 1
-        self._changed.set()
+        if len(inbox) == 1:  # the dispatcher may be waiting for input; else it is not
+            self._changed.set()
 
     async def _produce(self, produce: Callable[[Engine], Any]) -> None:
         try:
@@ -281,16 +288,18 @@ class Engine:
         while True:
             if self._ready:
                 return self._ready.popleft(), True
-            if not self._queue.empty() and not self.cache.full and self._waiting.has_room:
+            if self._inbox and not self.cache.full and self._waiting.has_room:
                 self._read += 1
                 if self._read % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let the admitters and answers in while reading
                     continue
-                return self._queue.get_nowait(), False
+                if len(self._inbox) == INPUT_QUEUE_SIZE:
+                    self._inbox_room.set()
+                return self._inbox.popleft(), False
             idle = not self._tasks and not self._timers and not self._classes
             if idle and self.cache.release_all():
                 continue  # parked, but nothing in flight is warming their prefix
-            if self._input_done and idle and self._queue.empty():
+            if self._input_done and idle and not self._inbox:
                 return None
             self._changed.clear()
             await self._changed.wait()
@@ -342,7 +351,8 @@ class Engine:
             return
         # The slot after the limiter: a class waiting for room must not hold a slot that
         # another class could use.
-        await self._slots.acquire()
+        if not self._slots.take():
+            await self._slots.wait()
         job.attempts += 1
         self.stats.attempts += 1
         task = asyncio.create_task(self._attempt(job, reservation))
@@ -372,8 +382,9 @@ class Engine:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._slots.release()
-        self._changed.set()
+        self._slots.give()
+        if not self._tasks:  # the dispatcher waits for the last one to see the run end
+            self._changed.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("internal error in a request task", exc_info=task.exception())
 
@@ -665,6 +676,43 @@ class _ClassQueue:
     ready: deque[Job] = field(default_factory=deque)  # retries and jobs let go by the cache
     fresh: deque[Job] = field(default_factory=deque)  # new input
     admitter: asyncio.Task[None] | None = None
+
+
+class _Slots:
+    """Requests in flight at most: a semaphore whose free slot is taken without a
+    coroutine, first come first served among those that waited."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def take(self) -> bool:
+        """Take a slot now if one is free and nobody waits for it."""
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def wait(self) -> None:
+        """Wait for a slot: one given back is handed over directly."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed over as this was cancelled: pass it on
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def give(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
 
 
 @dataclass(slots=True)
