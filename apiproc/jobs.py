@@ -147,7 +147,7 @@ class JobReader:
     def feed(self, raw: bytes) -> Job | BadLine | None:
         """The next physical line; None for a blank one."""
         self.line_no += 1
-        if not raw.strip():
+        if not raw or raw.isspace():  # blank; isspace stops at the first other byte
             return None
         item = parse_line(raw, self.line_no, self._check)
         if self._taken(item.custom_id):
