@@ -147,7 +147,7 @@ class JobReader:
     def feed(self, raw: bytes) -> Job | BadLine | None:
         """The next physical line; None for a blank one."""
         self.line_no += 1
-        if not raw.strip():
+        if not raw or raw.isspace():  # blank; isspace stops at the first other byte
             return None
         item = parse_line(raw, self.line_no, self._check)
         if self._taken(item.custom_id):
@@ -252,8 +252,9 @@ def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | Ba
     elif "body" in data and ("method" in data or "url" in data):
         params, metadata, sent_metadata = data["body"], data.get("metadata"), None
     else:
-        params = {key: value for key, value in data.items() if key not in ("metadata", "custom_id")}
-        metadata = data.get("metadata")
+        # The line's own object becomes the body: nothing else holds it.
+        params, metadata = data, data.pop("metadata", None)
+        data.pop("custom_id", None)
         sent_metadata = _sent_metadata(metadata)
     if problem:
         return BadLine(derived, line_no, problem, metadata, _text(raw), code=INVALID_CUSTOM_ID)

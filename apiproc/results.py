@@ -141,15 +141,16 @@ class ResultWriter:
         assert self._fd is not None, "write() before open()"
         if self._broken is not None:
             raise WriteFailed(self.path, self._broken)
-        view = memoryview(data)
+        written = 0
         try:
-            while view:
-                view = view[os.write(self._fd, view) :]
+            written = os.write(self._fd, data)
+            while written < len(data):  # rare: a pipe or a signal took part of the line
+                written += os.write(self._fd, memoryview(data)[written:])
             if self.fsync and self._owns_fd:
                 os.fsync(self._fd)
         except OSError as error:
-            if len(view) < len(data):
-                self._take_back(len(data) - len(view), error)
+            if written:
+                self._take_back(written, error)
             raise WriteFailed(self.path, error) from None
 
     def _take_back(self, written: int, error: OSError) -> None:

@@ -71,7 +71,7 @@ class Buckets:
 
     def check(self, cost: Cost) -> None:
         """Raise RequestTooLarge if `cost` could never fit."""
-        for bucket in self:
+        for bucket in self._by_dimension.values():
             needed = cost.of(bucket.dimension)
             if needed > bucket.limit:
                 raise RequestTooLarge(bucket.dimension, needed, bucket.limit)
@@ -79,7 +79,7 @@ class Buckets:
     def wait_time(self, cost: Cost, burst: float, now: float) -> float:
         """Seconds until every bucket has room for `cost`; 0 if it fits now."""
         delay = 0.0
-        for bucket in self:
+        for bucket in self._by_dimension.values():
             needed = cost.of(bucket.dimension)
             if needed <= 0:
                 continue
@@ -94,7 +94,7 @@ class Buckets:
     def short(self, cost: Cost, burst: float, now: float) -> set[str]:
         """The dimensions whose buckets have no room for `cost` now."""
         missing = set()
-        for bucket in self:
+        for bucket in self._by_dimension.values():
             needed = cost.of(bucket.dimension)
             if needed <= 0:
                 continue
@@ -112,14 +112,14 @@ class Buckets:
         return False
 
     def take(self, cost: Cost) -> None:
-        for bucket in self:
+        for bucket in self._by_dimension.values():
             bucket.level -= cost.of(bucket.dimension)
 
     # ---- what was really used ----------------------------------------------------------
 
     def settle(self, charged: Cost, used: Cost, burst: float, now: float) -> None:
         """Return what was charged but not used (up to a full bucket); charge usage beyond."""
-        for bucket in self:
+        for bucket in self._by_dimension.values():
             bucket.refill(now, burst)
             delta = charged.of(bucket.dimension) - used.of(bucket.dimension)
             if delta > 0:
@@ -129,18 +129,18 @@ class Buckets:
 
     def charge(self, extra: Cost) -> None:
         """Take usage reported beyond what was charged so far (never a refund)."""
-        for bucket in self:
+        for bucket in self._by_dimension.values():
             bucket.level -= max(0.0, extra.of(bucket.dimension))
 
     def empty(self, burst: float, now: float) -> None:
         """Nothing left to draw: a 429 said so."""
-        for bucket in self:
+        for bucket in self._by_dimension.values():
             bucket.refill(now, burst)
             bucket.level = min(bucket.level, 0.0)
 
     def widen(self, burst: float, wider: float, now: float) -> None:
         """The burst grows: every bucket gets the extra room at once."""
-        for bucket in self:
+        for bucket in self._by_dimension.values():
             bucket.refill(now, burst)
             bucket.level += (wider - burst) * bucket.limit
 

@@ -122,7 +122,7 @@ class Reservation:
     admitted: Cost = NOTHING
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # one per attempt, read once: frozen would only make it slower to build
 class AttemptReport:
     """What one admitted attempt came back with, handed to `finish()`."""
 

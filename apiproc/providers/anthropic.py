@@ -335,7 +335,7 @@ def server_limits(headers: Mapping[str, str]) -> dict[str, ServerLimit]:
         limit = number(headers.get(limit_header))
         remaining = number(headers.get(remaining_header))
         if limit is not None or remaining is not None:
-            found[dimension] = ServerLimit(limit=limit, remaining=remaining)
+            found[dimension] = ServerLimit(limit, remaining)
     return found
 
 

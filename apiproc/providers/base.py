@@ -46,7 +46,7 @@ class Usage:
         self.cache_write_1h_tokens += other.cache_write_1h_tokens
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # made for every answer: a frozen record costs several times as much
 class ServerLimit:
     """One dimension of the server's rate-limit headers, per minute."""
 
@@ -149,7 +149,7 @@ class Outcome:
 TRANSPORTS = ("auto", "stream", "plain")
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class HttpRequest:
     """One attempt on the wire; `headers` add to the session's own."""
 
