@@ -129,20 +129,24 @@ class TokenEstimator:
     def count(self, params: dict[str, Any]) -> int:
         """cl100k tokens of everything the model reads in this request (for a lazy
         estimator, counting begins here too: it builds the encoder now if it must)."""
-        self._counting = True
         text, fixed = _prompt(params)
-        return (self.encoder.count(text) if text else 0) + fixed
+        return (self._count_text(text) if text else 0) + fixed
 
     def estimate(
         self, params: dict[str, Any], raw: int | None = None, exact: bool = False
     ) -> Estimate:
         """The request's expected usage: provisional (a byte bound) while the encoder
         loads, unless `exact` or its `count()` is already known (`raw`)."""
-        uncounted = None if exact or raw is not None else self._uncounted(params)
+        uncounted = None
         if raw is None:
-            raw = self.count(params) if uncounted is None else uncounted[1]
-        text = None if uncounted is None else uncounted[0]
-        return self._priced(str(params.get("model", "")), raw, params, text)
+            text, fixed = _prompt(params)
+            if not text:
+                raw = fixed  # nothing to count
+            elif not exact and self._may_bound(text):
+                raw, uncounted = _utf8_bytes(text) + fixed, text
+            else:
+                raw = self._count_text(text) + fixed
+        return self._priced(str(params.get("model", "")), raw, params, uncounted)
 
     def again(self, earlier: Estimate, params: dict[str, Any]) -> Estimate:
         """`earlier` made again from what has been learned since, without walking the
@@ -192,19 +196,19 @@ class TokenEstimator:
             if state.observations
         }
 
-    def _uncounted(self, params: dict[str, Any]) -> tuple[str, int] | None:
-        """The prompt's text and its byte bound, when it may be estimated so now."""
+    def _may_bound(self, text: str) -> bool:
+        """Whether `text` may be estimated on its bytes now rather than counted."""
         if not self.background or self.encoder.ready:
-            return None
+            return False
         if not self._counting:
-            text, fixed = _prompt(params)
-            return (text, _utf8_bytes(text) + fixed) if text else None
+            return True
         self.encoder.start()
-        text, fixed = _prompt(params)
-        if not text or len(text) > PROVISIONAL_MAX_BYTES:
-            return None  # nothing to count, or too long to guess: count it (waits)
-        size = _utf8_bytes(text)
-        return (text, size + fixed) if size <= PROVISIONAL_MAX_BYTES else None
+        # Too long to guess: count it (waits for the encoder).
+        return len(text) <= PROVISIONAL_MAX_BYTES and _utf8_bytes(text) <= PROVISIONAL_MAX_BYTES
+
+    def _count_text(self, text: str) -> int:
+        self._counting = True
+        return self.encoder.count(text)
 
     def _counted(self, estimate: Estimate) -> Estimate:
         """A provisional estimate with its raw input counted (the encoder is ready)."""

@@ -163,3 +163,15 @@ def test_a_lazy_estimator_keeps_only_the_latest_answers_to_learn_from() -> None:
     lazy.count_exactly()
     [(_, answers)] = lazy.learned().values()
     assert answers == UNLEARNED_KEEP
+
+
+def test_a_lazy_estimator_needs_no_encoder_for_a_prompt_without_text() -> None:
+    encoder = Recording()
+    estimator = TokenEstimator(background=True, lazy=True, encoder=encoder)
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    for params in (params_with(""), {**params_with(""), "messages": [
+        {"role": "user", "content": [image]}
+    ]}):  # fmt: skip
+        estimate = estimator.estimate(params)
+        assert not estimate.provisional and estimate.raw_input > 0
+    assert not encoder.started and not encoder.ready and not estimator.counting
