@@ -11,6 +11,7 @@ import pytest
 
 from apiproc.caching import PrefixGroups, cached_prefix, with_system_breakpoint
 from apiproc.clock import ManualClock
+from apiproc.encoder import Encoder
 from apiproc.jobs import Job, parse_line
 from apiproc.limiter import Cost
 from apiproc.providers.anthropic_models import min_cacheable_tokens, model_facts
@@ -350,12 +351,13 @@ def test_a_prefix_below_the_models_minimum_is_warned_about_once(
 def test_a_prefix_that_is_the_whole_prompt_is_counted_once_with_the_estimate() -> None:
     counted: list[int] = []
 
-    class CountingEstimator(TokenEstimator):
-        def count(self, params: dict[str, Any]) -> int:
+    class CountingEncoder(Encoder):
+        def count(self, text: str) -> int:
             counted.append(1)
-            return super().count(params)
+            return super().count(text)
 
-    groups = PrefixGroups(ManualClock(), CountingEstimator(), release=lambda jobs: None)
+    estimator = TokenEstimator(encoder=CountingEncoder())
+    groups = PrefixGroups(ManualClock(), estimator, release=lambda jobs: None)
     job = Job("auto", unmarked("unique question", cache_control=dict(MARK)), 1)
     groups.park(job)
     assert job.estimate is not None and len(counted) == 1
