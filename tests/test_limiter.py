@@ -13,6 +13,7 @@ from limiter_helpers import answered, headers, limiter, rate_limited, request
 from apiproc.clock import ManualClock
 from apiproc.limiter import NOTHING, Cost, Limits, RateLimiter, RequestTooLarge
 from apiproc.limiter.buckets import Bucket, Buckets
+from apiproc.limiter.cost import DIMENSIONS
 
 # ---- bucket arithmetic -------------------------------------------------------------------
 
@@ -340,3 +341,36 @@ def test_waiting_for_input_tokens_makes_estimates_matter() -> None:
     assert not lim.tokens_within_reach
     lim.waits(request(input_tokens=2_000, output_tokens=1_500), clock.now())
     assert lim.tokens_within_reach
+
+
+@given(
+    levels=st.lists(st.floats(min_value=-500, max_value=2_000), min_size=4, max_size=4),
+    needs=st.lists(st.integers(min_value=0, max_value=2_500), min_size=3, max_size=3),
+    burst=st.floats(min_value=0.05, max_value=1.0),
+    elapsed=st.floats(min_value=0, max_value=5.0),
+)
+@settings(max_examples=300, deadline=None)
+def test_taking_at_once_agrees_with_the_wait_time_and_with_take(
+    levels: list[float], needs: list[int], burst: float, elapsed: float
+) -> None:
+    def buckets() -> Buckets:
+        made = Buckets()
+        for dimension, level in zip(DIMENSIONS, levels, strict=True):
+            made.add(Bucket(dimension, 2_000.0, level, 0.0))
+        return made
+
+    cost = Cost(*needs)
+    fast, slow = buckets(), buckets()
+    try:
+        taken = fast.take_if_room(cost, burst, elapsed)
+    except RequestTooLarge:
+        with pytest.raises(RequestTooLarge):
+            slow.check(cost)
+        return
+    fits = slow.wait_time(cost, burst, elapsed) == 0
+    assert taken == fits
+    if fits:
+        slow.take(cost)
+    for bucket in [*fast, *slow]:  # the same state, whichever buckets were refilled
+        bucket.refill(elapsed, burst)
+    assert [b.level for b in fast] == pytest.approx([b.level for b in slow])

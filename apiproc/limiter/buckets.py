@@ -91,6 +91,23 @@ class Buckets:
             delay = max(delay, (target - bucket.level) / bucket.rate)
         return delay
 
+    def take_if_room(self, cost: Cost, burst: float, now: float) -> bool:
+        """Take `cost` if every bucket has room for it now (`wait_time() == 0`); raise
+        RequestTooLarge, as `check()` does, for a bucket it could never fit."""
+        buckets = self._by_dimension.values()
+        for bucket in buckets:
+            needed = cost.of(bucket.dimension)
+            if needed <= 0:
+                continue
+            if needed > bucket.limit:
+                raise RequestTooLarge(bucket.dimension, needed, bucket.limit)
+            bucket.refill(now, burst)
+            if bucket.level + EPSILON < min(needed, burst * bucket.limit):
+                return False
+        for bucket in buckets:
+            bucket.level -= cost.of(bucket.dimension)
+        return True
+
     def short(self, cost: Cost, burst: float, now: float) -> set[str]:
         """The dimensions whose buckets have no room for `cost` now."""
         missing = set()

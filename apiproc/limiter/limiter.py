@@ -87,10 +87,13 @@ class RateLimiter:
 
     async def acquire(self, cost: Cost) -> Reservation:
         """Wait, in arrival order, until every bucket has room for `cost`; then reserve it."""
-        self.check(cost)
-        free = not self._queued and not self.discovery.active
-        if free and self.wait_time(cost, self.clock.now()) <= 0:
-            return self.take(cost)  # nobody ahead and room now: what the queue would give
+        now = self.clock.now()
+        if not self._queued and not self.discovery.active and now >= self._paused_until:
+            # Nobody ahead: room now is what the queue would give.
+            if self.buckets.take_if_room(cost, self.ramp.burst, now):
+                return self._reserved(cost)
+        else:
+            self.check(cost)
         if self._lock is None:
             self._lock = asyncio.Lock()
         self._queued += 1
@@ -163,8 +166,12 @@ class RateLimiter:
 
     def take(self, cost: Cost) -> Reservation:
         """Admit `cost` now; the caller has checked `wait_time() == 0`."""
-        self._seq += 1
         self.buckets.take(cost)
+        return self._reserved(cost)
+
+    def _reserved(self, cost: Cost) -> Reservation:
+        """The reservation of `cost`, just taken from the buckets."""
+        self._seq += 1
         if not self.tokens_within_reach:
             floor = WITHIN_REACH * self.ramp.burst
             self.tokens_within_reach = self.buckets.below(INPUT_DIMENSIONS, floor)
