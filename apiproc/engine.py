@@ -338,11 +338,17 @@ class Engine:
             self._changed.set()
 
     async def _admit(self, job: Job, limit_class: str) -> None:
-        if self.limiter.of(limit_class).tokens_within_reach:
+        limiter = self.limiter.of(limit_class)
+        if limiter.tokens_within_reach:
             self.estimator.count_exactly()
         cost = self._cost(job)
         try:
-            reservation = await self._reserve(job, cost, limit_class)
+            reservation = limiter.admit_now(cost)
+        except RequestTooLarge:
+            reservation = None  # _reserve tells, counting a byte-bound prompt first
+        try:
+            if reservation is None:
+                reservation = await self._reserve(job, cost, limit_class)
         except RequestTooLarge as error:
             self.cache.answered(job)
             self._record_job(

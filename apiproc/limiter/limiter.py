@@ -87,13 +87,10 @@ class RateLimiter:
 
     async def acquire(self, cost: Cost) -> Reservation:
         """Wait, in arrival order, until every bucket has room for `cost`; then reserve it."""
-        now = self.clock.now()
-        if not self._queued and not self.discovery.active and now >= self._paused_until:
-            # Nobody ahead: room now is what the queue would give.
-            if self.buckets.take_if_room(cost, self.ramp.burst, now):
-                return self._reserved(cost)
-        else:
-            self.check(cost)
+        reservation = self.admit_now(cost)
+        if reservation is not None:
+            return reservation
+        self.check(cost)
         if self._lock is None:
             self._lock = asyncio.Lock()
         self._queued += 1
@@ -109,6 +106,16 @@ class RateLimiter:
                 return self.take(cost)
         finally:
             self._queued -= 1
+
+    def admit_now(self, cost: Cost) -> Reservation | None:
+        """Reserve `cost` at once if nobody is ahead and every bucket has room (what the
+        queue would give), else None; without a coroutine, for the usual case."""
+        now = self.clock.now()
+        if self._queued or self.discovery.active or now < self._paused_until:
+            return None
+        if not self.buckets.take_if_room(cost, self.ramp.burst, now):
+            return None
+        return self._reserved(cost)
 
     def progress(self, reservation: Reservation, used_so_far: Cost) -> None:
         """Usage reported while the answer streams in: charge what goes beyond what the
@@ -213,9 +220,11 @@ class RateLimiter:
             if bucket.fallback and figures.limit:
                 self._replace_fallback(bucket, figures, now)
                 continue
-            if figures.limit and figures.limit > 0:
+            # The same limit as the bucket's leaves nothing to follow (and was warned of).
+            if figures.limit and figures.limit > 0 and figures.limit != bucket.limit:
                 self._follow(bucket, figures.limit, now)
-            if figures.remaining is not None:
+            # settle() has just refilled the bucket: its level is the one to compare.
+            if figures.remaining is not None and figures.remaining < bucket.level:
                 self.buckets.clamp(dimension, figures.remaining, burst, now)
 
     def _follow(self, bucket: Bucket, server_limit: float, now: float) -> None:
