@@ -20,8 +20,8 @@ How the main loop is structured. Three kinds of coroutine cooperate:
    admitter: a coroutine that takes the class's jobs first come first served, waits for
    the class's limiter to admit the job's estimated cost, then for a free in-flight slot
    (shared by all classes). A class whose bucket is empty holds up only itself. The
-   dispatcher reads ahead at most LOOKAHEAD_JOBS jobs (and LOOKAHEAD_TOKENS estimated
-   input tokens) waiting in those queues, so memory stays bounded. Nothing polls: each
+   dispatcher reads ahead at most LOOKAHEAD_JOBS jobs (and LOOKAHEAD_BYTES of their
+   lines) waiting in those queues, so memory stays bounded. Nothing polls: each
    coroutine sleeps whenever nothing can happen. A job whose cached prompt prefix another
    request is warming is parked instead (`caching.PrefixGroups`) and comes back once
    the prefix is warm.
@@ -80,9 +80,9 @@ CONNECT_TIMEOUT = 30.0
 # Error types of apiproc's own that a later run may not meet (the rest are the API's).
 OWN_TRANSIENT_ERRORS = frozenset({"connection_error", "timeout_error", "internal_error"})
 # Read ahead of admission at most this much: jobs waiting in their class's queue, and
-# their estimated input tokens (about four bytes of prompt text each).
+# the bytes of their lines.
 LOOKAHEAD_JOBS = 4_096
-LOOKAHEAD_TOKENS = 16_000_000
+LOOKAHEAD_BYTES = 64_000_000
 # Reading and estimating a long run of input at once would hold up everything else.
 YIELD_EVERY = 64
 
@@ -309,8 +309,6 @@ class Engine:
     def _enqueue(self, job: Job, ready: bool) -> None:
         """Queue `job` behind the others of its class, a ready retry (or a job let go by
         the prompt cache) before new input, as it came first; start the class's admitter."""
-        if job.estimate is None:
-            job.estimate = self.estimator.estimate(job.params)  # its size, for the look-ahead
         limit_class = self.provider.model(str(job.params.get("model", ""))).limit_class
         queue = self._classes.get(limit_class)
         if queue is None:
@@ -726,19 +724,19 @@ class _Waiting:
     """What the class queues hold: the dispatcher reads ahead only while there is room."""
 
     jobs: int = 0
-    tokens: int = 0
+    size: int = 0  # bytes of their lines
 
     @property
     def has_room(self) -> bool:
-        return self.jobs < LOOKAHEAD_JOBS and self.tokens < LOOKAHEAD_TOKENS
+        return self.jobs < LOOKAHEAD_JOBS and self.size < LOOKAHEAD_BYTES
 
     def add(self, job: Job) -> None:
         self.jobs += 1
-        self.tokens += job.estimate.input_tokens if job.estimate else 0
+        self.size += job.size
 
     def remove(self, job: Job) -> None:
         self.jobs -= 1
-        self.tokens -= job.estimate.input_tokens if job.estimate else 0
+        self.size -= job.size
 
 
 def _by_class(by_key: dict[str, Limits], provider: Provider) -> dict[str, Limits]:

@@ -72,6 +72,7 @@ class Job:
     as_read: dict[str, Any] | None = None  # the request as read, once `params` was changed
     # Its line cannot hold a cache breakpoint: no "cache_control" in it, nor any \u escape.
     unmarked: bool = False
+    size: int = 0  # bytes of its line: what reading ahead of it holds in memory
 
     @property
     def request(self) -> dict[str, Any]:
@@ -268,7 +269,7 @@ def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | Ba
     if sent_metadata is not None:
         params["metadata"] = sent_metadata
     unmarked = b"cache_control" not in raw and b"\\u" not in raw
-    return Job(custom_id, params, line_no, metadata=metadata, unmarked=unmarked)
+    return Job(custom_id, params, line_no, metadata=metadata, unmarked=unmarked, size=len(raw))
 
 
 def validate_params(params: dict[str, Any]) -> str | None:
