@@ -151,7 +151,10 @@ class JobReader:
         if not raw or raw.isspace():  # blank; isspace stops at the first other byte
             return None
         item = parse_line(raw, self.line_no, self._check)
-        if self._taken(item.custom_id):
+        own = f"line-{self.line_no}"
+        # The id of this line's own number can only have been taken by an earlier line
+        # that gave itself that name; any other id may be another line's number.
+        if item.custom_id in self._given if item.custom_id == own else self._taken(item.custom_id):
             item = BadLine(
                 custom_id=self._free_id(),
                 line_no=self.line_no,
@@ -160,7 +163,10 @@ class JobReader:
                 text=_text(raw),
                 code=DUPLICATE_CUSTOM_ID,
             )
-        self._remember(item.custom_id)
+        if item.custom_id == own:
+            self._set_bit(self.line_no)
+        else:
+            self._given.add(item.custom_id)
         if self.fingerprints:
             item.fingerprint = request_fingerprint(item.request)
         return item
@@ -179,12 +185,6 @@ class JobReader:
             return True
         line_no = _derived_line(custom_id)
         return line_no is not None and self._has_bit(line_no)
-
-    def _remember(self, custom_id: str) -> None:
-        if custom_id == f"line-{self.line_no}":
-            self._set_bit(self.line_no)
-        else:
-            self._given.add(custom_id)
 
     def _has_bit(self, line_no: int) -> bool:
         index = line_no >> 3
