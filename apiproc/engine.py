@@ -393,9 +393,8 @@ class Engine:
             log.error("internal error in a request task", exc_info=task.exception())
 
     def _cost(self, job: Job) -> Cost:
-        # Estimated again at each admission, from what has been learned by now; the
-        # prompt's count (or byte bound, until it can be counted) made when the job was
-        # read is kept.
+        # Estimated at each admission (a retry's too) from what has been learned by now;
+        # the prompt's count, or its byte bound until it can be counted, is made once.
         earlier = job.estimate
         if earlier is None:
             job.estimate = self.estimator.estimate(job.params)

@@ -146,9 +146,10 @@ def run_client(
     output: Path | None = None,
     timeout: float = RUN_TIMEOUT,
     api: str = "anthropic",
+    wrapper: tuple[str, ...] = (),
 ) -> ClientRun:
     """Run `apiproc run --api API` to completion; measure its wall time, CPU time and peak
-    RSS (of that one process, read with wait4)."""
+    RSS (of that one process, read with wait4). `wrapper` is a command it runs under."""
     if output is None:
         output = Path(tempfile.mkdtemp(prefix="apiproc-bench-")) / "out.jsonl"
     args = [
@@ -169,7 +170,7 @@ def run_client(
         "3600",
         *options,
     ]
-    return measure(args, output, timeout)
+    return measure([*wrapper, *args], output, timeout)
 
 
 def run_floor(
@@ -179,6 +180,7 @@ def run_floor(
     concurrency: int,
     uvloop: bool = False,
     timeout: float = RUN_TIMEOUT,
+    wrapper: tuple[str, ...] = (),
 ) -> ClientRun:
     """Run the floor client (bench/floor.py) to completion, measured as `run_client` is."""
     args = [
@@ -194,7 +196,7 @@ def run_floor(
         str(concurrency),
         *(["--uvloop"] if uvloop else []),
     ]
-    return measure(args, output, timeout)
+    return measure([*wrapper, *args], output, timeout)
 
 
 def measure(args: list[str], output: Path, timeout: float = RUN_TIMEOUT) -> ClientRun:

@@ -3,6 +3,7 @@
     python bench/overhead.py                          # overhead, start-up, memory at 200k lines
     python bench/overhead.py --repeat 5 overhead startup
     python bench/overhead.py memory --lines 200000 1000000
+    python bench/overhead.py --repeat 1 instructions  # valgrind's count, not the clock's
 
 Absolute figures move from machine to machine, so each scenario runs the floor
 (bench/floor.py) and apiproc back to back against one simulator process, alternating
@@ -15,6 +16,10 @@ overhead: 20,000 tiny requests, zero latency, limits far above what is reached: 
   cores, so it, not the client, usually bounds requests per second.
 startup: from launching the client to the simulator receiving its first request.
 memory: peak RSS of the client for inputs of growing length; it should stay flat.
+instructions: user-space instructions the client executes, counted by valgrind's
+  cachegrind, which the machine's load does not move: per request, (count at 4,000 tiny
+  requests - count at 2,000) / 2,000, and the fixed cost (start-up and shutdown) that is
+  left. Needs valgrind; each run is some fifty times slower than a plain one.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import argparse
 import functools
 import importlib.util
 import platform
+import re
+import shutil
 import sys
 import tempfile
 import time
@@ -62,6 +69,9 @@ CLIENT_UNLIMITED = (
     "--no-ramp",
 )  # fmt: skip
 UVLOOP = importlib.util.find_spec("uvloop") is not None
+# Instructions only: no cache simulation, no output file.
+CACHEGRIND = ("valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null")
+COUNTED_REQUESTS = (2_000, 4_000)
 
 Figures = dict[str, float]
 
@@ -75,17 +85,26 @@ class Comparison:
     differences: tuple[str, ...] = ()  # figures whose apiproc - floor is printed too
 
 
-def run(client: str, workload: Path, sim: SimulatorProcess, *apiproc_options: str) -> ClientRun:
-    """One complete run of `client` over `workload`; its output files are removed after."""
+def run(
+    client: str,
+    workload: Path,
+    sim: SimulatorProcess,
+    *apiproc_options: str,
+    wrapper: tuple[str, ...] = (),
+) -> ClientRun:
+    """One complete run of `client` over `workload` (under `wrapper`, a command such as
+    valgrind); its output files are removed after."""
     output = workload.with_suffix(f".{client}.out")
     # Long inputs on a busy machine: allow at least SLOWEST_RATE requests per second.
     with open(workload, "rb") as handle:
         timeout = max(RUN_TIMEOUT, sum(1 for _ in handle) / SLOWEST_RATE)
     if client == "floor":
-        done = run_floor(workload, sim.url, output, CONCURRENCY, UVLOOP, timeout)
+        done = run_floor(workload, sim.url, output, CONCURRENCY, UVLOOP, timeout, wrapper)
     else:
         options = ("--overwrite", "--max-concurrency", str(CONCURRENCY), *apiproc_options)
-        done = run_client(workload, sim.url, *options, output=output, timeout=timeout)
+        done = run_client(
+            workload, sim.url, *options, output=output, timeout=timeout, wrapper=wrapper
+        )
     for written in output.parent.glob(output.name + "*"):  # apiproc's sidecar too
         written.unlink()
     if done.returncode != 0:
@@ -120,6 +139,25 @@ def memory(client: str, workload: Path, sim: SimulatorProcess, lines: int) -> Fi
         "peak rss MB": done.max_rss_mb,
         "requests/s": lines / done.wall_seconds,
         "wall s": done.wall_seconds,
+    }
+
+
+def instructions(
+    client: str, _: Path, sim: SimulatorProcess, workloads: dict[int, Path]
+) -> Figures:
+    """Instructions per request and fixed, from counted runs over `workloads` (by length)."""
+    counted = {}
+    for requests, workload in workloads.items():
+        done = run(client, workload, sim, *CLIENT_UNLIMITED, wrapper=CACHEGRIND)
+        found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+        if found is None:
+            raise RuntimeError(f"no instruction count from valgrind: {done.stderr[-2000:]}")
+        counted[requests] = int(found.group(1).replace(",", ""))
+    (few, few_count), (many, many_count) = sorted(counted.items())
+    per_request = (many_count - few_count) / (many - few)
+    return {
+        "k instructions/request": per_request / 1e3,
+        "M instructions fixed": (few_count - few * per_request) / 1e6,
     }
 
 
@@ -226,8 +264,21 @@ def scenario_runs(name: str, workdir: Path, args: argparse.Namespace) -> Iterato
                 runs = alternate(scenario, workload, sim, args.repeat, args.budget)
             workload.unlink()
             yield Comparison(f"memory: {lines:,} lines", runs)
+    elif name == "instructions":
+        if shutil.which("valgrind") is None:
+            raise SystemExit("the instructions scenario needs valgrind (cachegrind)")
+        workloads = {
+            count: write_workload(workdir / f"tiny{count}.jsonl", small_requests(count))
+            for count in COUNTED_REQUESTS
+        }
+        with SimulatorProcess(**UNLIMITED, output_tokens=(1, 4)) as sim:
+            scenario = functools.partial(instructions, workloads=workloads)
+            runs = alternate(scenario, workloads[4_000], sim, args.repeat, args.budget)
+        yield Comparison("instructions: user space, cachegrind", runs)
     else:
-        raise SystemExit(f"unknown scenario {name!r}: choose overhead, startup or memory")
+        raise SystemExit(
+            f"unknown scenario {name!r}: choose overhead, startup, memory or instructions"
+        )
 
 
 if __name__ == "__main__":
