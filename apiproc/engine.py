@@ -62,6 +62,7 @@ from apiproc.limiter import (
     Cost,
     Limiters,
     Limits,
+    RateLimiter,
     RequestTooLarge,
     Reservation,
 )
@@ -319,6 +320,7 @@ class Engine:
 
     async def _admit_class(self, limit_class: str, queue: _ClassQueue) -> None:
         """Admit the class's jobs in order; end when its queue is empty."""
+        limiter = self.limiter.of(limit_class)
         try:
             while (queue.ready or queue.fresh) and not self._stopping:
                 job = (queue.ready or queue.fresh).popleft()
@@ -326,7 +328,7 @@ class Engine:
                     self._changed.set()  # room to read further ahead again
                 self._waiting.remove(job)
                 try:
-                    await self._admit(job, limit_class)
+                    await self._admit(job, limiter)
                 except Exception as error:  # a bug of ours: keep its traceback, never lose it
                     log.exception("internal error while admitting %s", job.custom_id)
                     self._record_job(job, error=_internal_error(error))
@@ -335,8 +337,7 @@ class Engine:
                 del self._classes[limit_class]
             self._changed.set()
 
-    async def _admit(self, job: Job, limit_class: str) -> None:
-        limiter = self.limiter.of(limit_class)
+    async def _admit(self, job: Job, limiter: RateLimiter) -> None:
         if limiter.tokens_within_reach:
             self.estimator.count_exactly()
         cost = self._cost(job)
@@ -346,7 +347,7 @@ class Engine:
             reservation = None  # _reserve tells, counting a byte-bound prompt first
         try:
             if reservation is None:
-                reservation = await self._reserve(job, cost, limit_class)
+                reservation = await self._reserve(job, cost, limiter)
         except RequestTooLarge as error:
             self.cache.answered(job)
             self._record_job(
@@ -363,15 +364,15 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
-    async def _reserve(self, job: Job, cost: Cost, limit_class: str) -> Reservation:
+    async def _reserve(self, job: Job, cost: Cost, limiter: RateLimiter) -> Reservation:
         try:
-            return await self.limiter.acquire(limit_class, cost)
+            return await limiter.acquire(cost)
         except RequestTooLarge:
             if job.estimate is None or not job.estimate.provisional:
                 raise
         # A byte bound too large for a limit: only the real count can say it is.
         job.estimate = self.estimator.estimate(job.params, exact=True)
-        return await self.limiter.acquire(limit_class, self._cost(job))
+        return await limiter.acquire(self._cost(job))
 
     async def _stop_admitters(self) -> None:
         admitters = [queue.admitter for queue in self._classes.values() if queue.admitter]

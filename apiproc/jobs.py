@@ -152,9 +152,7 @@ class JobReader:
             return None
         item = parse_line(raw, self.line_no, self._check)
         own = f"line-{self.line_no}"
-        # The id of this line's own number can only have been taken by an earlier line
-        # that gave itself that name; any other id may be another line's number.
-        if item.custom_id in self._given if item.custom_id == own else self._taken(item.custom_id):
+        if self._taken(item.custom_id, own):
             item = BadLine(
                 custom_id=self._free_id(),
                 line_no=self.line_no,
@@ -180,9 +178,13 @@ class JobReader:
             candidate = f"line-{self.line_no}-duplicate-{suffix}"
         return candidate
 
-    def _taken(self, custom_id: str) -> bool:
+    def _taken(self, custom_id: str, own: str = "") -> bool:
+        """Whether an earlier line has `custom_id`. `own`, this line's derived id, can only
+        have been taken by a line that gave itself that name."""
         if custom_id in self._given:
             return True
+        if custom_id == own:
+            return False
         line_no = _derived_line(custom_id)
         return line_no is not None and self._has_bit(line_no)
 

@@ -152,10 +152,7 @@ class TokenEstimator:
         """`earlier` made again from what has been learned since, without walking the
         prompt again: counted once the encoder is ready, or when counting has begun and
         the prompt is too long for a byte bound (that waits for the encoder)."""
-        text = earlier.uncounted
-        if text is not None and (
-            self.encoder.ready or (self._counting and _utf8_bytes(text) > PROVISIONAL_MAX_BYTES)
-        ):
+        if earlier.uncounted is not None and not self._may_bound(earlier.uncounted):
             earlier = self._counted(earlier)
         return self._priced(earlier.model, earlier.raw_input, params, earlier.uncounted)
 

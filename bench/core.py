@@ -34,6 +34,7 @@ from harness import (
     write_workload,
 )
 
+from apiproc.limiter.limiter import FLAGS
 from apiproc.tokens import TokenEstimator
 
 WORDS = [
@@ -72,14 +73,8 @@ SIM_OUTPUT_TPM = 400_000
 def client_options(mode: str, binding: dict[str, float], all_four: dict[str, float]) -> list[str]:
     """The limits the client is told: "given", the ones that bind; "four", all four, the
     combined one twenty times too high; "none", nothing, so all are learned from headers."""
-    flags = {
-        "requests": "--max-requests-per-minute",
-        "input_tokens": "--max-input-tokens-per-minute",
-        "output_tokens": "--max-output-tokens-per-minute",
-        "tokens": "--max-tokens-per-minute",
-    }
     chosen = {"given": binding, "four": all_four, "none": {}}[mode]
-    return [part for name, value in chosen.items() for part in (flags[name], f"{value:.0f}")]
+    return [part for name, value in chosen.items() for part in (FLAGS[name], f"{value:.0f}")]
 
 
 def request_bound(workdir: Path, window: float | None, api: str, limits: str = "given") -> dict:
@@ -98,9 +93,7 @@ def request_bound(workdir: Path, window: float | None, api: str, limits: str = "
         options = client_options(limits, {"requests": rpm}, four)
         run = run_client(workload, sim.url_for(api), *options, api=api)
         stats = sim.stats()
-    capacity = rpm if window is None else rpm / 60 * window
-    theory = max(0.0, stats["succeeded"] - capacity) / (rpm / 60)
-    return summarise(run, stats, theory)
+    return summarise(run, stats, request_bound_seconds(stats, rpm, window))
 
 
 def token_bound(workdir: Path, api: str, limits: str = "given") -> dict:

@@ -44,6 +44,13 @@ class Bucket:
         if self.level < capacity:
             self.level = min(capacity, self.level + elapsed * self.rate)
 
+    def shortfall(self, needed: float, burst: float, now: float) -> float:
+        """What the bucket lacks now to give `needed`; 0 when it has room. A need larger
+        than the current burst but within the limit is admitted alone on a full bucket."""
+        self.refill(now, burst)
+        target = min(needed, burst * self.limit)
+        return 0.0 if self.level + EPSILON >= target else target - self.level
+
 
 class Buckets:
     """The buckets of one rate-limit class, by dimension."""
@@ -81,14 +88,8 @@ class Buckets:
         delay = 0.0
         for bucket in self._by_dimension.values():
             needed = cost.of(bucket.dimension)
-            if needed <= 0:
-                continue
-            bucket.refill(now, burst)
-            # Larger than the current burst but within the limit: admit it alone on a full bucket.
-            target = min(needed, burst * bucket.limit)
-            if bucket.level + EPSILON >= target:
-                continue
-            delay = max(delay, (target - bucket.level) / bucket.rate)
+            if needed > 0:
+                delay = max(delay, bucket.shortfall(needed, burst, now) / bucket.rate)
         return delay
 
     def take_if_room(self, cost: Cost, burst: float, now: float) -> bool:
@@ -101,8 +102,7 @@ class Buckets:
                 continue
             if needed > bucket.limit:
                 raise RequestTooLarge(bucket.dimension, needed, bucket.limit)
-            bucket.refill(now, burst)
-            if bucket.level + EPSILON < min(needed, burst * bucket.limit):
+            if bucket.shortfall(needed, burst, now) > 0:
                 return False
         for bucket in buckets:
             bucket.level -= cost.of(bucket.dimension)
@@ -113,10 +113,7 @@ class Buckets:
         missing = set()
         for bucket in self._by_dimension.values():
             needed = cost.of(bucket.dimension)
-            if needed <= 0:
-                continue
-            bucket.refill(now, burst)
-            if bucket.level + EPSILON < min(needed, burst * bucket.limit):
+            if needed > 0 and bucket.shortfall(needed, burst, now) > 0:
                 missing.add(bucket.dimension)
         return missing
 

@@ -97,10 +97,8 @@ class Price:
 
     def uncached_cost(self, usage: Usage, batch: bool = False) -> float:
         """What the same request would cost with no prompt caching at all."""
-        total_input = usage.total_input
-        rates = self.for_prompt(total_input)
-        dollars = (total_input * rates.input + usage.output_tokens * rates.output) / 1_000_000
-        return dollars * BATCH_DISCOUNT if batch else dollars
+        plain = Usage(input_tokens=usage.total_input, output_tokens=usage.output_tokens)
+        return self.cost(plain, batch)
 
 
 @dataclass(slots=True, frozen=True)
