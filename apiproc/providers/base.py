@@ -83,22 +83,42 @@ class Price:
 
     def cost(self, usage: Usage, batch: bool = False) -> float:
         """Dollars for one request's usage."""
-        rates = self.for_prompt(usage.total_input)
         write_1h = usage.cache_write_1h_tokens
-        write_5m = usage.cache_creation_input_tokens - write_1h
-        dollars = (
-            usage.input_tokens * rates.input
-            + write_5m * rates.cache_write_5m
-            + write_1h * rates.cache_write_1h
-            + usage.cache_read_input_tokens * rates.cache_read
-            + usage.output_tokens * rates.output
-        ) / 1_000_000
-        return dollars * BATCH_DISCOUNT if batch else dollars
+        return self._dollars(
+            usage.total_input,
+            usage.input_tokens,
+            usage.cache_creation_input_tokens - write_1h,
+            write_1h,
+            usage.cache_read_input_tokens,
+            usage.output_tokens,
+            batch,
+        )
 
     def uncached_cost(self, usage: Usage, batch: bool = False) -> float:
         """What the same request would cost with no prompt caching at all."""
-        plain = Usage(input_tokens=usage.total_input, output_tokens=usage.output_tokens)
-        return self.cost(plain, batch)
+        total_input = usage.total_input
+        return self._dollars(total_input, total_input, 0, 0, 0, usage.output_tokens, batch)
+
+    def _dollars(
+        self,
+        prompt: int,
+        uncached: int,
+        write_5m: int,
+        write_1h: int,
+        read: int,
+        output: int,
+        batch: bool,
+    ) -> float:
+        """Dollars for tokens of each kind, at the rates of a `prompt`-token prompt."""
+        rates = self.for_prompt(prompt)
+        dollars = (
+            uncached * rates.input
+            + write_5m * rates.cache_write_5m
+            + write_1h * rates.cache_write_1h
+            + read * rates.cache_read
+            + output * rates.output
+        ) / 1_000_000
+        return dollars * BATCH_DISCOUNT if batch else dollars
 
 
 @dataclass(slots=True, frozen=True)
