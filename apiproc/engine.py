@@ -48,7 +48,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 
@@ -86,6 +86,7 @@ LOOKAHEAD_JOBS = 4_096
 LOOKAHEAD_BYTES = 64_000_000
 # Reading and estimating a long run of input at once would hold up everything else.
 YIELD_EVERY = 64
+Work = TypeVar("Work")
 
 
 @dataclass(slots=True)
@@ -188,7 +189,7 @@ class Engine:
         self._waiting = _Waiting()
         self._read = 0
         self._changed = asyncio.Event()
-        self._slots = _Slots(settings.max_concurrency)
+        self._slots: _Slots[tuple[Job, Reservation]] = _Slots(settings.max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._input_done = False
@@ -294,8 +295,8 @@ class Engine:
                 if self._read % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let the admitters and answers in while reading
                     continue
-                if len(self._inbox) == INPUT_QUEUE_SIZE:
-                    self._inbox_room.set()
+                if len(self._inbox) == INPUT_QUEUE_SIZE // 2:
+                    self._inbox_room.set()  # a full producer refills half at once
                 return self._inbox.popleft(), False
             idle = not self._tasks and not self._timers and not self._classes
             if idle and self.cache.release_all():
@@ -324,9 +325,8 @@ class Engine:
         try:
             while (queue.ready or queue.fresh) and not self._stopping:
                 job = (queue.ready or queue.fresh).popleft()
-                if not self._waiting.has_room:
+                if self._waiting.remove(job):
                     self._changed.set()  # room to read further ahead again
-                self._waiting.remove(job)
                 try:
                     await self._admit(job, limiter)
                 except Exception as error:  # a bug of ours: keep its traceback, never lose it
@@ -356,13 +356,10 @@ class Engine:
             return
         # The slot after the limiter: a class waiting for room must not hold a slot that
         # another class could use.
-        if not self._slots.take():
-            await self._slots.wait()
-        job.attempts += 1
-        self.stats.attempts += 1
-        task = asyncio.create_task(self._attempt(job, reservation))
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        if self._slots.take() or not await self._slots.wait((job, reservation)):
+            task = asyncio.create_task(self._sender(job, reservation))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
 
     async def _reserve(self, job: Job, cost: Cost, limiter: RateLimiter) -> Reservation:
         try:
@@ -410,9 +407,19 @@ class Engine:
 
     # ---- one attempt -------------------------------------------------------------------
 
+    async def _sender(self, job: Job, reservation: Reservation) -> None:
+        """Send `job`, then, on the same slot, each admitted job that waits for one: a task
+        per run of attempts rather than one per attempt, which the event loop pays for."""
+        work: tuple[Job, Reservation] | None = (job, reservation)
+        while work is not None:
+            await self._attempt(*work)
+            work = None if self._stopping else self._slots.pass_on()
+
     async def _attempt(self, job: Job, reservation: Reservation) -> None:
         """One attempt, guarded: whatever raises in here, the job ends recorded or retried
         (or, after a stop, left for a rerun)."""
+        job.attempts += 1
+        self.stats.attempts += 1
         try:
             outcome = await self._send(job, reservation)
         except Exception as error:  # a bug of ours: keep its traceback, never lose the job
@@ -682,13 +689,14 @@ class _ClassQueue:
     admitter: asyncio.Task[None] | None = None
 
 
-class _Slots:
+class _Slots(Generic[Work]):
     """Requests in flight at most: a semaphore whose free slot is taken without a
-    coroutine, first come first served among those that waited."""
+    coroutine, first come first served among those that waited. A waiter waits with its
+    work in hand, so that whoever finishes first may take the work on with its own slot."""
 
     def __init__(self, size: int) -> None:
         self.free = size
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[tuple[asyncio.Future[bool], Work]] = deque()
 
     def take(self) -> bool:
         """Take a slot now if one is free and nobody waits for it."""
@@ -697,34 +705,48 @@ class _Slots:
             return True
         return False
 
-    async def wait(self) -> None:
-        """Wait for a slot: one given back is handed over directly."""
+    async def wait(self, work: Work) -> bool:
+        """Wait for a slot with `work`: True when a holder of a slot took the work on
+        (`pass_on`), False when a slot given back is now the waiter's (`give`)."""
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        self._waiters.append((waiter, work))
         try:
-            await waiter
+            return await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
+            if not waiter.done():
+                self._waiters.remove((waiter, work))
+            elif not waiter.cancelled() and not waiter.result():
                 self.give()  # handed over as this was cancelled: pass it on
-            elif waiter in self._waiters:
-                self._waiters.remove(waiter)
             raise
 
     def give(self) -> None:
+        """Give a slot back: to the first waiter, else free."""
         while self._waiters:
-            waiter = self._waiters.popleft()
+            waiter, _ = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(False)
                 return
         self.free += 1
+
+    def pass_on(self) -> Work | None:
+        """The first waiter's work, for the caller to do with the slot it holds (its
+        waiter is told so); None when nobody waits."""
+        while self._waiters:
+            waiter, work = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
+                return work
+        return None
 
 
 @dataclass(slots=True)
 class _Waiting:
-    """What the class queues hold: the dispatcher reads ahead only while there is room."""
+    """What the class queues hold: the dispatcher reads ahead only while there is room,
+    and once they are full, goes on when a quarter has been admitted, not at each job."""
 
     jobs: int = 0
     size: int = 0  # bytes of their lines
+    full: bool = False
 
     @property
     def has_room(self) -> bool:
@@ -733,10 +755,21 @@ class _Waiting:
     def add(self, job: Job) -> None:
         self.jobs += 1
         self.size += job.size
+        if not self.has_room:
+            self.full = True
 
-    def remove(self, job: Job) -> None:
+    def remove(self, job: Job) -> bool:
+        """Take `job` out; True when the dispatcher, held up by a full look-ahead, may go on."""
         self.jobs -= 1
         self.size -= job.size
+        if (
+            self.full
+            and self.jobs <= LOOKAHEAD_JOBS * 3 // 4
+            and self.size <= LOOKAHEAD_BYTES * 3 // 4
+        ):
+            self.full = False
+            return True
+        return False
 
 
 def _by_class(by_key: dict[str, Limits], provider: Provider) -> dict[str, Limits]:

@@ -50,27 +50,59 @@ def test_an_internal_error_records_the_job_as_errored_and_the_run_goes_on(tmp_pa
 
 
 def test_in_flight_slots_go_to_waiters_in_order_and_survive_a_cancelled_waiter() -> None:
-    async def scenario() -> list[str]:
-        slots = _Slots(1)
+    async def scenario() -> list[tuple[str, bool]]:
+        slots: _Slots[str] = _Slots(1)
         assert slots.take() and not slots.take()
-        order: list[str] = []
+        order: list[tuple[str, bool]] = []
 
         async def waiter(name: str) -> None:
-            await slots.wait()
-            order.append(name)
+            order.append((name, await slots.wait(name)))
 
         first = asyncio.create_task(waiter("first"))
         cancelled = asyncio.create_task(waiter("cancelled"))
+        middle = asyncio.create_task(waiter("middle"))
         last = asyncio.create_task(waiter("last"))
         await asyncio.sleep(0)
         cancelled.cancel()
-        slots.give()  # to "first"
+        slots.give()  # to "first", to start its own work
         await asyncio.wait_for(first, 1)
-        slots.give()  # past the cancelled one, to "last"
+        assert slots.pass_on() == "middle"  # past the cancelled one, done with this slot
+        await asyncio.wait_for(middle, 1)
+        slots.give()  # to "last"
         await asyncio.wait_for(last, 1)
         assert cancelled.cancelled()
+        assert slots.pass_on() is None  # nobody waits
         slots.give()
         assert slots.take() and not slots.take()  # one slot, and only one, is free again
         return order
 
-    assert asyncio.run(scenario()) == ["first", "last"]
+    assert asyncio.run(scenario()) == [("first", False), ("middle", True), ("last", False)]
+
+
+def test_a_slot_handed_to_a_waiter_cancelled_at_that_moment_goes_to_the_next() -> None:
+    async def scenario() -> list[tuple[str, bool]]:
+        slots: _Slots[str] = _Slots(1)
+        assert slots.take()
+        order: list[tuple[str, bool]] = []
+
+        async def waiter(name: str) -> None:
+            order.append((name, await slots.wait(name)))
+
+        unlucky = asyncio.create_task(waiter("unlucky"))
+        taken = asyncio.create_task(waiter("taken"))
+        after = asyncio.create_task(waiter("after"))
+        await asyncio.sleep(0)
+        slots.give()  # to "unlucky", which is cancelled before it runs: the slot goes on
+        unlucky.cancel()
+        await asyncio.wait_for(taken, 1)
+        assert slots.pass_on() == "after"
+        taken_cancelled = asyncio.create_task(waiter("cancelled after its work was taken"))
+        await asyncio.sleep(0)
+        assert slots.pass_on() == "cancelled after its work was taken"
+        taken_cancelled.cancel()
+        await asyncio.gather(unlucky, taken_cancelled, after, return_exceptions=True)
+        slots.give()  # the one slot, held all along by whoever had "taken"'s work
+        assert slots.take() and not slots.take()
+        return order
+
+    assert asyncio.run(scenario()) == [("taken", False), ("after", True)]
