@@ -14,9 +14,9 @@ much was really used, and how much the server says remains.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from apiproc.limiter.cost import NOTHING, Cost, RequestTooLarge
+from apiproc.limiter.cost import DIMENSIONS, NOTHING, Cost, RequestTooLarge
 from apiproc.providers.base import ServerLimit
 
 EPSILON = 1e-9
@@ -30,6 +30,10 @@ class Bucket:
     stamp: float  # clock time of the last refill
     configured: float | None = None  # the user's limit; None when learned from the server
     fallback: bool = False  # a stand-in limit, until the server tells its own
+    index: int = field(init=False)  # of its dimension in DIMENSIONS, and in Cost.amounts()
+
+    def __post_init__(self) -> None:
+        self.index = DIMENSIONS.index(self.dimension)
 
     @property
     def rate(self) -> float:
@@ -42,7 +46,7 @@ class Bucket:
         self.stamp = now
         capacity = burst * self.limit
         if self.level < capacity:
-            self.level = min(capacity, self.level + elapsed * self.rate)
+            self.level = min(capacity, self.level + elapsed * self.limit / 60.0)
 
     def shortfall(self, needed: float, burst: float, now: float) -> float:
         """What the bucket lacks now to give `needed`; 0 when it has room. A need larger
@@ -96,8 +100,9 @@ class Buckets:
         """Take `cost` if every bucket has room for it now (`wait_time() == 0`); raise
         RequestTooLarge, as `check()` does, for a bucket it could never fit."""
         buckets = self._by_dimension.values()
+        amounts = cost.amounts()
         for bucket in buckets:
-            needed = cost.of(bucket.dimension)
+            needed = amounts[bucket.index]
             if needed <= 0:
                 continue
             if needed > bucket.limit:
@@ -105,7 +110,7 @@ class Buckets:
             if bucket.shortfall(needed, burst, now) > 0:
                 return False
         for bucket in buckets:
-            bucket.level -= cost.of(bucket.dimension)
+            bucket.level -= amounts[bucket.index]
         return True
 
     def short(self, cost: Cost, burst: float, now: float) -> set[str]:
@@ -126,16 +131,18 @@ class Buckets:
         return False
 
     def take(self, cost: Cost) -> None:
+        amounts = cost.amounts()
         for bucket in self._by_dimension.values():
-            bucket.level -= cost.of(bucket.dimension)
+            bucket.level -= amounts[bucket.index]
 
     # ---- what was really used ----------------------------------------------------------
 
     def settle(self, charged: Cost, used: Cost, burst: float, now: float) -> None:
         """Return what was charged but not used (up to a full bucket); charge usage beyond."""
+        charged_amounts, used_amounts = charged.amounts(), used.amounts()
         for bucket in self._by_dimension.values():
             bucket.refill(now, burst)
-            delta = charged.of(bucket.dimension) - used.of(bucket.dimension)
+            delta = charged_amounts[bucket.index] - used_amounts[bucket.index]
             if delta > 0:
                 bucket.level = min(bucket.level + delta, max(bucket.level, burst * bucket.limit))
             else:
@@ -174,7 +181,8 @@ class Buckets:
         """Never more room than the server says remains."""
         bucket = self._by_dimension[dimension]
         bucket.refill(now, burst)
-        bucket.level = min(bucket.level, remaining)
+        if remaining < bucket.level:
+            bucket.level = remaining
 
     def share(self, cost: Cost) -> float:
         """The largest fraction of a bucket's limit that `cost` takes."""

@@ -33,9 +33,9 @@ class RequestTooLarge(ValueError):
         )
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # several are built per request: a frozen one costs far more to build
 class Cost:
-    """What one attempt takes from the buckets."""
+    """What one attempt takes from the buckets; never changed once made."""
 
     requests: float = 0.0
     input_tokens: float = 0.0
@@ -49,6 +49,15 @@ class Cost:
         if dimension == "input_tokens":
             return self.input_tokens
         return self.output_tokens
+
+    def amounts(self) -> tuple[float, float, float, float]:
+        """What it takes of each of DIMENSIONS, in that order: `of` for every bucket at once."""
+        return (
+            self.requests,
+            self.input_tokens,
+            self.output_tokens,
+            self.input_tokens + self.output_tokens,
+        )
 
     def plus(self, other: Cost) -> Cost:
         return Cost(
@@ -119,7 +128,7 @@ class Reservation:
     settled: bool = False
     # All the class had admitted up to this one: what came after it, the server's answer
     # to it may not have counted yet.
-    admitted: Cost = NOTHING
+    admitted: Cost = field(default_factory=Cost)
 
 
 @dataclass(slots=True)  # one per attempt, read once: frozen would only make it slower to build

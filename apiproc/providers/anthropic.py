@@ -332,8 +332,11 @@ def server_limits(headers: Mapping[str, str]) -> dict[str, ServerLimit]:
     """The `anthropic-ratelimit-*-limit/-remaining` headers, by limiter dimension."""
     found: dict[str, ServerLimit] = {}
     for dimension, limit_header, remaining_header in RATE_LIMIT_HEADERS:
-        limit = number(headers.get(limit_header))
-        remaining = number(headers.get(remaining_header))
+        limit_text = headers.get(limit_header)
+        remaining_text = headers.get(remaining_header)
+        if limit_text is None and remaining_text is None:
+            continue  # most answers lack some dimensions: no parsing for them
+        limit, remaining = number(limit_text), number(remaining_text)
         if limit is not None or remaining is not None:
             found[dimension] = ServerLimit(limit, remaining)
     return found

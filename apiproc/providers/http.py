@@ -42,7 +42,7 @@ def number(value: str | None) -> float | None:
 
 def count(value: Any) -> int:
     """A token count from a JSON field; 0 when it is missing or not an integer."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return value if type(value) is int else 0  # not a bool, which is an int too
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
