@@ -197,9 +197,10 @@ class Engine:
         self._hurry = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._dispatcher: asyncio.Task[None] | None = None
-        self._plain_timeout = aiohttp.ClientTimeout(
-            total=settings.timeout, sock_connect=CONNECT_TIMEOUT
-        )
+        # A plain attempt's --timeout is kept by one sweep (`_Deadlines`), not by a timer
+        # of aiohttp's per request; a streamed one sets its own (`_timeout`).
+        self._plain_timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
+        self._deadlines = _Deadlines(settings.timeout)
         # Prompt caching: jobs wait here while their shared prefix is being warmed.
         self.cache = PrefixGroups(
             self.clock,
@@ -484,10 +485,30 @@ class Engine:
         return Cost(requests=1, input_tokens=counted_input, output_tokens=usage.output_tokens)
 
     async def _send(self, job: Job, reservation: Reservation) -> Outcome:
-        """One attempt on the wire. A streamed answer is read as it arrives: its usage is
+        """One attempt on the wire, within --timeout (a plain one) or the stream's limits."""
+        request = self.provider.request(job.params)
+        if request.stream:
+            return await self._exchange(job, reservation, request)
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadlines.start(task)
+        try:
+            outcome = await self._exchange(job, reservation, request)
+        except asyncio.CancelledError:
+            if not self._deadlines.end(task):
+                raise  # a stop, not the deadline
+            message = f"no complete answer within {self.settings.timeout:g} s"
+            return Outcome(Verdict.RETRY, error={"type": "timeout_error", "message": message})
+        except BaseException:
+            self._deadlines.end(task)
+            raise
+        self._deadlines.end(task)  # cut as the answer came: the answer stands
+        return outcome
+
+    async def _exchange(self, job: Job, reservation: Reservation, request: HttpRequest) -> Outcome:
+        """The request and its answer. A streamed answer is read as it arrives: its usage is
         charged as reported, and a silence longer than the idle timeout cuts it short."""
         assert self._session is not None
-        request = self.provider.request(job.params)
         try:
             async with self._session.post(
                 request.url,
@@ -737,6 +758,55 @@ class _Slots(Generic[Work]):
                 waiter.set_result(True)
                 return work
         return None
+
+
+class _Deadlines:
+    """Plain attempts in flight, each to be cut `seconds` after it started. A timer per
+    attempt costs the event loop more than the rest of the attempt's bookkeeping, so one
+    sweep, while any are in flight, cuts those overdue a little after their time: within
+    a quarter of `seconds`, and at most a second."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._every = min(1.0, seconds / 4)
+        # Task -> deadline; one duration for all, so the earliest deadlines come first.
+        self._running: dict[asyncio.Task[Any], float] = {}
+        self._cut: set[asyncio.Task[Any]] = set()
+        self._sweep: asyncio.TimerHandle | None = None
+
+    def start(self, task: asyncio.Task[Any]) -> None:
+        loop = task.get_loop()
+        self._running[task] = loop.time() + self.seconds
+        if self._sweep is None:
+            self._sweep = loop.call_later(self._every, self._cut_overdue, loop)
+
+    def end(self, task: asyncio.Task[Any]) -> bool:
+        """The attempt of `task` is over; True when the sweep cut it (its cancellation,
+        if it had not been delivered yet, is withdrawn)."""
+        if self._running.pop(task, None) is not None:
+            return False  # in time
+        if task not in self._cut:
+            return False
+        self._cut.discard(task)
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+ counts cancellations
+        if uncancel is not None and task.cancelling():
+            uncancel()
+        return True
+
+    def _cut_overdue(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._sweep = None
+        now = loop.time()
+        overdue = []
+        for task, deadline in self._running.items():
+            if deadline > now:
+                break
+            overdue.append(task)
+        for task in overdue:
+            del self._running[task]
+            self._cut.add(task)
+            task.cancel()
+        if self._running:
+            self._sweep = loop.call_later(self._every, self._cut_overdue, loop)
 
 
 @dataclass(slots=True)

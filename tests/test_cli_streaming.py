@@ -237,3 +237,33 @@ def test_a_plain_attempt_is_still_bounded_by_the_timeout(
     assert done.returncode == 1
     error = read_jsonl(tmp_path / "out.jsonl")[0]["result"]["error"]["error"]
     assert error == {"type": "timeout_error", "message": "no complete answer within 0.5 s"}
+
+
+@pytest.mark.simulator(latency=3.0)
+def test_attempts_cut_at_their_deadline_one_after_another_leave_the_next_untouched(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    # One slot: each cut attempt's sender goes on to the next job, which must be sent
+    # and cut in its own time, not by the cancellation that ended the one before.
+    source = write_jsonl(tmp_path / "in.jsonl", [request_line(n) for n in range(1, 4)])
+    done = run_against(
+        simulator,
+        source,
+        tmp_path / "out.jsonl",
+        "--transport",
+        "plain",
+        "--timeout",
+        "0.5",
+        "--max-attempts",
+        "2",
+        "--max-concurrency",
+        "1",
+        key=KEY,
+    )
+    assert done.returncode == 1, done.stderr
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert sorted(r["custom_id"] for r in records) == ["line-1", "line-2", "line-3"]
+    for record in records:
+        assert record["attempts"] == 2
+        assert record["result"]["error"]["error"]["message"] == "no complete answer within 0.5 s"
+    assert simulator.stats.requests == 6
