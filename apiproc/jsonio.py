@@ -10,7 +10,6 @@ codec was present.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 try:
@@ -45,15 +44,17 @@ def dumps_line(value: Any) -> bytes:
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 # Where orjson's text may differ from the standard library's: floats it writes otherwise
 # (1e-05 against 0.00001, 1e+16 against 1e16). Any such text is encoded again by json.
-# It finds a digit before an exponent or before 15 more digits, or ".0000"; written so
-# that every match starts at one of a few bytes, which the engine skips to quickly.
-_OTHERWISE_WRITTEN = re.compile(
-    rb"""[.0-9]
-    (?: (?<=[0-9]) (?=[eE]|[0-9]{15})   # 1e5, 1E5, 1234567890123456
-      | (?<=\.) 0000                    # .0000
-    )""",
-    re.VERBOSE,
-)
+# That is a digit before an exponent or before 15 more digits, or ".0000"; found with
+# bytes scans on a copy whose digits are all 0, some times faster than a regular expression.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_SIXTEEN_DIGITS = b"0" * 16
+
+
+def _maybe_written_otherwise(data: bytes) -> bool:
+    if b".0000" in data:
+        return True
+    zeroed = data.translate(_DIGITS_AS_ZERO)
+    return b"0e" in zeroed or b"0E" in zeroed or _SIXTEEN_DIGITS in zeroed
 
 
 def dumps_canonical(value: Any) -> bytes:
@@ -66,7 +67,7 @@ def dumps_canonical(value: Any) -> bytes:
         except orjson.JSONEncodeError:  # huge integers, lone surrogates: json decides
             pass
         else:
-            if not _OTHERWISE_WRITTEN.search(data):
+            if not _maybe_written_otherwise(data):
                 return data
     return _CANONICAL.encode(value).encode()
 
