@@ -410,22 +410,24 @@ class Engine:
 
     async def _sender(self, job: Job, reservation: Reservation) -> None:
         """Send `job`, then, on the same slot, each admitted job that waits for one: a task
-        per run of attempts rather than one per attempt, which the event loop pays for."""
+        per run of attempts rather than one per attempt, which the event loop pays for.
+        Each attempt is guarded: whatever raises, its job ends recorded or retried (or,
+        after a stop, left for a rerun). The attempt is not a coroutine of its own: every
+        wake-up of the task passes through each coroutine it awaits."""
         work: tuple[Job, Reservation] | None = (job, reservation)
         while work is not None:
-            await self._attempt(*work)
+            job, reservation = work
+            job.attempts += 1
+            self.stats.attempts += 1
+            try:
+                outcome = await self._send(job, reservation)
+            except Exception as error:  # a bug of ours: keep its traceback, never lose it
+                log.exception("internal error while sending %s", job.custom_id)
+                outcome = Outcome(Verdict.PERMANENT, error=_internal_error(error))
+            self._answered(job, reservation, outcome)
             work = None if self._stopping else self._slots.pass_on()
 
-    async def _attempt(self, job: Job, reservation: Reservation) -> None:
-        """One attempt, guarded: whatever raises in here, the job ends recorded or retried
-        (or, after a stop, left for a rerun)."""
-        job.attempts += 1
-        self.stats.attempts += 1
-        try:
-            outcome = await self._send(job, reservation)
-        except Exception as error:  # a bug of ours: keep its traceback, never lose the job
-            log.exception("internal error while sending %s", job.custom_id)
-            outcome = Outcome(Verdict.PERMANENT, error=_internal_error(error))
+    def _answered(self, job: Job, reservation: Reservation, outcome: Outcome) -> None:
         try:
             self.cache.answered(job, outcome)
             self.limiter.finish(reservation, self._report(job, outcome))
@@ -485,30 +487,16 @@ class Engine:
         return Cost(requests=1, input_tokens=counted_input, output_tokens=usage.output_tokens)
 
     async def _send(self, job: Job, reservation: Reservation) -> Outcome:
-        """One attempt on the wire, within --timeout (a plain one) or the stream's limits."""
-        request = self.provider.request(job.params)
-        if request.stream:
-            return await self._exchange(job, reservation, request)
-        task = asyncio.current_task()
-        assert task is not None
-        self._deadlines.start(task)
-        try:
-            outcome = await self._exchange(job, reservation, request)
-        except asyncio.CancelledError:
-            if not self._deadlines.end(task):
-                raise  # a stop, not the deadline
-            message = f"no complete answer within {self.settings.timeout:g} s"
-            return Outcome(Verdict.RETRY, error={"type": "timeout_error", "message": message})
-        except BaseException:
-            self._deadlines.end(task)
-            raise
-        self._deadlines.end(task)  # cut as the answer came: the answer stands
-        return outcome
-
-    async def _exchange(self, job: Job, reservation: Reservation, request: HttpRequest) -> Outcome:
-        """The request and its answer. A streamed answer is read as it arrives: its usage is
-        charged as reported, and a silence longer than the idle timeout cuts it short."""
+        """One attempt on the wire, within --timeout (a plain one) or the stream's limits.
+        A streamed answer is read as it arrives: its usage is charged as reported, and a
+        silence longer than the idle timeout cuts it short."""
         assert self._session is not None
+        request = self.provider.request(job.params)
+        task = None
+        if not request.stream:
+            task = asyncio.current_task()
+            assert task is not None
+            self._deadlines.start(task)
         try:
             async with self._session.post(
                 request.url,
@@ -525,6 +513,11 @@ class Engine:
                     if usage is not None:
                         self.limiter.progress(reservation, self._counted(job, usage))
                 return decoder.finish()
+        except asyncio.CancelledError:
+            if task is None or not self._deadlines.end(task):
+                raise  # a stop, not the deadline
+            message = f"no complete answer within {self.settings.timeout:g} s"
+            return Outcome(Verdict.RETRY, error={"type": "timeout_error", "message": message})
         except aiohttp.SocketTimeoutError:
             message = f"no byte for {self.settings.idle_timeout:g} s: the answer stalled"
             return Outcome(Verdict.RETRY, error={"type": "timeout_error", "message": message})
@@ -538,6 +531,9 @@ class Engine:
         except aiohttp.ClientError as error:
             message = f"{type(error).__name__}: {error}".rstrip(": ")
             return Outcome(Verdict.RETRY, error={"type": "connection_error", "message": message})
+        finally:
+            if task is not None:  # over in time, or cut as the answer came: it stands
+                self._deadlines.end(task)
 
     def _timeout(self, request: HttpRequest) -> aiohttp.ClientTimeout:
         """`--timeout` bounds a plain attempt. In a streamed one, no byte for `idle_timeout`

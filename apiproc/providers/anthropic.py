@@ -67,6 +67,7 @@ SECONDS_PER_OUTPUT_TOKEN = 3_600 / 128_000
 # The SDK's MODEL_NONSTREAMING_TOKENS, by model family; it lists Opus 4.1 only under its
 # cloud ids, but the model is the same, so it is capped here too.
 NONSTREAMING_MAX_TOKENS = {"claude-opus-4": 8_192, "claude-opus-4-1": 8_192}
+SMALLEST_NONSTREAMING_CAP = min(NONSTREAMING_MAX_TOKENS.values())
 # The status an `error` event's type stands for, to judge it as that answer would be.
 STATUS_OF_ERROR = {
     "invalid_request_error": 400,
@@ -148,17 +149,19 @@ class AnthropicProvider:
             return self.transport == "stream"
         if params.get("stream") is True:
             return True
-        if _longest_generation(params) > self.timeout:
+        max_tokens = _max_tokens(params)
+        if max_tokens * SECONDS_PER_OUTPUT_TOKEN > self.timeout:
             return True
+        if max_tokens <= SMALLEST_NONSTREAMING_CAP:
+            return False  # within every model's cap, without looking the model up
         cap = NONSTREAMING_MAX_TOKENS.get(model_family(str(params.get("model", ""))))
-        return cap is not None and _max_tokens(params) > cap
+        return cap is not None and max_tokens > cap
 
     def body(self, params: dict[str, Any]) -> bytes:
         return dumps(params)
 
     def decoder(self, status: int, headers: Mapping[str, str]) -> AnthropicStreamDecoder | None:
-        content_type = headers.get("content-type", "")
-        if status != 200 or not content_type.startswith("text/event-stream"):
+        if status != 200 or not headers.get("content-type", "").startswith("text/event-stream"):
             return None
         return AnthropicStreamDecoder(headers)
 
