@@ -48,6 +48,12 @@ class Bucket:
         if self.level < capacity:
             self.level = min(capacity, self.level + elapsed * self.limit / 60.0)
 
+    def clamp(self, remaining: float, burst: float, now: float) -> None:
+        """Never more room than the server says remains."""
+        self.refill(now, burst)
+        if remaining < self.level:
+            self.level = remaining
+
     def shortfall(self, needed: float, burst: float, now: float) -> float:
         """What the bucket lacks now to give `needed`; 0 when it has room. A need larger
         than the current burst but within the limit is admitted alone on a full bucket."""
@@ -61,15 +67,13 @@ class Buckets:
 
     def __init__(self) -> None:
         self._by_dimension: dict[str, Bucket] = {}
+        self.get = self._by_dimension.get  # asked per answer: the dict's own, no frame
 
     def __iter__(self) -> Iterator[Bucket]:
         return iter(self._by_dimension.values())
 
     def __contains__(self, dimension: str) -> bool:
         return dimension in self._by_dimension
-
-    def get(self, dimension: str) -> Bucket | None:
-        return self._by_dimension.get(dimension)
 
     def add(self, bucket: Bucket) -> None:
         self._by_dimension[bucket.dimension] = bucket
@@ -176,13 +180,6 @@ class Buckets:
         if limit < bucket.limit and bucket.level > 0:
             bucket.level *= limit / bucket.limit
         bucket.limit = limit
-
-    def clamp(self, dimension: str, remaining: float, burst: float, now: float) -> None:
-        """Never more room than the server says remains."""
-        bucket = self._by_dimension[dimension]
-        bucket.refill(now, burst)
-        if remaining < bucket.level:
-            bucket.level = remaining
 
     def share(self, cost: Cost) -> float:
         """The largest fraction of a bucket's limit that `cost` takes."""

@@ -210,8 +210,8 @@ class RateLimiter:
         # A combined tokens figure beside separate input and output limits is their sum,
         # not a limit of its own; alone, it is the one token budget.
         separate = "input_tokens" in server or "output_tokens" in server
+        self._server.update(server)
         for dimension, figures in server.items():
-            self._server[dimension] = figures
             bucket = self.buckets.get(dimension)
             if bucket is None:
                 if figures.limit and (dimension != "tokens" or not separate):
@@ -225,7 +225,7 @@ class RateLimiter:
                 self._follow(bucket, figures.limit, now)
             # settle() has just refilled the bucket: its level is the one to compare.
             if figures.remaining is not None and figures.remaining < bucket.level:
-                self.buckets.clamp(dimension, figures.remaining, burst, now)
+                bucket.clamp(figures.remaining, burst, now)
 
     def _follow(self, bucket: Bucket, server_limit: float, now: float) -> None:
         """The limit in force: the server's, or the configured one when that is lower."""

@@ -334,11 +334,17 @@ def parse_usage(usage: Any) -> Usage:
 def server_limits(headers: Mapping[str, str]) -> dict[str, ServerLimit]:
     """The `anthropic-ratelimit-*-limit/-remaining` headers, by limiter dimension."""
     found: dict[str, ServerLimit] = {}
+    get = headers.get
     for dimension, limit_header, remaining_header in RATE_LIMIT_HEADERS:
-        limit_text = headers.get(limit_header)
-        remaining_text = headers.get(remaining_header)
+        limit_text = get(limit_header)
+        remaining_text = get(remaining_header)
         if limit_text is None and remaining_text is None:
             continue  # most answers lack some dimensions: no parsing for them
+        try:  # both figures, as they usually are
+            found[dimension] = ServerLimit(float(limit_text), float(remaining_text))  # type: ignore[arg-type]
+            continue
+        except (TypeError, ValueError):
+            pass
         limit, remaining = number(limit_text), number(remaining_text)
         if limit is not None or remaining is not None:
             found[dimension] = ServerLimit(limit, remaining)
