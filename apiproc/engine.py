@@ -315,37 +315,47 @@ class Engine:
         limit_class = self.provider.model(str(job.params.get("model", ""))).limit_class
         queue = self._classes.get(limit_class)
         if queue is None:
-            queue = self._classes[limit_class] = _ClassQueue()
-            queue.admitter = asyncio.create_task(self._admit_class(limit_class, queue))
+            queue = self._classes[limit_class] = _ClassQueue(
+                limit_class, self.limiter.of(limit_class)
+            )
         (queue.ready if ready else queue.fresh).append(job)
         self._waiting.add(job)
+        if queue.admitter is None and self._slots.has_free:  # else the senders pull it
+            self._start_admitter(queue)
 
-    async def _admit_class(self, limit_class: str, queue: _ClassQueue) -> None:
-        """Admit the class's jobs in order; end when its queue is empty."""
-        limiter = self.limiter.of(limit_class)
+    def _start_admitter(self, queue: _ClassQueue) -> None:
+        queue.admitter = asyncio.create_task(self._admit_class(queue))
+
+    async def _admit_class(self, queue: _ClassQueue) -> None:
+        """Admit the class's jobs in order while a slot is free or they must wait for
+        the limiter; end when the queue is empty, or when every slot is busy: then the
+        senders take its jobs on as they finish (`_pull`), and start it again for a job
+        that must wait."""
+        limiter = queue.limiter
+        at_once = False
         try:
             while (queue.ready or queue.fresh) and not self._stopping:
+                if at_once and not self._slots.has_free and not limiter.waiting:
+                    return  # the senders pull the next, as they did this one
                 job = (queue.ready or queue.fresh).popleft()
                 if self._waiting.remove(job):
                     self._changed.set()  # room to read further ahead again
                 try:
-                    await self._admit(job, limiter)
+                    at_once = await self._admit(job, limiter)
                 except Exception as error:  # a bug of ours: keep its traceback, never lose it
                     log.exception("internal error while admitting %s", job.custom_id)
                     self._record_job(job, error=_internal_error(error))
         finally:
-            if self._classes.get(limit_class) is queue:
-                del self._classes[limit_class]
+            queue.admitter = None
+            if not (queue.ready or queue.fresh) and self._classes.get(queue.name) is queue:
+                del self._classes[queue.name]
             self._changed.set()
 
-    async def _admit(self, job: Job, limiter: RateLimiter) -> None:
-        if limiter.tokens_within_reach:
-            self.estimator.count_exactly()
-        cost = self._cost(job)
-        try:
-            reservation = limiter.admit_now(cost)
-        except RequestTooLarge:
-            reservation = None  # _reserve tells, counting a byte-bound prompt first
+    async def _admit(self, job: Job, limiter: RateLimiter) -> bool:
+        """Admit `job` and send it when a slot is free; True when the limiter admitted
+        it without waiting."""
+        cost, reservation = self._admit_now(job, limiter)
+        at_once = reservation is not None
         try:
             if reservation is None:
                 reservation = await self._reserve(job, cost, limiter)
@@ -354,13 +364,56 @@ class Engine:
             self._record_job(
                 job, error={"type": "invalid_request_error", "message": f"request {error}"}
             )
-            return
+            return False
         # The slot after the limiter: a class waiting for room must not hold a slot that
         # another class could use.
         if self._slots.take() or not await self._slots.wait((job, reservation)):
             task = asyncio.create_task(self._sender(job, reservation))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
+        return at_once
+
+    def _admit_now(self, job: Job, limiter: RateLimiter) -> tuple[Cost, Reservation | None]:
+        """`job`'s cost, and its reservation if the limiter admits it without waiting."""
+        if limiter.tokens_within_reach:
+            self.estimator.count_exactly()
+        cost = self._cost(job)
+        try:
+            return cost, limiter.admit_now(cost)
+        except RequestTooLarge:
+            return cost, None  # _reserve tells, counting a byte-bound prompt first
+
+    def _pull(self) -> tuple[Job, Reservation] | None:
+        """For a sender done with its attempt: the next job of a class that the limiter
+        admits at once, classes taking turns. So while every slot is busy, jobs go out as
+        slots come free, with no task to start and no admitter to wake. A job that would
+        have to wait goes back to the head of its queue, for its admitter."""
+        classes = self._classes
+        for limit_class, queue in classes.items():
+            jobs = queue.ready or queue.fresh
+            if not jobs:
+                continue
+            reservation = None
+            if not queue.limiter.waiting:
+                job = jobs.popleft()
+                try:
+                    reservation = self._admit_now(job, queue.limiter)[1]
+                except Exception:
+                    reservation = None  # its admitter records the error
+                if reservation is None:
+                    jobs.appendleft(job)
+            if reservation is None:
+                if queue.admitter is None:
+                    self._start_admitter(queue)
+                continue
+            if self._waiting.remove(job):
+                self._changed.set()  # room to read further ahead again
+            if not (queue.ready or queue.fresh) and queue.admitter is None:
+                del classes[limit_class]  # as its admitter would have on leaving
+            elif len(classes) > 1:
+                classes[limit_class] = classes.pop(limit_class)  # its turn is over
+            return job, reservation
+        return None
 
     async def _reserve(self, job: Job, cost: Cost, limiter: RateLimiter) -> Reservation:
         try:
@@ -386,6 +439,9 @@ class Engine:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slots.give()
+        for queue in self._classes.values():  # a class left to the senders, who are gone
+            if queue.admitter is None and (queue.ready or queue.fresh) and not self._stopping:
+                self._start_admitter(queue)
         if not self._tasks:  # the dispatcher waits for the last one to see the run end
             self._changed.set()
         if not task.cancelled() and task.exception() is not None:
@@ -425,7 +481,7 @@ class Engine:
                 log.exception("internal error while sending %s", job.custom_id)
                 outcome = Outcome(Verdict.PERMANENT, error=_internal_error(error))
             self._answered(job, reservation, outcome)
-            work = None if self._stopping else self._slots.pass_on()
+            work = None if self._stopping else self._slots.pass_on() or self._pull()
 
     def _answered(self, job: Job, reservation: Reservation, outcome: Outcome) -> None:
         try:
@@ -701,6 +757,8 @@ class Engine:
 class _ClassQueue:
     """The jobs of one rate-limit class waiting for admission, and their admitter."""
 
+    name: str
+    limiter: RateLimiter
     ready: deque[Job] = field(default_factory=deque)  # retries and jobs let go by the cache
     fresh: deque[Job] = field(default_factory=deque)  # new input
     admitter: asyncio.Task[None] | None = None
@@ -714,6 +772,10 @@ class _Slots(Generic[Work]):
     def __init__(self, size: int) -> None:
         self.free = size
         self._waiters: deque[tuple[asyncio.Future[bool], Work]] = deque()
+
+    @property
+    def has_free(self) -> bool:
+        return self.free > 0 and not self._waiters
 
     def take(self) -> bool:
         """Take a slot now if one is free and nobody waits for it."""

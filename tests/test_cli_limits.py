@@ -43,6 +43,24 @@ def test_a_class_with_an_empty_bucket_does_not_hold_up_another_class(
     assert sonnet_times[12] - sonnet_times[11] >= 4.0  # the file's Sonnet limit held it
 
 
+def test_classes_take_turns_for_the_slots_whatever_the_files_order(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    # One slot, and every Sonnet line before the Haiku ones: once both classes have jobs
+    # waiting, the slot goes to each in turn, not to the first class until it is done.
+    sonnet = [request_line(n, model="claude-sonnet-4-6") for n in range(8)]
+    haiku = [request_line(n, model="claude-haiku-4-5") for n in range(8, 16)]
+    source = write_jsonl(tmp_path / "in.jsonl", sonnet + haiku)
+    done = run_against(simulator, source, tmp_path / "out.jsonl", "--max-concurrency", "1", key=KEY)
+    assert done.returncode == 0, done.stderr
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 16
+    models = [seen.body["model"] for seen in messages_seen(simulator)]
+    assert models[0] == "claude-sonnet-4-6"
+    haiku_at = [n for n, model in enumerate(models) if "haiku" in model]
+    assert haiku_at[0] <= 2  # Haiku's turn came right after Sonnet's first ones
+    assert models[-1] == "claude-haiku-4-5"  # the turns went on to Sonnet's last line
+
+
 def test_a_limits_file_limit_above_the_apis_is_reported_with_both_values(
     simulator: Simulator, tmp_path: Path
 ) -> None:

@@ -111,7 +111,7 @@ class RateLimiter:
         """Reserve `cost` at once if nobody is ahead and every bucket has room (what the
         queue would give), else None; without a coroutine, for the usual case."""
         now = self.clock.now()
-        if self._queued or self.discovery.active or now < self._paused_until:
+        if self.waiting or now < self._paused_until:
             return None
         if not self.buckets.take_if_room(cost, self.ramp.burst, now):
             return None
@@ -144,6 +144,12 @@ class RateLimiter:
         self._poke()
 
     # ---- views -------------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> bool:
+        """Requests wait their turn in acquire() (or discovery admits one at a time), so
+        none is admitted ahead of them."""
+        return self._queued > 0 or self.discovery.active
 
     def limit(self, dimension: str) -> float | None:
         return self.buckets.limit(dimension)
