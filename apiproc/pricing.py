@@ -7,15 +7,15 @@
 
 Prices themselves are model facts and live with each provider (`ModelFacts.price`); a
 model without a known price is reported as "cost unknown" rather than guessed. A tiered
-price depends on each request's prompt length, so answers are priced one by one as they
-arrive: a sum of usages cannot be priced afterwards. The Message Batches APIs charge half
-of every token category (`batch=True`).
+price depends on each request's prompt length, so each answer's usage is added to the sum
+of its tier, which is priced as its answers would be one by one. The Message Batches APIs
+charge half of every token category (`batch=True`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from apiproc.providers.base import BATCH_DISCOUNT, Price, Usage
 
@@ -26,18 +26,49 @@ __all__ = ["BATCH_DISCOUNT", "Bill", "Price", "PriceOf", "cache_savings", "total
 
 @dataclass(slots=True)
 class Bill:
-    """The cost of one model's answers, and what they would have cost without caching."""
+    """The usage of one model's answers, summed by price tier, and so their cost and what
+    they would have cost without caching.
+
+    Within a tier the price is linear in each kind of token, so a tier's sum is priced
+    exactly as its answers one by one would be (and without their rounding errors); each
+    answer's own prompt length picks its tier as it is added."""
 
     price: Price | None
-    dollars: float = 0.0
-    uncached_dollars: float = 0.0
+    # (long-prompt tier, at the batch discount) -> the usage of those answers, summed
+    _sums: dict[tuple[bool, bool], Usage] = field(default_factory=dict)
 
     def add(self, usage: Usage, batch: bool = False) -> None:
-        """Price one answer's usage (nothing is added when the price is unknown)."""
-        if self.price is None:
+        """Add one answer's usage (nothing is added when the price is unknown)."""
+        price = self.price
+        if price is None:
             return
-        self.dollars += self.price.cost(usage, batch)
-        self.uncached_dollars += self.price.uncached_cost(usage, batch)
+        tier = (price.long(usage), batch)
+        summed = self._sums.get(tier)
+        if summed is None:
+            summed = self._sums[tier] = Usage()
+        summed.add(usage)
+
+    def merge(self, other: Bill) -> None:
+        """Add every answer of `other`, a bill of the same model."""
+        for tier, usage in other._sums.items():
+            self._sums.setdefault(tier, Usage()).add(usage)
+
+    @property
+    def dollars(self) -> float:
+        return sum(self._rates(long).tier_cost(u, batch) for (long, batch), u in self._tiers())
+
+    @property
+    def uncached_dollars(self) -> float:
+        return sum(
+            self._rates(long).tier_uncached_cost(u, batch) for (long, batch), u in self._tiers()
+        )
+
+    def _tiers(self) -> list[tuple[tuple[bool, bool], Usage]]:
+        return list(self._sums.items()) if self.price is not None else []
+
+    def _rates(self, long: bool) -> Price:
+        assert self.price is not None
+        return self.price.long_prompt if long and self.price.long_prompt else self.price
 
 
 def total_cost(bills: Mapping[str, Bill]) -> tuple[float, list[str]]:

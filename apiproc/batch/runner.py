@@ -600,9 +600,7 @@ def _merge_online(stats: BatchStats, online: Any) -> None:
     merged.retries += online.retries
     merged.usage.add(online.usage)
     for model, bill in online.bills.items():
-        kept = merged.bills.setdefault(model, type(bill)(bill.price))
-        kept.dollars += bill.dollars
-        kept.uncached_dollars += bill.uncached_dollars
+        merged.bills.setdefault(model, type(bill)(bill.price)).merge(bill)
 
 
 def _ambiguity(intent: Intent, candidates: list[BatchInfo], journal_path: str) -> str:

@@ -83,42 +83,33 @@ class Price:
 
     def cost(self, usage: Usage, batch: bool = False) -> float:
         """Dollars for one request's usage."""
-        write_1h = usage.cache_write_1h_tokens
-        return self._dollars(
-            usage.total_input,
-            usage.input_tokens,
-            usage.cache_creation_input_tokens - write_1h,
-            write_1h,
-            usage.cache_read_input_tokens,
-            usage.output_tokens,
-            batch,
-        )
+        return self.for_prompt(usage.total_input).tier_cost(usage, batch)
 
     def uncached_cost(self, usage: Usage, batch: bool = False) -> float:
         """What the same request would cost with no prompt caching at all."""
-        total_input = usage.total_input
-        return self._dollars(total_input, total_input, 0, 0, 0, usage.output_tokens, batch)
+        return self.for_prompt(usage.total_input).tier_uncached_cost(usage, batch)
 
-    def _dollars(
-        self,
-        prompt: int,
-        uncached: int,
-        write_5m: int,
-        write_1h: int,
-        read: int,
-        output: int,
-        batch: bool,
-    ) -> float:
-        """Dollars for tokens of each kind, at the rates of a `prompt`-token prompt."""
-        rates = self.for_prompt(prompt)
+    def tier_cost(self, usage: Usage, batch: bool = False) -> float:
+        """Dollars for `usage` at these very rates, whatever its prompt's length: the usage
+        of one request, or the sum of requests that all fall in this tier."""
+        write_1h = usage.cache_write_1h_tokens
         dollars = (
-            uncached * rates.input
-            + write_5m * rates.cache_write_5m
-            + write_1h * rates.cache_write_1h
-            + read * rates.cache_read
-            + output * rates.output
+            usage.input_tokens * self.input
+            + (usage.cache_creation_input_tokens - write_1h) * self.cache_write_5m
+            + write_1h * self.cache_write_1h
+            + usage.cache_read_input_tokens * self.cache_read
+            + usage.output_tokens * self.output
         ) / 1_000_000
         return dollars * BATCH_DISCOUNT if batch else dollars
+
+    def tier_uncached_cost(self, usage: Usage, batch: bool = False) -> float:
+        """`tier_cost` with every prompt token at the uncached input rate."""
+        dollars = (usage.total_input * self.input + usage.output_tokens * self.output) / 1_000_000
+        return dollars * BATCH_DISCOUNT if batch else dollars
+
+    def long(self, usage: Usage) -> bool:
+        """Whether `usage`, one request's, is priced at the long-prompt tier."""
+        return self.long_prompt is not None and usage.total_input > self.long_prompt_over
 
 
 @dataclass(slots=True, frozen=True)
