@@ -475,18 +475,21 @@ class Engine:
             job, reservation = work
             job.attempts += 1
             self.stats.attempts += 1
+            limiter = self.limiter.of(reservation.limit_class)
             try:
-                outcome = await self._send(job, reservation)
+                outcome = await self._send(job, reservation, limiter)
             except Exception as error:  # a bug of ours: keep its traceback, never lose it
                 log.exception("internal error while sending %s", job.custom_id)
                 outcome = Outcome(Verdict.PERMANENT, error=_internal_error(error))
-            self._answered(job, reservation, outcome)
+            self._answered(job, reservation, outcome, limiter)
             work = None if self._stopping else self._slots.pass_on() or self._pull()
 
-    def _answered(self, job: Job, reservation: Reservation, outcome: Outcome) -> None:
+    def _answered(
+        self, job: Job, reservation: Reservation, outcome: Outcome, limiter: RateLimiter
+    ) -> None:
         try:
             self.cache.answered(job, outcome)
-            self.limiter.finish(reservation, self._report(job, outcome))
+            limiter.finish(reservation, self._report(job, outcome))
         except Exception:  # bookkeeping only: the answer itself must still be recorded
             log.exception("internal error while accounting for %s", job.custom_id)
         try:
@@ -542,7 +545,7 @@ class Engine:
             counted_input += usage.cache_read_input_tokens
         return Cost(requests=1, input_tokens=counted_input, output_tokens=usage.output_tokens)
 
-    async def _send(self, job: Job, reservation: Reservation) -> Outcome:
+    async def _send(self, job: Job, reservation: Reservation, limiter: RateLimiter) -> Outcome:
         """One attempt on the wire, within --timeout (a plain one) or the stream's limits.
         A streamed answer is read as it arrives: its usage is charged as reported, and a
         silence longer than the idle timeout cuts it short."""
@@ -563,11 +566,13 @@ class Engine:
                 decoder = self.provider.decoder(response.status, response.headers)
                 if decoder is None:
                     payload = await response.read()
-                    return self.provider.classify(response.status, response.headers, payload)
+                    return self.provider.classify(
+                        response.status, response.headers, payload, limiter.wants_figures()
+                    )
                 async for chunk in response.content.iter_any():
                     usage = decoder.feed(chunk)
                     if usage is not None:
-                        self.limiter.progress(reservation, self._counted(job, usage))
+                        limiter.progress(reservation, self._counted(job, usage))
                 return decoder.finish()
         except asyncio.CancelledError:
             if task is None or not self._deadlines.end(task):
@@ -605,12 +610,13 @@ class Engine:
 
     def _succeeded(self, job: Job, outcome: Outcome) -> None:
         usage = outcome.usage or Usage()
-        model = job.estimate.model if job.estimate else str(job.params.get("model"))
+        estimate = job.estimate
+        model = estimate.model if estimate else str(job.params.get("model"))
         self.stats.usage.add(usage)
         self.stats.charge(model, usage)
         self._record_job(job, outcome)
-        if job.estimate is not None:
-            self.estimator.learn(job.estimate, usage)
+        if estimate is not None:
+            self.estimator.learn(estimate, usage)
 
     def _retry_or_give_up(self, job: Job, outcome: Outcome) -> None:
         if self._stopping:
@@ -716,7 +722,19 @@ class Engine:
         self, job: Job, outcome: Outcome | None = None, error: dict[str, Any] | None = None
     ) -> None:
         job.final = True
-        self._record(_result(job, outcome, error))
+        self._record(
+            Result(
+                job.custom_id,
+                job.line_no,
+                message=outcome.message if outcome else None,
+                error=outcome.error if outcome and outcome.message is None else error,
+                metadata=job.metadata,
+                request=job.request,
+                request_id=outcome.request_id if outcome else None,
+                attempts=job.attempts,
+                fingerprint=job.fingerprint,
+            )
+        )
 
     def _record(self, result: Result) -> None:
         """Write a final result; one the output refuses is remembered and stops the run."""
@@ -725,7 +743,7 @@ class Engine:
         except Exception as error:
             self._unwritten(result, error)
             return
-        if result.succeeded:
+        if result.message is not None:  # succeeded
             self.stats.succeeded += 1
         else:
             kind = result.error_type
@@ -903,22 +921,6 @@ class _Waiting:
 def _by_class(by_key: dict[str, Limits], provider: Provider) -> dict[str, Limits]:
     """The limits file's entries by rate-limit class (an entry may name a model)."""
     return {provider.model(key).limit_class: limits for key, limits in by_key.items()}
-
-
-def _result(
-    job: Job, outcome: Outcome | None = None, error: dict[str, Any] | None = None
-) -> Result:
-    return Result(
-        custom_id=job.custom_id,
-        line_no=job.line_no,
-        message=outcome.message if outcome else None,
-        error=outcome.error if outcome and outcome.message is None else error,
-        metadata=job.metadata,
-        request=job.request,
-        request_id=outcome.request_id if outcome else None,
-        attempts=job.attempts,
-        fingerprint=job.fingerprint,
-    )
 
 
 def _internal_error(error: BaseException) -> dict[str, Any]:

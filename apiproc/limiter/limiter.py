@@ -38,6 +38,9 @@ log = logging.getLogger("apiproc")
 # fall (as a fraction of its burst) before the estimates' precision matters.
 INPUT_DIMENSIONS = ("input_tokens", "tokens")
 WITHIN_REACH = 0.75
+# Far from every limit, an answer's rate-limit figures are read at most this often: they
+# can then only tell of a changed limit or of another client drawing on the same budget.
+FIGURES_EVERY = 0.01  # seconds
 
 FLAGS = {
     "requests": "--max-requests-per-minute",
@@ -65,6 +68,7 @@ class RateLimiter:
         self._seq = 0
         self._paused_until = 0.0
         self._server: dict[str, ServerLimit] = {}
+        self._figures_at = float("-inf")  # clock time the server's figures were last taken
         self._warned: set[str] = set()
         # Dimensions a request waited for since the burst last widened: only their room
         # may hold the burst back (a bucket nobody waits for cannot be what paces us).
@@ -151,6 +155,17 @@ class RateLimiter:
         none is admitted ahead of them."""
         return self._queued > 0 or self.discovery.active
 
+    def wants_figures(self) -> bool:
+        """Whether the next answer's rate-limit figures are worth reading: always near a
+        limit (requests wait, the burst may widen, the limits are being discovered), and
+        otherwise once every FIGURES_EVERY seconds."""
+        return (
+            self._queued > 0
+            or self.ramp.binding
+            or self.discovery.active
+            or self.clock.now() - self._figures_at >= FIGURES_EVERY
+        )
+
     def limit(self, dimension: str) -> float | None:
         return self.buckets.limit(dimension)
 
@@ -216,6 +231,8 @@ class RateLimiter:
         # A combined tokens figure beside separate input and output limits is their sum,
         # not a limit of its own; alone, it is the one token budget.
         separate = "input_tokens" in server or "output_tokens" in server
+        if server:
+            self._figures_at = now
         self._server.update(server)
         for dimension, figures in server.items():
             bucket = self.buckets.get(dimension)

@@ -171,13 +171,17 @@ class AnthropicProvider:
     def transient_error(self, error_type: str) -> bool:
         return error_type in TRANSIENT_ERROR_TYPES
 
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
-        """Turn one HTTP answer into an Outcome."""
+    def classify(
+        self, status: int, headers: Mapping[str, str], body: bytes, figures: bool = True
+    ) -> Outcome:
+        """Turn one HTTP answer into an Outcome (a success's rate-limit figures only if
+        `figures`; an error's always)."""
         parsed = json_or_none(body)
-        server = server_limits(headers)
         request_id = headers.get("request-id")
         if status == 200:
+            server = server_limits(headers) if figures else {}
             return message_outcome(parsed, headers, request_id, server)
+        server = server_limits(headers)
         error = api_error(parsed) or not_json_error(status, headers)
         if isinstance(parsed, dict) and isinstance(parsed.get("request_id"), str):
             request_id = parsed["request_id"]
@@ -320,14 +324,21 @@ def messages_verdict(status: int, headers: Mapping[str, str], error: dict[str, A
 def parse_usage(usage: Any) -> Usage:
     if not isinstance(usage, dict):
         return Usage()
-    creation = usage.get("cache_creation")
-    write_1h = creation.get("ephemeral_1h_input_tokens") if isinstance(creation, dict) else 0
+    get = usage.get
+    # A token count is an int (not a bool, which is an int too); anything else counts 0.
+    # Inline rather than `count()`: five calls per answer.
+    creation = get("cache_creation")
+    write_1h = creation.get("ephemeral_1h_input_tokens") if type(creation) is dict else 0
+    input_tokens = get("input_tokens")
+    output_tokens = get("output_tokens")
+    written = get("cache_creation_input_tokens")
+    read = get("cache_read_input_tokens")
     return Usage(
-        input_tokens=count(usage.get("input_tokens")),
-        output_tokens=count(usage.get("output_tokens")),
-        cache_creation_input_tokens=count(usage.get("cache_creation_input_tokens")),
-        cache_read_input_tokens=count(usage.get("cache_read_input_tokens")),
-        cache_write_1h_tokens=count(write_1h),
+        input_tokens if type(input_tokens) is int else 0,
+        output_tokens if type(output_tokens) is int else 0,
+        written if type(written) is int else 0,
+        read if type(read) is int else 0,
+        write_1h if type(write_1h) is int else 0,
     )
 
 

@@ -202,8 +202,12 @@ class Provider(Protocol):
     def request(self, params: dict[str, Any]) -> HttpRequest:
         """The HTTP request that sends `params`."""
 
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
-        """Turn one HTTP answer into an Outcome."""
+    def classify(
+        self, status: int, headers: Mapping[str, str], body: bytes, figures: bool = True
+    ) -> Outcome:
+        """Turn one HTTP answer into an Outcome. Without `figures`, a success's rate-limit
+        headers are left unread (`Outcome.server` empty): the engine reads them only when
+        they can matter; an error's are always read."""
 
     def decoder(self, status: int, headers: Mapping[str, str]) -> StreamDecoder | None:
         """A decoder when this answer is a stream of events; None: read the body whole."""

@@ -101,7 +101,10 @@ class _BedrockEndpoint:
     def model(self, model: str) -> ModelFacts:
         return bedrock_facts(model)
 
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+    def classify(
+        self, status: int, headers: Mapping[str, str], body: bytes, figures: bool = True
+    ) -> Outcome:
+        """An answer as an Outcome; this API sends no rate-limit headers to read."""
         return classify_bedrock(status, headers, body)
 
 

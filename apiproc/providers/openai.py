@@ -111,9 +111,11 @@ class OpenAIProvider:
     def validate(self, params: dict[str, Any]) -> str | None:
         return validate_chat(params)
 
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+    def classify(
+        self, status: int, headers: Mapping[str, str], body: bytes, figures: bool = True
+    ) -> Outcome:
         parsed = json_or_none(body)
-        server = server_limits(headers)
+        server = server_limits(headers) if figures or status != 200 else {}
         request_id = headers.get("x-request-id")
         if status == 200:
             if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):

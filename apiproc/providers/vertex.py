@@ -168,7 +168,10 @@ class VertexProvider:
     def validate(self, params: dict[str, Any]) -> str | None:
         return validate_vertex(params)
 
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+    def classify(
+        self, status: int, headers: Mapping[str, str], body: bytes, figures: bool = True
+    ) -> Outcome:
+        """An answer as an Outcome; this API sends no rate-limit headers to read."""
         parsed = json_or_none(body)
         if status == 200:
             return message_outcome(parsed, headers, None)
