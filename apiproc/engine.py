@@ -84,6 +84,8 @@ OWN_TRANSIENT_ERRORS = frozenset({"connection_error", "timeout_error", "internal
 # the bytes of their lines.
 LOOKAHEAD_JOBS = 4_096
 LOOKAHEAD_BYTES = 64_000_000
+# A success that reported no usage: the request, and nothing known beyond it.
+NO_USAGE = Cost(requests=1)
 # Reading and estimating a long run of input at once would hold up everything else.
 YIELD_EVERY = 64
 Work = TypeVar("Work")
@@ -98,8 +100,7 @@ class RunStats:
     attempts: int = 0
     retries: int = 0
     rate_limited: int = 0
-    usage: Usage = field(default_factory=Usage)
-    bills: dict[str, Bill] = field(default_factory=dict)  # cost by model, priced per answer
+    bills: dict[str, Bill] = field(default_factory=dict)  # usage and cost, by model
     started: float = 0.0
     finished: float = 0.0
     fatal: str | None = None
@@ -126,6 +127,14 @@ class RunStats:
             price = self.price_of(model) if self.price_of is not None else None
             bill = self.bills[model] = Bill(price)
         bill.add(usage)
+
+    @property
+    def usage(self) -> Usage:
+        """The usage of every answer, summed over the bills."""
+        total = Usage()
+        for bill in self.bills.values():
+            total.add(bill.usage)
+        return total
 
     @property
     def done(self) -> int:
@@ -522,7 +531,7 @@ class Engine:
         """What the attempt tells the limiter: what the server counted, and its headers."""
         verdict = outcome.verdict
         if verdict is Verdict.SUCCESS:
-            used: Cost | None = self._counted(job, outcome.usage or Usage())
+            used: Cost | None = self._counted(job, outcome.usage) if outcome.usage else NO_USAGE
         elif verdict is Verdict.FATAL or outcome.rate_limited:
             used = NOTHING  # refused before any work was done
         elif verdict is Verdict.PERMANENT:
@@ -541,9 +550,12 @@ class Engine:
     def _counted(self, job: Job, usage: Usage) -> Cost:
         """The usage as the rate limits count it."""
         counted_input = usage.input_tokens + usage.cache_creation_input_tokens
-        if self.provider.model(job.params["model"]).cache_reads_count:
+        if (
+            usage.cache_read_input_tokens
+            and self.provider.model(job.params["model"]).cache_reads_count
+        ):
             counted_input += usage.cache_read_input_tokens
-        return Cost(requests=1, input_tokens=counted_input, output_tokens=usage.output_tokens)
+        return Cost(1, counted_input, usage.output_tokens)
 
     async def _send(self, job: Job, reservation: Reservation, limiter: RateLimiter) -> Outcome:
         """One attempt on the wire, within --timeout (a plain one) or the stream's limits.
@@ -612,7 +624,6 @@ class Engine:
         usage = outcome.usage or Usage()
         estimate = job.estimate
         model = estimate.model if estimate else str(job.params.get("model"))
-        self.stats.usage.add(usage)
         self.stats.charge(model, usage)
         self._record_job(job, outcome)
         if estimate is not None:

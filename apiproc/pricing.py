@@ -38,11 +38,9 @@ class Bill:
     _sums: dict[tuple[bool, bool], Usage] = field(default_factory=dict)
 
     def add(self, usage: Usage, batch: bool = False) -> None:
-        """Add one answer's usage (nothing is added when the price is unknown)."""
+        """Add one answer's usage (counted, not priced, when the price is unknown)."""
         price = self.price
-        if price is None:
-            return
-        tier = (price.long(usage), batch)
+        tier = (price is not None and price.long(usage), batch)
         summed = self._sums.get(tier)
         if summed is None:
             summed = self._sums[tier] = Usage()
@@ -52,6 +50,14 @@ class Bill:
         """Add every answer of `other`, a bill of the same model."""
         for tier, usage in other._sums.items():
             self._sums.setdefault(tier, Usage()).add(usage)
+
+    @property
+    def usage(self) -> Usage:
+        """Every answer's usage, summed."""
+        total = Usage()
+        for usage in self._sums.values():
+            total.add(usage)
+        return total
 
     @property
     def dollars(self) -> float:

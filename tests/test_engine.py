@@ -10,16 +10,17 @@ from conftest import request_line, write_jsonl
 
 from apiproc.engine import Engine, _Slots, feed_file
 from apiproc.providers import AnthropicProvider
+from apiproc.providers.base import HttpRequest
 from apiproc.results import ResultWriter
 from apiproc.settings import Settings
 from apiproc.simulator import Simulator
 
 
 class BrokenProvider(AnthropicProvider):
-    def body(self, params: dict) -> bytes:
+    def request(self, params: dict) -> HttpRequest:
         if "explode" in json.dumps(params):
             raise RuntimeError("cannot serialise")
-        return super().body(params)
+        return super().request(params)
 
 
 def test_an_internal_error_records_the_job_as_errored_and_the_run_goes_on(tmp_path: Path) -> None:

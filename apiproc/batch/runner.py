@@ -598,7 +598,6 @@ def _merge_online(stats: BatchStats, online: Any) -> None:
         merged.errored[kind] = merged.errored.get(kind, 0) + count
     merged.attempts += online.attempts
     merged.retries += online.retries
-    merged.usage.add(online.usage)
     for model, bill in online.bills.items():
         merged.bills.setdefault(model, type(bill)(bill.price)).merge(bill)
 

@@ -134,10 +134,10 @@ class AnthropicProvider:
         if not self.streams(params):
             if "stream" in params:
                 params = {key: value for key, value in params.items() if key != "stream"}
-            return HttpRequest(self.url, self.body(params))
+            return HttpRequest(self.url, dumps(params))
         return HttpRequest(
             self.url,
-            self.body({**params, "stream": True}),
+            dumps({**params, "stream": True}),
             headers={"accept": "text/event-stream"},
             stream=True,
             time_limit=max(self.timeout, _longest_generation(params)),
@@ -156,9 +156,6 @@ class AnthropicProvider:
             return False  # within every model's cap, without looking the model up
         cap = NONSTREAMING_MAX_TOKENS.get(model_family(str(params.get("model", ""))))
         return cap is not None and max_tokens > cap
-
-    def body(self, params: dict[str, Any]) -> bytes:
-        return dumps(params)
 
     def decoder(self, status: int, headers: Mapping[str, str]) -> AnthropicStreamDecoder | None:
         if status != 200 or not headers.get("content-type", "").startswith("text/event-stream"):

@@ -164,7 +164,7 @@ class HttpRequest:
 
     url: str
     body: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] | None = None  # most requests add none
     stream: bool = False  # the answer comes as a stream of events
     time_limit: float | None = None  # seconds the whole attempt may take; None: the run's
 
