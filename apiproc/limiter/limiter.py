@@ -74,6 +74,9 @@ class RateLimiter:
         # answer missed.
         self._admitted = (0.0, 0.0, 0.0)
         self._queued = 0  # acquire() calls waiting their turn on the lock
+        # Requests wait their turn in acquire() (or discovery admits one at a time), so
+        # none is admitted ahead of them: kept up to date, as it is read per request.
+        self.waiting = self.discovery.active
         self._wake: asyncio.Future[None] | None = None
         # An input token budget has been drawn down far enough for estimates to matter
         # (it stays so): until then a generous estimate costs nothing.
@@ -96,6 +99,7 @@ class RateLimiter:
         if self._lock is None:
             self._lock = asyncio.Lock()
         self._queued += 1
+        self.waiting = True
         try:
             async with self._lock:
                 await self.discovery.turn()
@@ -108,12 +112,13 @@ class RateLimiter:
                 return self.take(cost)
         finally:
             self._queued -= 1
+            self._update_waiting()
 
     def admit_now(self, cost: Cost) -> Reservation | None:
         """Reserve `cost` at once if nobody is ahead and every bucket has room (what the
         queue would give), else None; without a coroutine, for the usual case."""
         now = self.clock.now()
-        if self._queued or self.discovery.active or now < self._paused_until:  # `waiting`
+        if self.waiting or now < self._paused_until:
             return None
         if not self.buckets.take_if_room(cost, self.ramp.burst, now):
             return None
@@ -139,6 +144,7 @@ class RateLimiter:
         self._observe(report.server, now)
         if self.discovery.active:
             self._discovered(self.discovery.answered(bool(report.server), report.api_answer), now)
+            self._update_waiting()
         if report.rate_limited:
             self._rate_limited(reservation, report, now)
         elif report.succeeded and (self.ramp.binding or self.ramp.cautious):
@@ -148,11 +154,8 @@ class RateLimiter:
 
     # ---- views -------------------------------------------------------------------------
 
-    @property
-    def waiting(self) -> bool:
-        """Requests wait their turn in acquire() (or discovery admits one at a time), so
-        none is admitted ahead of them."""
-        return self._queued > 0 or self.discovery.active
+    def _update_waiting(self) -> None:
+        self.waiting = self._queued > 0 or self.discovery.active
 
     def limit(self, dimension: str) -> float | None:
         return self.buckets.limit(dimension)
