@@ -153,7 +153,19 @@ class Buckets:
 
     def settle(self, charged: Cost, used: Cost, burst: float, now: float) -> None:
         """Return what was charged but not used (up to a full bucket); charge usage beyond."""
-        charged_amounts, used_amounts = charged.amounts(), used.amounts()
+        # Cost.amounts() of both, inlined: this runs for every answer.
+        charged_amounts = (
+            charged.requests,
+            charged.input_tokens,
+            charged.output_tokens,
+            charged.input_tokens + charged.output_tokens,
+        )
+        used_amounts = (
+            used.requests,
+            used.input_tokens,
+            used.output_tokens,
+            used.input_tokens + used.output_tokens,
+        )
         for bucket in self._by_dimension.values():
             # refill() inlined, as in take_if_room(): this runs for every answer.
             capacity = burst * bucket.limit
