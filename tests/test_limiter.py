@@ -374,3 +374,30 @@ def test_taking_at_once_agrees_with_the_wait_time_and_with_take(
     for bucket in [*fast, *slow]:  # the same state, whichever buckets were refilled
         bucket.refill(elapsed, burst)
     assert [b.level for b in fast] == pytest.approx([b.level for b in slow])
+
+
+@given(
+    levels=st.lists(st.floats(min_value=-500, max_value=2_000), min_size=4, max_size=4),
+    charged=st.lists(st.integers(min_value=0, max_value=2_500), min_size=3, max_size=3),
+    used=st.lists(st.integers(min_value=0, max_value=2_500), min_size=3, max_size=3),
+    burst=st.floats(min_value=0.05, max_value=1.0),
+    elapsed=st.floats(min_value=-1.0, max_value=5.0),
+)
+@settings(max_examples=300, deadline=None)
+def test_settling_is_a_refill_then_the_refund_up_to_a_full_bucket(
+    levels: list[float], charged: list[int], used: list[int], burst: float, elapsed: float
+) -> None:
+    settled = Buckets()
+    for dimension, level in zip(DIMENSIONS, levels, strict=True):
+        settled.add(Bucket(dimension, 2_000.0, level, 0.0))
+    settled.settle(Cost(*charged), Cost(*used), burst, elapsed)
+    charged_amounts, used_amounts = Cost(*charged).amounts(), Cost(*used).amounts()
+    for bucket, level in zip(settled, levels, strict=True):
+        alone = Bucket(bucket.dimension, 2_000.0, level, 0.0)
+        alone.refill(elapsed, burst)
+        delta = charged_amounts[alone.index] - used_amounts[alone.index]
+        if delta > 0:
+            expected = min(alone.level + delta, max(alone.level, burst * alone.limit))
+        else:
+            expected = alone.level + delta
+        assert (bucket.level, bucket.stamp) == (expected, alone.stamp)  # exactly

@@ -109,9 +109,19 @@ class Buckets:
             needed = amounts[bucket.index]
             if needed <= 0:
                 continue
-            if needed > bucket.limit:
-                raise RequestTooLarge(bucket.dimension, needed, bucket.limit)
-            if bucket.shortfall(needed, burst, now) > 0:
+            limit = bucket.limit
+            if needed > limit:
+                raise RequestTooLarge(bucket.dimension, needed, limit)
+            # shortfall() > 0, its refill() inlined: this runs for every request.
+            capacity = burst * limit
+            level = bucket.level
+            elapsed = now - bucket.stamp
+            if elapsed > 0:
+                bucket.stamp = now
+                if level < capacity:
+                    refilled = level + elapsed * limit / 60.0
+                    level = bucket.level = refilled if refilled < capacity else capacity
+            if level + EPSILON < (capacity if capacity < needed else needed):
                 return False
         for bucket in buckets:
             bucket.level -= amounts[bucket.index]
@@ -143,14 +153,36 @@ class Buckets:
 
     def settle(self, charged: Cost, used: Cost, burst: float, now: float) -> None:
         """Return what was charged but not used (up to a full bucket); charge usage beyond."""
-        charged_amounts, used_amounts = charged.amounts(), used.amounts()
+        # Cost.amounts() of both, inlined: this runs for every answer.
+        charged_amounts = (
+            charged.requests,
+            charged.input_tokens,
+            charged.output_tokens,
+            charged.input_tokens + charged.output_tokens,
+        )
+        used_amounts = (
+            used.requests,
+            used.input_tokens,
+            used.output_tokens,
+            used.input_tokens + used.output_tokens,
+        )
         for bucket in self._by_dimension.values():
-            bucket.refill(now, burst)
+            # refill() inlined, as in take_if_room(): this runs for every answer.
+            capacity = burst * bucket.limit
+            level = bucket.level
+            elapsed = now - bucket.stamp
+            if elapsed > 0:
+                bucket.stamp = now
+                if level < capacity:
+                    refilled = level + elapsed * bucket.limit / 60.0
+                    level = refilled if refilled < capacity else capacity
             delta = charged_amounts[bucket.index] - used_amounts[bucket.index]
             if delta > 0:
-                bucket.level = min(bucket.level + delta, max(bucket.level, burst * bucket.limit))
+                refunded = level + delta
+                most = capacity if capacity > level else level
+                bucket.level = most if most < refunded else refunded
             else:
-                bucket.level += delta
+                bucket.level = level + delta
 
     def charge(self, extra: Cost) -> None:
         """Take usage reported beyond what was charged so far (never a refund)."""

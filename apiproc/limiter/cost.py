@@ -126,9 +126,9 @@ class Reservation:
     cost: Cost  # reserved at admission
     charged: Cost  # taken from the buckets so far: the reservation, or more as reported
     settled: bool = False
-    # All the class had admitted up to this one: what came after it, the server's answer
-    # to it may not have counted yet.
-    admitted: Cost = field(default_factory=Cost)
+    # All the class had admitted up to this one (requests, input and output tokens): what
+    # came after it, the server's answer to it may not have counted yet.
+    admitted: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 @dataclass(slots=True)  # one per attempt, read once: frozen would only make it slower to build

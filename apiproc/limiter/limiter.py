@@ -74,8 +74,13 @@ class RateLimiter:
         # may hold the burst back (a bucket nobody waits for cannot be what paces us).
         self._binding: set[str] = set()
         self._lock: asyncio.Lock | None = None
-        self._admitted = Cost()  # everything admitted so far, for what an answer missed
+        # Everything admitted so far (requests, input and output tokens), for what an
+        # answer missed.
+        self._admitted = (0.0, 0.0, 0.0)
         self._queued = 0  # acquire() calls waiting their turn on the lock
+        # Requests wait their turn in acquire() (or discovery admits one at a time), so
+        # none is admitted ahead of them: kept up to date, as it is read per request.
+        self.waiting = self.discovery.active
         self._wake: asyncio.Future[None] | None = None
         # An input token budget has been drawn down far enough for estimates to matter
         # (it stays so): until then a generous estimate costs nothing.
@@ -98,6 +103,7 @@ class RateLimiter:
         if self._lock is None:
             self._lock = asyncio.Lock()
         self._queued += 1
+        self.waiting = True
         try:
             async with self._lock:
                 await self.discovery.turn()
@@ -110,6 +116,7 @@ class RateLimiter:
                 return self.take(cost)
         finally:
             self._queued -= 1
+            self._update_waiting()
 
     def admit_now(self, cost: Cost) -> Reservation | None:
         """Reserve `cost` at once if nobody is ahead and every bucket has room (what the
@@ -141,28 +148,26 @@ class RateLimiter:
         self._observe(report.server, now)
         if self.discovery.active:
             self._discovered(self.discovery.answered(bool(report.server), report.api_answer), now)
+            self._update_waiting()
         if report.rate_limited:
             self._rate_limited(reservation, report, now)
-        elif report.succeeded:
-            self._confirm(reservation, now)
-        self._poke()
+        elif report.succeeded and (self.ramp.binding or self.ramp.cautious):
+            self._confirm(reservation, now)  # else Ramp.may_widen() would change nothing
+        if self._wake is not None:
+            self._poke()
 
     # ---- views -------------------------------------------------------------------------
 
-    @property
-    def waiting(self) -> bool:
-        """Requests wait their turn in acquire() (or discovery admits one at a time), so
-        none is admitted ahead of them."""
-        return self._queued > 0 or self.discovery.active
+    def _update_waiting(self) -> None:
+        self.waiting = self._queued > 0 or self.discovery.active
 
     def wants_figures(self) -> bool:
         """Whether the next answer's rate-limit figures are worth reading: always near a
         limit (requests wait, the burst may widen, the limits are being discovered), and
         otherwise once every FIGURES_EVERY seconds."""
         return (
-            self._queued > 0
+            self.waiting
             or self.ramp.binding
-            or self.discovery.active
             or self.clock.now() - self._figures_at >= FIGURES_EVERY
         )
 
@@ -203,8 +208,14 @@ class RateLimiter:
         if not self.tokens_within_reach:
             floor = WITHIN_REACH * self.ramp.burst
             self.tokens_within_reach = self.buckets.below(INPUT_DIMENSIONS, floor)
-        self._admitted = self._admitted.plus(cost)
-        return Reservation(self.name, self._seq, cost, charged=cost, admitted=self._admitted)
+        # Running totals, not a Cost per request: _confirm() alone makes one of them.
+        requests, input_tokens, output_tokens = self._admitted
+        self._admitted = admitted = (
+            requests + cost.requests,
+            input_tokens + cost.input_tokens,
+            output_tokens + cost.output_tokens,
+        )
+        return Reservation(self.name, self._seq, cost, cost, False, admitted)
 
     async def _sleep_or_wake(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -227,28 +238,30 @@ class RateLimiter:
     def _observe(self, server: Mapping[str, ServerLimit], now: float) -> None:
         """Limits in force follow the server (never above a configured one); no bucket
         holds more than the server says remains."""
-        burst = self.ramp.burst
-        # A combined tokens figure beside separate input and output limits is their sum,
-        # not a limit of its own; alone, it is the one token budget.
-        separate = "input_tokens" in server or "output_tokens" in server
         if server:
             self._figures_at = now
         self._server.update(server)
+        get = self.buckets.get
         for dimension, figures in server.items():
-            bucket = self.buckets.get(dimension)
+            bucket = get(dimension)
+            limit = figures.limit
             if bucket is None:
-                if figures.limit and (dimension != "tokens" or not separate):
+                # A combined tokens figure beside separate input and output limits is
+                # their sum, not a limit of its own; alone, it is the one token budget.
+                separate = "input_tokens" in server or "output_tokens" in server
+                if limit and (dimension != "tokens" or not separate):
                     self._learn(dimension, figures, now)
                 continue
-            if bucket.fallback and figures.limit:
+            if bucket.fallback and limit:
                 self._replace_fallback(bucket, figures, now)
                 continue
             # The same limit as the bucket's leaves nothing to follow (and was warned of).
-            if figures.limit and figures.limit > 0 and figures.limit != bucket.limit:
-                self._follow(bucket, figures.limit, now)
-            # settle() has just refilled the bucket: its level is the one to compare.
-            if figures.remaining is not None and figures.remaining < bucket.level:
-                bucket.clamp(figures.remaining, burst, now)
+            if limit and limit > 0 and limit != bucket.limit:
+                self._follow(bucket, limit, now)
+            # clamp(), without its refill: settle() has just refilled every bucket to now.
+            remaining = figures.remaining
+            if remaining is not None and remaining < bucket.level:
+                bucket.level = remaining
 
     def _follow(self, bucket: Bucket, server_limit: float, now: float) -> None:
         """The limit in force: the server's, or the configured one when that is lower."""
@@ -331,7 +344,7 @@ class RateLimiter:
         burst = self.ramp.burst
         # The server's figures were stamped before it saw what was admitted after this
         # request (some of it may still be on the way): room it shows for that is none.
-        since = self._admitted.minus(reservation.admitted)
+        since = Cost(*self._admitted).minus(Cost(*reservation.admitted))
         room = self.buckets.room(self._server, burst, now, of=self._binding, since=since)
         wider = self.ramp.widen(self.buckets.share(reservation.cost), room, self._seq)
         if wider > burst:
