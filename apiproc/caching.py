@@ -248,7 +248,8 @@ class PrefixGroups:
         self.wake = wake
         self.facts = facts or _unknown_model
         self._groups: dict[bytes, _Group] = {}  # least recently used first
-        self._sent: dict[str, _Sent] = {}
+        # Jobs let go by `park` until their answer; while empty, `cost` changes nothing.
+        self.sent: dict[str, _Sent] = {}
         self._parked = 0
         self._warned: set[bytes] = set()
 
@@ -277,12 +278,12 @@ class PrefixGroups:
                 return True
             group.warmer, group.warming_since = job.custom_id, now
             log.debug("%s: warming the prompt cache for its group", job.custom_id)
-        self._sent[job.custom_id] = _Sent(group, now, reads)
+        self.sent[job.custom_id] = _Sent(group, now, reads)
         return False
 
     def cost(self, job: Job, cost: Cost) -> Cost:
         """`cost` without the warm prefix, for the models whose cache reads are not counted."""
-        sent = self._sent.get(job.custom_id)
+        sent = self.sent.get(job.custom_id)
         estimate = job.estimate
         if (
             not self.cache_aware
@@ -299,7 +300,7 @@ class PrefixGroups:
 
     def answered(self, job: Job, outcome: Outcome | None = None) -> None:
         """After each attempt of a job `park` let go; None when it was never sent."""
-        sent = self._sent.pop(job.custom_id, None)
+        sent = self.sent.pop(job.custom_id, None)
         if sent is None:
             return
         group = sent.group

@@ -461,15 +461,12 @@ class Engine:
         # the prompt's count, or its byte bound until it can be counted, is made once.
         earlier = job.estimate
         if earlier is None:
-            job.estimate = self.estimator.estimate(job.params)
+            estimate = job.estimate = self.estimator.estimate(job.params)
         else:
-            job.estimate = self.estimator.again(earlier, job.params)
-        cost = Cost(
-            requests=1,
-            input_tokens=job.estimate.input_tokens,
-            output_tokens=job.estimate.output_tokens,
-        )
-        return self.cache.cost(job, cost)
+            estimate = job.estimate = self.estimator.again(earlier, job.params)
+        cost = Cost(1, estimate.input_tokens, estimate.output_tokens)
+        # Only a job let go with a cached prefix may cost less: no call for the others.
+        return self.cache.cost(job, cost) if self.cache.sent else cost
 
     # ---- one attempt -------------------------------------------------------------------
 

@@ -147,24 +147,29 @@ class JobReader:
 
     def feed(self, raw: bytes) -> Job | BadLine | None:
         """The next physical line; None for a blank one."""
-        self.line_no += 1
+        self.line_no = line_no = self.line_no + 1
         if not raw or raw.isspace():  # blank; isspace stops at the first other byte
             return None
-        item = parse_line(raw, self.line_no, self._check)
-        own = f"line-{self.line_no}"
-        if self._taken(item.custom_id, own):
+        own = f"line-{line_no}"
+        item = _parse(raw, line_no, own, self._check)
+        custom_id = item.custom_id
+        if custom_id in self._given or (custom_id != own and self._taken(custom_id)):
             item = BadLine(
                 custom_id=self._free_id(),
-                line_no=self.line_no,
-                reason=f"duplicate custom_id {item.custom_id!r}: ids must be unique in a file",
+                line_no=line_no,
+                reason=f"duplicate custom_id {custom_id!r}: ids must be unique in a file",
                 metadata=item.metadata,
                 text=_text(raw),
                 code=DUPLICATE_CUSTOM_ID,
             )
-        if item.custom_id == own:
-            self._set_bit(self.line_no)
+            custom_id = item.custom_id
+        if custom_id == own:
+            index = line_no >> 3
+            if index >= len(self._derived):
+                self._derived.extend(bytes(index + 1 - len(self._derived) + 4096))
+            self._derived[index] |= 1 << (line_no & 7)
         else:
-            self._given.add(item.custom_id)
+            self._given.add(custom_id)
         if self.fingerprints:
             item.fingerprint = request_fingerprint(item.request)
         return item
@@ -191,12 +196,6 @@ class JobReader:
     def _has_bit(self, line_no: int) -> bool:
         index = line_no >> 3
         return index < len(self._derived) and bool(self._derived[index] & (1 << (line_no & 7)))
-
-    def _set_bit(self, line_no: int) -> None:
-        index = line_no >> 3
-        if index >= len(self._derived):
-            self._derived.extend(bytes(index + 1 - len(self._derived) + 4096))
-        self._derived[index] |= 1 << (line_no & 7)
 
 
 def _derived_line(custom_id: str) -> int | None:
@@ -239,7 +238,11 @@ async def line_batches(handle: IO[bytes]) -> AsyncIterator[list[bytes]]:
 
 def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | BadLine:
     """One input line to a Job, or a BadLine saying what is wrong with it."""
-    derived = f"line-{line_no}"
+    return _parse(raw, line_no, f"line-{line_no}", check)
+
+
+def _parse(raw: bytes, line_no: int, derived: str, check: Check | None) -> Job | BadLine:
+    """`parse_line`, given the id the line gets when it names none (`derived`)."""
     try:
         data = loads(raw)
     except ValueError as error:
@@ -249,20 +252,14 @@ def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | Ba
         return BadLine(
             derived, line_no, "not a JSON object", text=_text(raw), code=INVALID_JSON_LINE
         )
-    custom_id, problem = _custom_id(data, derived)
-    if "params" in data:
-        params, metadata, sent_metadata = data["params"], data.get("metadata"), None
-    elif "body" in data and ("method" in data or "url" in data):
-        params, metadata, sent_metadata = data["body"], data.get("metadata"), None
-    else:
-        # The line's own object becomes the body: nothing else holds it.
-        params, metadata = data, data.pop("metadata", None)
-        data.pop("custom_id", None)
-        sent_metadata = _sent_metadata(metadata)
-    if problem:
-        return BadLine(derived, line_no, problem, metadata, _text(raw), code=INVALID_CUSTOM_ID)
-    if not isinstance(params, dict):
-        return BadLine(custom_id, line_no, "params must be a JSON object", metadata, _text(raw))
+    if "custom_id" in data or "params" in data or "body" in data or "metadata" in data:
+        custom_id, params, metadata, sent_metadata, problem = _parts(data, derived)
+        if problem:
+            return BadLine(derived, line_no, problem, metadata, _text(raw), code=INVALID_CUSTOM_ID)
+        if not isinstance(params, dict):
+            return BadLine(custom_id, line_no, "params must be a JSON object", metadata, _text(raw))
+    else:  # a bare request, the usual line: the line's own object is the body
+        custom_id, params, metadata, sent_metadata = derived, data, None, None
     problem = validate_params(params) or (check(params) if check is not None else None)
     if problem:
         return BadLine(
@@ -270,8 +267,24 @@ def parse_line(raw: bytes, line_no: int, check: Check | None = None) -> Job | Ba
         )
     if sent_metadata is not None:
         params["metadata"] = sent_metadata
-    unmarked = b"cache_control" not in raw and b"\\u" not in raw
-    return Job(custom_id, params, line_no, metadata=metadata, unmarked=unmarked, size=len(raw))
+    # `find`, not `in`: `in` first tries the needle as an integer, which costs an exception.
+    unmarked = raw.find(b"cache_control") < 0 and raw.find(b"\\u") < 0
+    return Job(custom_id, params, line_no, metadata, unmarked=unmarked, size=len(raw))
+
+
+def _parts(
+    data: dict[str, Any], derived: str
+) -> tuple[str, Any, Any, dict[str, Any] | None, str | None]:
+    """A line's id, request, metadata, the metadata it sends, and what is wrong with its id."""
+    custom_id, problem = _custom_id(data, derived)
+    if "params" in data:
+        return custom_id, data["params"], data.get("metadata"), None, problem
+    if "body" in data and ("method" in data or "url" in data):
+        return custom_id, data["body"], data.get("metadata"), None, problem
+    # The line's own object becomes the body: nothing else holds it.
+    metadata = data.pop("metadata", None)
+    data.pop("custom_id", None)
+    return custom_id, data, metadata, _sent_metadata(metadata), problem
 
 
 def validate_params(params: dict[str, Any]) -> str | None:

@@ -45,16 +45,10 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 # Where orjson's text may differ from the standard library's: floats it writes otherwise
 # (1e-05 against 0.00001, 1e+16 against 1e16). Any such text is encoded again by json.
 # That is a digit before an exponent or before 15 more digits, or ".0000"; found with
-# bytes scans on a copy whose digits are all 0, some times faster than a regular expression.
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+# bytes scans on a copy whose digits are all 0 and whose "E" is "e", some times faster
+# than a regular expression. `find`, not `in`: `in` first tries the needle as an integer.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789E", b"000000000e")
 _SIXTEEN_DIGITS = b"0" * 16
-
-
-def _maybe_written_otherwise(data: bytes) -> bool:
-    if b".0000" in data:
-        return True
-    zeroed = data.translate(_DIGITS_AS_ZERO)
-    return b"0e" in zeroed or b"0E" in zeroed or _SIXTEEN_DIGITS in zeroed
 
 
 def dumps_canonical(value: Any) -> bytes:
@@ -67,8 +61,10 @@ def dumps_canonical(value: Any) -> bytes:
         except orjson.JSONEncodeError:  # huge integers, lone surrogates: json decides
             pass
         else:
-            if not _maybe_written_otherwise(data):
-                return data
+            if data.find(b".0000") < 0:
+                zeroed = data.translate(_DIGITS_AS_ZERO)
+                if zeroed.find(b"0e") < 0 and zeroed.find(_SIXTEEN_DIGITS) < 0:
+                    return data
     return _CANONICAL.encode(value).encode()
 
 

@@ -143,10 +143,13 @@ class TokenEstimator:
             if not text:
                 raw = fixed  # nothing to count
             elif not exact and self._may_bound(text):
-                raw, uncounted = _utf8_bytes(text) + fixed, text
+                # An ASCII text's length is its byte count, without encoding it.
+                raw = (len(text) if text.isascii() else _utf8_bytes(text)) + fixed
+                uncounted = text
             else:
                 raw = self._count_text(text) + fixed
-        return self._priced(str(params.get("model", "")), raw, params, uncounted)
+        model = params.get("model", "")
+        return self._priced(model if type(model) is str else str(model), raw, params, uncounted)
 
     def again(self, earlier: Estimate, params: dict[str, Any]) -> Estimate:
         """`earlier` made again from what has been learned since, without walking the
@@ -161,18 +164,28 @@ class TokenEstimator:
     ) -> Estimate:
         """The estimate of a prompt of `raw` counted (or bounded) tokens."""
         learned = self._models.get(model) or self._fresh(model)
-        return Estimate(
-            model=model,
-            raw_input=raw,
-            input_tokens=math.ceil(raw * learned.ratio),
-            output_tokens=self._output_guess(learned, _max_tokens(params)),
-            uncounted=uncounted,
-        )
+        max_tokens = params.get("max_tokens")
+        if type(max_tokens) is not int:  # the usual type first, without a call
+            max_tokens = _max_tokens(params)
+        elif max_tokens < 0:
+            max_tokens = 0
+        input_tokens = math.ceil(raw * (learned.actual / learned.raw))  # as `ratio` rounds it
+        # Output: at most `max_tokens`; a request without a ceiling gets the learned mean.
+        weight = learned.output_weight
+        if max_tokens is None:
+            output_tokens = math.ceil(learned.output_sum / weight) if weight else 0
+        elif weight == 0 or self.output_accounting == "max_tokens":
+            output_tokens = max_tokens
+        else:
+            output_tokens = min(max_tokens, math.ceil(learned.output_sum / weight))
+        return Estimate(model, raw, input_tokens, output_tokens, uncounted)
 
     def learn(self, estimate: Estimate, usage: Usage) -> None:
         """Fold one response's reported usage into the model's correction factors: the
         output at once, the input once its prompt is counted."""
-        self._learn_output(self._state(estimate.model), usage.output_tokens)
+        learned = self._models.get(estimate.model) or self._state(estimate.model)
+        learned.output_sum = learned.output_sum * DECAY + usage.output_tokens
+        learned.output_weight = learned.output_weight * DECAY + 1.0
         if estimate.uncounted is not None or self._unlearned:
             if not self.encoder.ready:
                 self._unlearned.append((estimate, usage.total_input))
@@ -226,11 +239,6 @@ class TokenEstimator:
         learned.raw = learned.raw * DECAY + estimate.raw_input
         learned.observations += 1
 
-    @staticmethod
-    def _learn_output(learned: _Learned, output_tokens: int) -> None:
-        learned.output_sum = learned.output_sum * DECAY + output_tokens
-        learned.output_weight = learned.output_weight * DECAY + 1.0
-
     def _state(self, model: str) -> _Learned:
         learned = self._models.get(model)
         if learned is None:
@@ -247,47 +255,34 @@ class TokenEstimator:
     def _fresh(self, model: str) -> _Learned:
         return _Learned(actual=self._prior(model) * PRIOR_WEIGHT)
 
-    def _output_guess(self, learned: _Learned, max_tokens: int | None) -> int:
-        """At most `max_tokens`; a request without a ceiling gets the learned mean."""
-        mean = math.ceil(learned.output_sum / learned.output_weight) if learned.output_weight else 0
-        if max_tokens is None:
-            return mean
-        if self.output_accounting == "max_tokens" or learned.output_weight == 0:
-            return max_tokens
-        return min(max_tokens, mean)
-
 
 def _prompt(params: dict[str, Any]) -> tuple[str, int]:
     """The request's text as one string, and the tokens counted without encoding."""
     texts: list[str] = []
-    media = 0
     messages = params.get("messages")
-    if "tools" not in params and "system" not in params and _plain(messages):
-        texts = [message["content"] for message in messages]  # the usual shape, walked fast
-    else:
-        for text, is_media in _texts(params):
-            if is_media:
-                media += 1
-            else:
-                texts.append(text)
+    if type(messages) is list and "tools" not in params and "system" not in params:
+        # The usual shape (dicts with text content, no tool calls), walked once and fast.
+        for message in messages:
+            if type(message) is not dict or "tool_calls" in message:
+                break
+            content = message.get("content")
+            if type(content) is not str:
+                break
+            texts.append(content)
+        else:
+            overhead = PER_REQUEST_OVERHEAD + PER_MESSAGE_OVERHEAD * len(messages)
+            return "\n".join(texts), overhead
+        texts = []
+    media = 0
+    for text, is_media in _texts(params):
+        if is_media:
+            media += 1
+        else:
+            texts.append(text)
     overhead = PER_REQUEST_OVERHEAD + PER_MESSAGE_OVERHEAD * (
         len(messages) if isinstance(messages, list) else 0
     )
     return "\n".join(texts), overhead + media * MEDIA_BLOCK_TOKENS
-
-
-def _plain(messages: Any) -> bool:
-    """Messages that are all dicts with text content and no tool calls."""
-    if not isinstance(messages, list):
-        return False
-    for message in messages:
-        if (
-            type(message) is not dict
-            or type(message.get("content")) is not str
-            or "tool_calls" in message
-        ):
-            return False
-    return True
 
 
 def _utf8_bytes(text: str) -> int:

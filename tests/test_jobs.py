@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from apiproc.jobs import BadLine, Job, JobReader, parse_line, read_jobs
-from apiproc.providers.anthropic import validate_messages
+from apiproc.providers.anthropic import _messages_refusal, validate_messages
 
 
 def lines(*objects: object) -> list[bytes]:
@@ -143,3 +145,34 @@ def test_a_duplicate_id_carries_the_duplicate_code() -> None:
     reader.feed(line)
     second = reader.feed(line)
     assert isinstance(second, BadLine) and second.code == "duplicate_custom_id"
+
+
+ODD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.text(max_size=2))
+MESSAGES = st.lists(
+    st.one_of(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "role": st.sampled_from(["user", "assistant", "system", 1]),
+                "content": st.one_of(ODD_VALUES, st.lists(st.just({"type": "text"}))),
+            },
+        ),
+        ODD_VALUES,
+    ),
+    max_size=3,
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "max_tokens": st.one_of(ODD_VALUES, st.floats(allow_nan=False)),
+            "messages": st.one_of(MESSAGES, ODD_VALUES),
+        },
+    )
+)
+def test_the_quick_look_at_a_messages_request_agrees_with_the_explained_check(
+    params: dict[str, object],
+) -> None:
+    assert validate_messages(params) == _messages_refusal(params)

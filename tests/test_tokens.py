@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import tiktoken
 from conftest import request_line, write_jsonl
+from hypothesis import given
+from hypothesis import strategies as st
 
 from apiproc import encoder as encoder_module
 from apiproc.encoder import ENCODING, Encoder, cl100k
@@ -21,7 +23,15 @@ from apiproc.providers.base import Usage
 from apiproc.results import ResultWriter
 from apiproc.settings import Settings
 from apiproc.simulator import Simulator
-from apiproc.tokens import PROVISIONAL_MAX_BYTES, UNLEARNED_KEEP, TokenEstimator
+from apiproc.tokens import (
+    PER_MESSAGE_OVERHEAD,
+    PER_REQUEST_OVERHEAD,
+    PROVISIONAL_MAX_BYTES,
+    UNLEARNED_KEEP,
+    TokenEstimator,
+    _prompt,
+    _texts,
+)
 
 ALPHABET = "abcdefghij klmnop  \n\t\r.,!?'s'll 0123456789 çé漢字😀\u200b\ud800"
 
@@ -175,3 +185,24 @@ def test_a_lazy_estimator_needs_no_encoder_for_a_prompt_without_text() -> None:
         estimate = estimator.estimate(params)
         assert not estimate.provisional and estimate.raw_input > 0
     assert not encoder.started and not encoder.ready and not estimator.counting
+
+
+PLAIN_MESSAGES = st.lists(
+    st.fixed_dictionaries({"role": st.just("user"), "content": st.text(max_size=8)}), max_size=3
+)
+
+
+@given(PLAIN_MESSAGES, st.one_of(st.none(), st.integers(-3, 99), st.booleans()))
+def test_a_plain_request_is_estimated_as_the_full_walk_and_the_utf8_bytes_have_it(
+    messages: list[dict[str, str]], max_tokens: int | bool | None
+) -> None:
+    params: dict[str, Any] = {"model": "m", "messages": messages, "max_tokens": max_tokens}
+    text = "\n".join(piece for piece, _ in _texts(params))
+    fixed = PER_REQUEST_OVERHEAD + PER_MESSAGE_OVERHEAD * len(messages)
+    assert _prompt(params) == (text, fixed)
+    estimator = TokenEstimator(background=True, lazy=True, encoder=Encoder())  # never built
+    estimate = estimator.estimate(params)
+    if text:
+        assert estimate.raw_input == len(text.encode("utf-8", "surrogatepass")) + fixed
+    # Nothing learned yet: the ceiling, or 0 for a request without one.
+    assert estimate.output_tokens == (max(max_tokens, 0) if type(max_tokens) is int else 0)

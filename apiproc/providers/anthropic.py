@@ -29,7 +29,7 @@ from typing import Any
 from apiproc.jsonio import dumps
 from apiproc.providers.anthropic_models import PRICES_AS_OF, model_facts, model_family
 from apiproc.providers.anthropic_stream import MessageAssembler
-from apiproc.providers.anthropic_versions import VERSION_2023, version_problem
+from apiproc.providers.anthropic_versions import VERSION_2023, VERSION_2026, version_problem
 from apiproc.providers.base import HttpRequest, ModelFacts, Outcome, ServerLimit, Usage, Verdict
 from apiproc.providers.http import (
     count,
@@ -128,7 +128,10 @@ class AnthropicProvider:
         return self._headers
 
     def validate(self, params: dict[str, Any]) -> str | None:
-        return validate_messages(params) or version_problem(params, self.version)
+        problem = validate_messages(params)
+        if problem is None and self.version == VERSION_2026:  # the one version refusing more
+            return version_problem(params, self.version)
+        return problem
 
     def request(self, params: dict[str, Any]) -> HttpRequest:
         if not self.streams(params):
@@ -262,12 +265,34 @@ def _max_tokens(params: dict[str, Any]) -> int:
 
 def validate_messages(params: dict[str, Any]) -> str | None:
     """Why `params` cannot be a Messages request (max_tokens, roles, content), or None."""
+    return None if _plainly_sound(params) else _messages_refusal(params)
+
+
+def _messages_refusal(params: dict[str, Any]) -> str | None:
+    """`validate_messages` the long way, which says what is wrong."""
     max_tokens = params.get("max_tokens")
     if max_tokens is None:
         return "max_tokens: Field required"
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
         return "max_tokens: must be a non-negative integer"
     return messages_problem(params.get("messages"), _message_problem)
+
+
+def _plainly_sound(params: dict[str, Any]) -> bool:
+    """The usual request, in one pass and by exact types: True only where
+    `validate_messages` finds nothing; anything else is left to it to explain."""
+    max_tokens = params.get("max_tokens")
+    messages = params.get("messages")
+    if type(max_tokens) is not int or max_tokens < 0 or type(messages) is not list:
+        return False
+    for message in messages:
+        if (
+            type(message) is not dict
+            or message.get("role") not in ROLES
+            or type(message.get("content")) not in (str, list)
+        ):
+            return False
+    return bool(messages)
 
 
 def _message_problem(message: Any) -> str | None:
