@@ -477,13 +477,15 @@ class Engine:
         after a stop, left for a rerun). The attempt is not a coroutine of its own: every
         wake-up of the task passes through each coroutine it awaits."""
         work: tuple[Job, Reservation] | None = (job, reservation)
+        task = asyncio.current_task()  # once: asking costs a Python call in 3.11
+        assert task is not None
         while work is not None:
             job, reservation = work
             job.attempts += 1
             self.stats.attempts += 1
             limiter = self.limiter.of(reservation.limit_class)
             try:
-                outcome = await self._send(job, reservation, limiter)
+                outcome = await self._send(job, reservation, limiter, task)
             except Exception as error:  # a bug of ours: keep its traceback, never lose it
                 log.exception("internal error while sending %s", job.custom_id)
                 outcome = Outcome(Verdict.PERMANENT, error=_internal_error(error))
@@ -554,16 +556,22 @@ class Engine:
             counted_input += usage.cache_read_input_tokens
         return Cost(1, counted_input, usage.output_tokens)
 
-    async def _send(self, job: Job, reservation: Reservation, limiter: RateLimiter) -> Outcome:
+    async def _send(
+        self,
+        job: Job,
+        reservation: Reservation,
+        limiter: RateLimiter,
+        sender: asyncio.Task[None],
+    ) -> Outcome:
         """One attempt on the wire, within --timeout (a plain one) or the stream's limits.
         A streamed answer is read as it arrives: its usage is charged as reported, and a
-        silence longer than the idle timeout cuts it short."""
+        silence longer than the idle timeout cuts it short. `sender` is the task running
+        it, which the deadline of a plain attempt cancels."""
         assert self._session is not None
         request = self.provider.request(job.params)
         task = None
         if not request.stream:
-            task = asyncio.current_task()
-            assert task is not None
+            task = sender
             self._deadlines.start(task)
         try:
             async with self._session.post(
