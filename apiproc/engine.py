@@ -260,6 +260,24 @@ class Engine:
         if len(inbox) == 1:  # the dispatcher may be waiting for input; else it is not
             self._changed.set()
 
+    def offer(self, item: Job | BadLine) -> bool:
+        """Queue a job for admission at once, past the dispatcher, when that is all the
+        dispatcher would do with it: nothing read before it waits to be routed, no retry
+        is ready, and the look-ahead and the prompt cache have room. False: `put()` it."""
+        if (
+            self._inbox
+            or self._ready
+            or self._stopping
+            or type(item) is not Job
+            or not self._waiting.has_room
+            or self.cache.full
+        ):
+            return False
+        self.stats.read += 1
+        if not self.cache.park(item):
+            self._enqueue(item, False)
+        return True
+
     async def _produce(self, produce: Callable[[Engine], Any]) -> None:
         try:
             await produce(self)
@@ -969,5 +987,5 @@ async def feed_file(engine: Engine, path: str) -> None:
                     engine.stats.skipped += 1
                 elif earlier is Earlier.CHANGED:
                     engine.stats.changed.append(item.custom_id)
-                else:
+                elif not engine.offer(item):
                     await engine.put(item)
