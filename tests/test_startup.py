@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,23 @@ def test_the_package_still_offers_its_public_pieces(name: str) -> None:
     import apiproc
 
     assert getattr(apiproc, name).__name__ == name
+
+
+def test_the_entry_point_leaves_the_collector_as_it_found_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from apiproc.__main__ import main
+
+    monkeypatch.setattr(sys, "argv", ["apiproc", "--version"])
+    try:
+        with pytest.raises(SystemExit):
+            main()
+        assert gc.isenabled()
+        gc.disable()
+        with pytest.raises(SystemExit):
+            main()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    assert "apiproc, version" in capsys.readouterr().out
