@@ -5,9 +5,15 @@
 The public pieces for use from Python are re-exported here.
 """
 
-from apiproc.limiter import Cost, Limiters, Limits, RateLimiter, RequestTooLarge
-from apiproc.results import Result, ResultWriter
-from apiproc.settings import Settings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from apiproc.limiter import Cost, Limiters, Limits, RateLimiter, RequestTooLarge
+    from apiproc.results import Result, ResultWriter
+    from apiproc.settings import Settings
 
 __version__ = "0.1.0"
 
@@ -22,3 +28,21 @@ __all__ = [
     "Settings",
     "__version__",
 ]
+# Each public piece by the module that holds it, imported on first use: `python -m apiproc`
+# imports this package first, and __main__ then loads the rest with the collector paused.
+_HOMES = {
+    "Cost": "limiter",
+    "Limiters": "limiter",
+    "Limits": "limiter",
+    "RateLimiter": "limiter",
+    "RequestTooLarge": "limiter",
+    "Result": "results",
+    "ResultWriter": "results",
+    "Settings": "settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

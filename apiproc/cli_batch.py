@@ -36,14 +36,18 @@ from apiproc.errors import EXIT_FATAL, EXIT_USAGE, SettingsError
 from apiproc.loop import run as run_loop
 from apiproc.providers.anthropic import DEFAULT_URL, DEFAULT_VERSION
 from apiproc.providers.anthropic_versions import API_VERSIONS
-from apiproc.providers.batches import BatchApiError
 from apiproc.report import Reporter
 from apiproc.settings import DEFAULT_ATTEMPTS, BatchOptions, Settings
 
 # The APIs with a batch service in apiproc.
 BATCH_APIS = ("anthropic", "openai")
-# What a batch command can meet that is not a bug: the API's refusal, the network, files.
-COMMAND_ERRORS = (BatchApiError, ValueError, OSError, aiohttp.ClientError)
+
+
+def _command_errors() -> tuple[type[Exception], ...]:
+    """What a batch command can meet that is not a bug: the API's refusal, the network, files."""
+    from apiproc.providers.batches import BatchApiError  # batch only: kept out of start-up
+
+    return (BatchApiError, ValueError, OSError, aiohttp.ClientError)
 
 
 def _api_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -165,7 +169,7 @@ def batch_status(target: str | None, batch_id: str | None, offline: bool, **opti
         url = options["request_url"] or _messages_url_of(state.endpoint)
         provider = _batch_provider(options, url, state.api) if not offline else None
         rows = run_loop(status_rows(provider, state, ask=not offline)) if provider else None
-    except COMMAND_ERRORS as error:
+    except _command_errors() as error:
         _batch_command_failed(error)
     if rows is None:
         from apiproc.batch.commands import StatusRow
@@ -226,7 +230,7 @@ def batch_results(
         usage_error("With --batch-id, give the file to write to with -o.")
     try:
         counts = run_loop(download(_batch_provider(options, None), str(batch_id), output))
-    except COMMAND_ERRORS as error:
+    except _command_errors() as error:
         _batch_command_failed(error)
     click.echo(", ".join(f"{kind} {n:,}" for kind, n in sorted(counts.items())) or "no results")
 
@@ -245,7 +249,7 @@ def batch_cancel(target: str | None, batch_id: str | None, **options: Any) -> No
         sys.exit(_collect(path, options, "cancel"))
     try:
         info = run_loop(one_batch(_batch_provider(options, None), str(batch_id), cancel=True))
-    except COMMAND_ERRORS as error:
+    except _command_errors() as error:
         _batch_command_failed(error)
     click.echo(f"{info.id}: {info.status}")
 
@@ -272,7 +276,7 @@ def batch_list(limit: int, pages: int, every: bool, **options: Any) -> None:
 
     try:
         run_loop(show())
-    except COMMAND_ERRORS as error:
+    except _command_errors() as error:
         _batch_command_failed(error)
 
 
@@ -288,6 +292,7 @@ def _collect(state_path: str, options: dict[str, Any], mode: str) -> int:
 def _batch_command_failed(error: Exception) -> NoReturn:
     """An API refusal, an unreachable server or a bad file: one sentence, no traceback."""
     from apiproc.providers.base import Verdict
+    from apiproc.providers.batches import BatchApiError
 
     Reporter(sys.stderr).error(f"{error}.")
     fatal = isinstance(error, BatchApiError) and error.verdict is Verdict.FATAL

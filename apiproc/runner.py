@@ -153,11 +153,13 @@ def refuse_while_batches_run(output_path: str, overwrite: bool = False) -> None:
     --overwrite also forgets the batch state of an output it empties."""
     if not resumable(output_path):
         return
-    from apiproc.batch.journal import read_state, state_path
+    from apiproc.batch import state_path
 
     path = state_path(output_path)
     if not os.path.exists(path):
         return
+    from apiproc.batch.journal import read_state  # only when there is a state file to read
+
     state = read_state(path)
     if state.live() or state.unresolved():
         raise OutputError(

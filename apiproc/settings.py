@@ -60,6 +60,8 @@ class BatchOptions:
 
 @dataclass(slots=True)
 class Settings:
+    """Everything one run needs to know, as the command line or a caller gave it."""
+
     requests_path: str
     output_path: str
     api_key: str

@@ -61,6 +61,8 @@ OUTPUT_ACCOUNTINGS = ("generated", "max_tokens")
 
 @dataclass(slots=True)
 class Estimate:
+    """What one request is expected to take, in tokens, before it is sent."""
+
     model: str
     raw_input: int
     input_tokens: int
@@ -75,6 +77,8 @@ class Estimate:
 
 @dataclass(slots=True)
 class _Learned:
+    """What the answers so far taught about one model's token counts."""
+
     actual: float = PRIOR_RATIO * PRIOR_WEIGHT
     raw: float = PRIOR_WEIGHT
     output_sum: float = 0.0

@@ -33,8 +33,12 @@ _HOMES = {
     "BatchRun": "runner",
     "BatchStats": "stats",
     "run_batches": "runner",
-    "state_path": "journal",
 }
+
+
+def state_path(output_path: str) -> str:
+    """The batch state file of an output (kept here: an online run checks for it)."""
+    return f"{output_path}.apiproc-batches.jsonl"
 
 
 def __getattr__(name: str) -> Any:

@@ -53,10 +53,6 @@ NOT_CREATED = "not_created"
 IDENTITY_HEAD_BYTES = 1 << 16
 
 
-def state_path(output_path: str) -> str:
-    return f"{output_path}.apiproc-batches.jsonl"
-
-
 def input_identity(requests_path: str, head_bytes: int = IDENTITY_HEAD_BYTES) -> dict[str, Any]:
     """The input's path and first bytes, hashed: lines appended later do not change it
     (the byte offsets the journal keeps would not survive an edit before them)."""

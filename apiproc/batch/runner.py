@@ -40,9 +40,10 @@ from typing import Any
 
 import aiohttp
 
+from apiproc.batch import state_path
 from apiproc.batch.calls import BatchCalls, Pacer, PollSchedule
 from apiproc.batch.collect import Context, collect
-from apiproc.batch.journal import Intent, Journal, Span, input_identity, state_path
+from apiproc.batch.journal import Intent, Journal, Span, input_identity
 from apiproc.batch.planner import BatchRules, Chunk, Planner, already_final, read_members
 from apiproc.batch.stats import BatchStats, LiveBatch
 from apiproc.clock import Clock, MonotonicClock

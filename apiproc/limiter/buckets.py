@@ -24,6 +24,8 @@ EPSILON = 1e-9
 
 @dataclass(slots=True)
 class Bucket:
+    """One dimension's token bucket: its limit, its level and when it was last refilled."""
+
     dimension: str
     limit: float  # per minute, in force now
     level: float  # what may be drawn now; negative after usage beyond the reservation

@@ -34,6 +34,8 @@ CEILING_RECOVERY = 1.1
 
 @dataclass(slots=True)
 class Ramp:
+    """The burst one class's buckets may be drawn down to, and how it has moved."""
+
     burst: float = INITIAL_BURST
     enabled: bool = True
     ceiling: float = 1.0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from apiproc.errors import SettingsError
 from apiproc.providers.anthropic import DEFAULT_TIMEOUT, DEFAULT_VERSION, AnthropicProvider
@@ -33,7 +33,20 @@ from apiproc.providers.base import (
     Usage,
     Verdict,
 )
-from apiproc.providers.batches import BatchApi, BatchApiError
+
+if TYPE_CHECKING:
+    from apiproc.providers.batches import BatchApi
+
+# The batch protocol's names, offered here too but loaded on first use: online runs skip it.
+_BATCH_NAMES = frozenset({"BatchApi", "BatchApiError"})
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _BATCH_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from apiproc.providers import batches
+
+    return getattr(batches, name)
 
 
 def batch_api(provider: Provider, session: Any) -> BatchApi:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 @dataclass(slots=True, frozen=True)
 class ServerSentEvent:
+    """One event of a stream: its name and its data lines joined."""
+
     name: str  # "message" when the event named none, as the standard says
     data: str
 
