@@ -37,6 +37,15 @@ def test_every_answers_figures_are_read_while_a_request_waits_for_the_burst() ->
     assert lim.wants_figures()
 
 
+def test_every_answers_figures_are_read_once_an_input_budget_comes_within_reach() -> None:
+    clock = ManualClock()
+    lim = limiter(clock, requests_per_minute=1e9, input_tokens_per_minute=8_000)
+    lim.finish(lim.take(request(100)), answered(request(100), headers(requests=(1e9, 1e9))))
+    assert not lim.wants_figures()
+    lim.take(request(2_500))  # 5,400 of 8,000 left: below three quarters
+    assert lim.wants_figures()
+
+
 def test_answers_are_read_until_the_server_tells_its_figures_even_after_a_fallback() -> None:
     clock = ManualClock()
     lim = RateLimiter(Limits(), clock=clock, discover=True)

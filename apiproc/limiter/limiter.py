@@ -163,11 +163,13 @@ class RateLimiter:
 
     def wants_figures(self) -> bool:
         """Whether the next answer's rate-limit figures are worth reading: always near a
-        limit (requests wait, the burst may widen, the limits are being discovered), and
-        otherwise once every FIGURES_EVERY seconds."""
+        limit (requests wait, the burst may widen, the limits are being discovered, an
+        input budget has come within reach), and otherwise once every FIGURES_EVERY
+        seconds."""
         return (
             self.waiting
             or self.ramp.binding
+            or self.tokens_within_reach
             or self.clock.now() - self._figures_at >= FIGURES_EVERY
         )
 
