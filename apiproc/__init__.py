@@ -7,8 +7,9 @@ The public pieces for use from Python are re-exported here.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from apiproc.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from apiproc.limiter import Cost, Limiters, Limits, RateLimiter, RequestTooLarge
@@ -41,8 +42,4 @@ _HOMES = {
     "Settings": "settings",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -10,8 +10,7 @@ names an API: providers map their batch service onto `apiproc.providers.batches`
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from apiproc.lazy import lazy_exports
 
 # What the package offers, by the module that holds it: imported on first use, so that
 # an online run asking only whether batches are pending does not load batch mode.
@@ -41,7 +40,4 @@ def state_path(output_path: str) -> str:
     return f"{output_path}.apiproc-batches.jsonl"
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -21,6 +21,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from apiproc.errors import SettingsError
+from apiproc.lazy import lazy_exports
 from apiproc.providers.anthropic import DEFAULT_TIMEOUT, DEFAULT_VERSION, AnthropicProvider
 from apiproc.providers.base import (
     HttpRequest,
@@ -38,15 +39,7 @@ if TYPE_CHECKING:
     from apiproc.providers.batches import BatchApi
 
 # The batch protocol's names, offered here too but loaded on first use: online runs skip it.
-_BATCH_NAMES = frozenset({"BatchApi", "BatchApiError"})
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _BATCH_NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from apiproc.providers import batches
-
-    return getattr(batches, name)
+__getattr__ = lazy_exports(__name__, {"BatchApi": "batches", "BatchApiError": "batches"})
 
 
 def batch_api(provider: Provider, session: Any) -> BatchApi:
