@@ -274,8 +274,7 @@ class Engine:
         ):
             return False
         self.stats.read += 1
-        if not self.cache.park(item):
-            self._enqueue(item, False)
+        self._route_job(item, False)
         return True
 
     async def _produce(self, produce: Callable[[Engine], Any]) -> None:
@@ -309,9 +308,7 @@ class Engine:
                     )
                 )
                 continue
-            if self.cache.park(item):
-                continue  # given back through _release once its prefix is warm
-            self._enqueue(item, ready)
+            self._route_job(item, ready)
 
     async def _next(self) -> tuple[Job | BadLine, bool] | None:
         """A ready retry (True), else the next input item (False); None when all is done."""
@@ -333,6 +330,12 @@ class Engine:
                 return None
             self._changed.clear()
             await self._changed.wait()
+
+    def _route_job(self, job: Job, ready: bool) -> None:
+        """To its class's queue, unless parked while its prefix is warmed: then it is given
+        back through `_release`."""
+        if not self.cache.park(job):
+            self._enqueue(job, ready)
 
     # ---- admission, one admitter per rate-limit class -----------------------------------
 

@@ -153,6 +153,7 @@ class JobReader:
         own = f"line-{line_no}"
         item = _parse(raw, line_no, own, self._check)
         custom_id = item.custom_id
+        # This line's derived id can only have been taken by a line that gave it itself.
         if custom_id in self._given or (custom_id != own and self._taken(custom_id)):
             item = BadLine(
                 custom_id=self._free_id(),
@@ -183,13 +184,10 @@ class JobReader:
             candidate = f"line-{self.line_no}-duplicate-{suffix}"
         return candidate
 
-    def _taken(self, custom_id: str, own: str = "") -> bool:
-        """Whether an earlier line has `custom_id`. `own`, this line's derived id, can only
-        have been taken by a line that gave itself that name."""
+    def _taken(self, custom_id: str) -> bool:
+        """Whether an earlier line has `custom_id`."""
         if custom_id in self._given:
             return True
-        if custom_id == own:
-            return False
         line_no = _derived_line(custom_id)
         return line_no is not None and self._has_bit(line_no)
 

@@ -40,7 +40,8 @@ class Bill:
     def add(self, usage: Usage, batch: bool = False) -> None:
         """Add one answer's usage (counted, not priced, when the price is unknown)."""
         price = self.price
-        tier = (price is not None and price.long(usage), batch)
+        # The tier's rule is the price's own: a long prompt has rates of its own.
+        tier = (price is not None and price.for_prompt(usage.total_input) is not price, batch)
         summed = self._sums.get(tier)
         if summed is None:
             summed = self._sums[tier] = Usage()

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import gc
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -32,11 +31,18 @@ from multidict import CIMultiDict, CIMultiDictProxy
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import client_environment, median, small_requests, write_workload
+from harness import (
+    CACHEGRIND,
+    COUNTED_REQUESTS,
+    client_environment,
+    counted_instructions,
+    median,
+    per_request_and_fixed,
+    small_requests,
+    write_workload,
+)
 
-COUNTED_REQUESTS = (2_000, 4_000)
 TIMED_REQUESTS = 20_000
-CACHEGRIND = ("valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null")
 UNLIMITED = {"requests_per_minute": 1e9, "input_tokens_per_minute": 1e12}
 ANSWER = json.dumps(
     {
@@ -158,12 +164,10 @@ def instructions(folder: Path) -> float:
     counted = {}
     for requests in COUNTED_REQUESTS:
         done = once(workload(folder, requests), requests, CACHEGRIND)
-        found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-        if done.returncode != 0 or found is None:
-            raise RuntimeError(f"no instruction count from valgrind: {done.stderr[-2000:]}")
-        counted[requests] = int(found.group(1).replace(",", ""))
-    (few, few_count), (many, many_count) = sorted(counted.items())
-    return (many_count - few_count) / (many - few)
+        if done.returncode != 0:
+            raise RuntimeError(f"the counted run failed: {done.stderr[-2000:]}")
+        counted[requests] = counted_instructions(done.stderr)
+    return per_request_and_fixed(counted)[0]
 
 
 def main() -> None:

@@ -288,6 +288,27 @@ def small_requests(count: int, model: str = "claude-haiku-4-5") -> list[dict[str
     ]
 
 
+# valgrind's instruction count only: no cache simulation, no output file.
+CACHEGRIND = ("valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null")
+# Two run lengths, whose counts differenced give the cost of one request.
+COUNTED_REQUESTS = (2_000, 4_000)
+
+
+def counted_instructions(stderr: str) -> int:
+    """The instruction count cachegrind printed on a run's stderr."""
+    found = re.search(r"I\s+refs:\s+([\d,]+)", stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from valgrind: {stderr[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def per_request_and_fixed(counted: dict[int, int]) -> tuple[float, float]:
+    """Instructions per request and fixed, from the counts of runs of two lengths."""
+    (few, few_count), (many, many_count) = sorted(counted.items())
+    per_request = (many_count - few_count) / (many - few)
+    return per_request, few_count - few * per_request
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2

@@ -28,7 +28,6 @@ import argparse
 import functools
 import importlib.util
 import platform
-import re
 import shutil
 import sys
 import tempfile
@@ -42,10 +41,14 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
+    CACHEGRIND,
+    COUNTED_REQUESTS,
     RUN_TIMEOUT,
     ClientRun,
     SimulatorProcess,
+    counted_instructions,
     median,
+    per_request_and_fixed,
     run_client,
     run_floor,
     small_requests,
@@ -69,9 +72,6 @@ CLIENT_UNLIMITED = (
     "--no-ramp",
 )  # fmt: skip
 UVLOOP = importlib.util.find_spec("uvloop") is not None
-# Instructions only: no cache simulation, no output file.
-CACHEGRIND = ("valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null")
-COUNTED_REQUESTS = (2_000, 4_000)
 
 Figures = dict[str, float]
 
@@ -152,16 +152,9 @@ def instructions(
     counted = {}
     for requests, workload in workloads.items():
         done = run(client, workload, sim, *CLIENT_UNLIMITED, wrapper=CACHEGRIND)
-        found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-        if found is None:
-            raise RuntimeError(f"no instruction count from valgrind: {done.stderr[-2000:]}")
-        counted[requests] = int(found.group(1).replace(",", ""))
-    (few, few_count), (many, many_count) = sorted(counted.items())
-    per_request = (many_count - few_count) / (many - few)
-    return {
-        "k instructions/request": per_request / 1e3,
-        "M instructions fixed": (few_count - few * per_request) / 1e6,
-    }
+        counted[requests] = counted_instructions(done.stderr)
+    per_request, fixed = per_request_and_fixed(counted)
+    return {"k instructions/request": per_request / 1e3, "M instructions fixed": fixed / 1e6}
 
 
 def alternate(

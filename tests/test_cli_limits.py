@@ -18,14 +18,19 @@ def messages_seen(simulator: Simulator) -> list:
     )
 
 
+def sonnet_then_haiku(tmp_path: Path, sonnets: int, haikus: int) -> Path:
+    """An input of `sonnets` Sonnet lines, then `haikus` Haiku lines, numbered on."""
+    sonnet = [request_line(n, model="claude-sonnet-4-6") for n in range(sonnets)]
+    haiku = [request_line(n, model="claude-haiku-4-5") for n in range(sonnets, sonnets + haikus)]
+    return write_jsonl(tmp_path / "in.jsonl", sonnet + haiku)
+
+
 def test_a_class_with_an_empty_bucket_does_not_hold_up_another_class(
     simulator: Simulator, tmp_path: Path
 ) -> None:
     # Sonnet may send a minute's 12 requests (ramped), then one every 5 s; the Haiku lines
     # come after all of them.
-    sonnet = [request_line(n, model="claude-sonnet-4-6") for n in range(13)]
-    haiku = [request_line(n, model="claude-haiku-4-5") for n in range(13, 33)]
-    source = write_jsonl(tmp_path / "in.jsonl", sonnet + haiku)
+    source = sonnet_then_haiku(tmp_path, 13, 20)
     limits = tmp_path / "limits.toml"
     limits.write_text(
         "[sonnet-4]\nrequests_per_minute = 12\n\n"
@@ -48,9 +53,7 @@ def test_classes_take_turns_for_the_slots_whatever_the_files_order(
 ) -> None:
     # One slot, and every Sonnet line before the Haiku ones: once both classes have jobs
     # waiting, the slot goes to each in turn, not to the first class until it is done.
-    sonnet = [request_line(n, model="claude-sonnet-4-6") for n in range(8)]
-    haiku = [request_line(n, model="claude-haiku-4-5") for n in range(8, 16)]
-    source = write_jsonl(tmp_path / "in.jsonl", sonnet + haiku)
+    source = sonnet_then_haiku(tmp_path, 8, 8)
     done = run_against(simulator, source, tmp_path / "out.jsonl", "--max-concurrency", "1", key=KEY)
     assert done.returncode == 0, done.stderr
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 16

@@ -107,10 +107,6 @@ class Price:
         dollars = (usage.total_input * self.input + usage.output_tokens * self.output) / 1_000_000
         return dollars * BATCH_DISCOUNT if batch else dollars
 
-    def long(self, usage: Usage) -> bool:
-        """Whether `usage`, one request's, is priced at the long-prompt tier."""
-        return self.long_prompt is not None and usage.total_input > self.long_prompt_over
-
 
 @dataclass(slots=True, frozen=True)
 class ModelFacts:
